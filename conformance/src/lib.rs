@@ -1,0 +1,1 @@
+//! conformance: black-box tests of the segnode binary against real DICOM peers (see tests/).
