@@ -1,0 +1,239 @@
+#!/usr/bin/env python3
+"""Train the brats-synth-unet2d demo model (PyTorch, CPU) on slices made by models/synth/make_training_set.py,
+and export it to ONNX.
+
+    .venv-train/bin/python models/train.py --data /tmp/brats-synth-train --minutes 55 \
+        --ckpt /tmp/brats-synth-unet2d.pt
+    .venv-train/bin/python models/train.py --export-only --ckpt /tmp/brats-synth-unet2d.pt \
+        --onnx models/brats-synth-unet2d/brats_synth_unet2d.onnx
+
+Network: 2D U-Net, input [1, 4, 128, 128] (T1, T1CE, T2, FLAIR, normalised as in models/preprocess.py), four
+resolution levels with 12/24/48/96 channels, two 3x3 conv + BatchNorm + ReLU per block, max-pool down,
+2x2 transposed-conv up, 1x1 conv head -> [1, 4, 128, 128] logits (background, necrotic core, oedema,
+enhancing). Loss: cross-entropy + soft Dice over the three tumour classes. Adam, lr 2e-3 with cosine decay
+over the time budget. Augmentation: 96x96 crops (80 % of batches; 90 % of them around a tumour pixel), left-right flip, per-channel intensity scale/shift, small Gaussian noise.
+
+The training run is wall-clock limited (--minutes) and checkpoints every few minutes, so a partial run is usable.
+The data directory is rescanned every "epoch" so training can start while the generator still runs.
+"""
+import argparse
+import glob
+import math
+import os
+import time
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+torch.set_num_threads(int(os.environ.get("TRAIN_THREADS", "2")))
+SIZE = 128
+CH = (12, 24, 48, 96)
+
+
+def block(cin, cout):
+    return nn.Sequential(
+        nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True),
+        nn.Conv2d(cout, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True),
+    )
+
+
+class UNet2D(nn.Module):
+    def __init__(self, cin=4, ncls=4, ch=CH):
+        super().__init__()
+        self.enc = nn.ModuleList()
+        c = cin
+        for co in ch:
+            self.enc.append(block(c, co))
+            c = co
+        self.up = nn.ModuleList()
+        self.dec = nn.ModuleList()
+        for co in reversed(ch[:-1]):
+            self.up.append(nn.ConvTranspose2d(c, co, 2, stride=2))
+            self.dec.append(block(2 * co, co))
+            c = co
+        self.head = nn.Conv2d(c, ncls, 1)
+
+    def forward(self, x):
+        skips = []
+        for i, b in enumerate(self.enc):
+            x = b(x)
+            if i < len(self.enc) - 1:
+                skips.append(x)
+                x = F.max_pool2d(x, 2)
+        for up, dec in zip(self.up, self.dec):
+            x = up(x)
+            x = dec(torch.cat([x, skips.pop()], 1))
+        return self.head(x)
+
+
+def load_data(d, loaded):
+    for f in sorted(glob.glob(os.path.join(d, "case_*.npz"))):
+        if f in loaded:
+            continue
+        try:
+            z = np.load(f)
+            loaded[f] = (torch.from_numpy(z["x"]), torch.from_numpy(z["y"].astype(np.int64)))
+        except Exception as e:  # a file being written
+            print("skip", f, e)
+    xs = torch.cat([v[0] for v in loaded.values()])
+    ys = torch.cat([v[1] for v in loaded.values()])
+    return xs, ys
+
+
+def dice_loss(logits, y):
+    p = logits.softmax(1)
+    oh = F.one_hot(y, 4).permute(0, 3, 1, 2).float()
+    inter = (p * oh).sum((0, 2, 3))
+    den = p.sum((0, 2, 3)) + oh.sum((0, 2, 3))
+    d = (2 * inter + 1) / (den + 1)
+    return 1 - d[1:].mean()
+
+
+def crop(x, y, size=96):
+    """Random size x size crops; a crop around a tumour pixel when the slice has one."""
+    b = x.shape[0]
+    xo = torch.empty(b, x.shape[1], size, size)
+    yo = torch.empty(b, size, size, dtype=y.dtype)
+    for n in range(b):
+        t = torch.nonzero(y[n] > 0)
+        if len(t) and torch.rand(()) < 0.9:
+            cj, ci = t[torch.randint(len(t), ())].tolist()
+            j0 = int(min(max(cj - torch.randint(16, size - 16, ()).item(), 0), SIZE - size))
+            i0 = int(min(max(ci - torch.randint(16, size - 16, ()).item(), 0), SIZE - size))
+        else:
+            j0, i0 = torch.randint(0, SIZE - size + 1, (2,)).tolist()
+        xo[n] = x[n, :, j0:j0 + size, i0:i0 + size]
+        yo[n] = y[n, j0:j0 + size, i0:i0 + size]
+    return xo, yo
+
+
+def augment(x, y):
+    if torch.rand(()) < 0.8:
+        x, y = crop(x, y)
+    if torch.rand(()) < 0.5:
+        x, y = x.flip(-1), y.flip(-1)
+    b, c = x.shape[:2]
+    x = x * (1 + 0.1 * torch.randn(b, c, 1, 1)) + 0.1 * torch.randn(b, c, 1, 1)
+    x = x + 0.03 * torch.randn_like(x)
+    return x, y
+
+
+def fuse(model):
+    """Fold every BatchNorm into the preceding conv (eval mode) for a lean ONNX graph."""
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    model.eval()
+    for m in model.modules():
+        if isinstance(m, nn.Sequential):
+            mods = list(m)
+            out = []
+            i = 0
+            while i < len(mods):
+                if isinstance(mods[i], nn.Conv2d) and i + 1 < len(mods) and isinstance(mods[i + 1], nn.BatchNorm2d):
+                    out.append(fuse_conv_bn_eval(mods[i], mods[i + 1]))
+                    i += 2
+                else:
+                    out.append(mods[i])
+                    i += 1
+            for k in list(m._modules.keys()):
+                del m._modules[k]
+            for k, mod in enumerate(out):
+                m.add_module(str(k), mod)
+    return model
+
+
+def export(ckpt, onnx_path, opset=17):
+    model = UNet2D()
+    state = torch.load(ckpt, map_location="cpu")
+    model.load_state_dict(state["model"])
+    model = fuse(model)
+    x = torch.zeros(1, 4, SIZE, SIZE)
+    kw = dict(input_names=["input"], output_names=["logits"], opset_version=opset, do_constant_folding=True)
+    try:
+        torch.onnx.export(model, (x,), onnx_path, dynamo=False, **kw)
+    except TypeError:
+        torch.onnx.export(model, (x,), onnx_path, **kw)
+    import onnx
+
+    m = onnx.load(onnx_path)
+    onnx.checker.check_model(m)
+    print("exported", onnx_path, os.path.getsize(onnx_path), "bytes, opset", m.opset_import[0].version,
+          "step", state.get("step"))
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--data", default="/tmp/brats-synth-train")
+    ap.add_argument("--minutes", type=float, default=55)
+    ap.add_argument("--ckpt", default="/tmp/brats-synth-unet2d.pt")
+    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--lr", type=float, default=2e-3)
+    ap.add_argument("--resume", action="store_true")
+    ap.add_argument("--export-only", action="store_true")
+    ap.add_argument("--onnx", default=None)
+    ap.add_argument("--seed", type=int, default=0)
+    a = ap.parse_args()
+    if a.export_only:
+        export(a.ckpt, a.onnx)
+        return
+    torch.manual_seed(a.seed)
+    model = UNet2D()
+    opt = torch.optim.Adam(model.parameters(), lr=a.lr)
+    step = 0
+    if a.resume and os.path.exists(a.ckpt):
+        st = torch.load(a.ckpt, map_location="cpu")
+        model.load_state_dict(st["model"])
+        opt.load_state_dict(st["opt"])
+        step = st["step"]
+    print("params", sum(p.numel() for p in model.parameters()), flush=True)
+    loaded = {}
+    t0 = time.time()
+    budget = a.minutes * 60
+    last_ck = t0
+    gen = torch.Generator().manual_seed(a.seed)
+    hist = []
+    while time.time() - t0 < budget:
+        xs, ys = load_data(a.data, loaded)
+        n = xs.shape[0]
+        print(f"epoch data: {len(loaded)} cases, {n} slices", flush=True)
+        perm = torch.randperm(n, generator=gen)
+        for bi in range(0, n - a.batch + 1, a.batch):
+            el = time.time() - t0
+            if el >= budget:
+                break
+            lr = a.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, el / budget))))
+            for g in opt.param_groups:
+                g["lr"] = lr
+            idx = perm[bi:bi + a.batch]
+            x, y = augment(xs[idx].float(), ys[idx])
+            model.train()
+            logits = model(x)
+            loss = F.cross_entropy(logits, y) + dice_loss(logits, y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            step += 1
+            hist.append(loss.item())
+            if step % 50 == 0:
+                with torch.no_grad():
+                    pred = logits.argmax(1)
+                    ds = []
+                    for cls in (1, 2, 3):
+                        p, t = pred == cls, y == cls
+                        den = p.sum() + t.sum()
+                        ds.append(float(2 * (p & t).sum() / den) if den > 0 else float("nan"))
+                print(f"step {step} t {el / 60:.1f}m lr {lr:.2e} loss {np.mean(hist[-50:]):.4f} "
+                      f"batch dice nec/ed/enh {ds[0]:.3f}/{ds[1]:.3f}/{ds[2]:.3f}", flush=True)
+            if time.time() - last_ck > 180:
+                torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step}, a.ckpt + ".tmp")
+                os.replace(a.ckpt + ".tmp", a.ckpt)
+                last_ck = time.time()
+    torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step}, a.ckpt + ".tmp")
+    os.replace(a.ckpt + ".tmp", a.ckpt)
+    print("done", step, "steps", (time.time() - t0) / 60, "min", flush=True)
+
+
+if __name__ == "__main__":
+    main()
