@@ -1,0 +1,174 @@
+#!/usr/bin/env python3
+"""Evaluate a slice2d model (manifest + ONNX) with onnxruntime on held-out synthetic cases, using exactly the
+preprocessing/postprocessing the manifest describes (models/preprocess.py).
+
+    .venv-train/bin/python models/eval.py --model models/brats-synth-unet2d --first 900000 --cases 20
+    .venv-train/bin/python models/eval.py --model models/brats-synth-unet2d --study testdata/studies/<name>
+
+Held-out cases: seeds 900000.. (training used 100000..199999). Each case is rendered on a study-like grid
+(random in-plane size 192-256 over a 220-250 mm field of view, slice thickness 2-5 mm, half of them oblique),
+i.e. the same pixel values models/synth/make_study.py writes into DICOM, then preprocessed onto the model grid,
+segmented slice by slice, resampled back, and scored against the ground truth on that grid.
+With --study, a DICOM study written by make_study.py is read from disk (series matched by the manifest's
+Series Description regexes) and scored against its truth/labels_ref.u8.
+
+Dice: WT = labels {1,2,3}, TC = {1,3}, ET = {3}; per case 2|P&G|/(|P|+|G|), 1.0 when both are empty.
+"""
+import argparse
+import json
+import re
+import sys
+import time
+import tomllib
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE / "synth"))
+import preprocess  # noqa: E402
+
+REGIONS = {"WT": (1, 2, 3), "TC": (1, 3), "ET": (3,)}
+
+
+def dice(pred, gt, labels):
+    p = np.isin(pred, labels)
+    g = np.isin(gt, labels)
+    den = p.sum() + g.sum()
+    return 1.0 if den == 0 else float(2 * (p & g).sum() / den)
+
+
+class Model:
+    def __init__(self, folder, threads=2):
+        import onnxruntime as ort
+
+        self.folder = Path(folder)
+        self.m = tomllib.loads((self.folder / "model.toml").read_text())
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = threads
+        so.inter_op_num_threads = 1
+        self.sess = ort.InferenceSession(str(self.folder / self.m["model"]["onnx"]), so,
+                                         providers=["CPUExecutionProvider"])
+        g = self.m["geometry"]
+        self.size = g["size"][0]
+        self.spacing = g["spacing_mm"][0]
+        assert g["size"][0] == g["size"][1] and g["spacing_mm"][0] == g["spacing_mm"][1]
+        self.channels = [i["name"] for i in sorted(self.m["inputs"], key=lambda i: i["channel"])]
+
+    def segment(self, vols, row_spacing, col_spacing):
+        """vols {channel name: float32[K, rows, cols]} on the reference grid -> (labels uint8[K, rows, cols], s)."""
+        x = np.stack([vols[c] for c in self.channels])
+        rows, cols = x.shape[-2:]
+        xm = preprocess.to_model_grid(x, row_spacing, col_spacing, self.size, self.spacing)
+        xm = preprocess.normalise(xm)
+        K = xm.shape[1]
+        logits = np.empty((len(self.m["output"]["classes"]), K, self.size, self.size), np.float32)
+        inp, outn = self.m["model"]["input_name"], self.m["model"]["output_name"]
+        t = time.perf_counter()
+        for k in range(K):
+            logits[:, k] = self.sess.run([outn], {inp: np.ascontiguousarray(xm[None, :, k])})[0][0]
+        dt = time.perf_counter() - t
+        lab = preprocess.from_model_grid(logits, rows, cols, row_spacing, col_spacing, self.size, self.spacing)
+        classes = np.array(self.m["output"]["classes"], np.uint8)
+        return classes[lab], dt
+
+
+def read_study(folder, manifest):
+    """Read a make_study.py study; match series to channels with the manifest's description rules."""
+    import pydicom
+
+    series = {}
+    for d in sorted((Path(folder) / "dicom").iterdir()):
+        files = sorted(d.glob("*.dcm"))
+        dss = [pydicom.dcmread(f) for f in files]
+        series[d.name] = dss
+    inputs = {i["name"]: i for i in manifest["inputs"]}
+    taken, chosen = set(), {}
+    order = sorted(series, key=lambda s: (int(series[s][0].SeriesNumber), series[s][0].SeriesInstanceUID))
+    for name in manifest["selection"]["match_order"]:
+        rule = inputs[name]
+        for s in order:
+            if s in taken:
+                continue
+            desc = str(series[s][0].get("SeriesDescription", ""))
+            if any(re.search(p, desc) for p in rule["series_description"]) and not any(
+                    re.search(p, desc) for p in rule["exclude"]):
+                chosen[name] = s
+                taken.add(s)
+                break
+        else:
+            raise SystemExit(f"missing input series {name}")
+    vols, geo = {}, None
+    for name, s in chosen.items():
+        dss = series[s]
+        n = np.cross(np.array(dss[0].ImageOrientationPatient[:3], float), np.array(dss[0].ImageOrientationPatient[3:], float))
+        dss = sorted(dss, key=lambda d: float(np.dot(n, np.array(d.ImagePositionPatient, float))))
+        arr = np.stack([d.pixel_array.astype(np.float32) * float(d.get("RescaleSlope", 1)) + float(d.get("RescaleIntercept", 0)) for d in dss])
+        g = (tuple(np.round(np.array(dss[0].ImageOrientationPatient, float), 5)), tuple(np.round(np.array(dss[0].ImagePositionPatient, float), 3)),
+             tuple(float(x) for x in dss[0].PixelSpacing), arr.shape)
+        if geo is None:
+            geo = g
+        elif g != geo:
+            raise SystemExit("series geometries differ: inter-series resampling is not implemented in eval.py")
+        vols[name] = arr
+        print(f"  {name:5s} <- {s} ({dss[0].SeriesDescription!r}, {len(dss)} slices, {dss[0].file_meta.TransferSyntaxUID.name})")
+    ps = geo[2]
+    return vols, ps[0], ps[1]
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--model", default=str(HERE / "brats-synth-unet2d"))
+    ap.add_argument("--first", type=int, default=900000)
+    ap.add_argument("--cases", type=int, default=20)
+    ap.add_argument("--study", action="append", default=[])
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--json", default=None, help="write per-case results here")
+    a = ap.parse_args()
+    model = Model(a.model, a.threads)
+    rows = []
+    if a.study:
+        for st in a.study:
+            print(st)
+            vols, rs, cs_ = read_study(st, model.m)
+            truth = json.loads((Path(st) / "truth" / "truth.json").read_text())
+            gt = np.fromfile(Path(st) / "truth" / truth["raw_file"], np.uint8).reshape(truth["raw_shape"])
+            pred, dt = model.segment(vols, rs, cs_)
+            r = dict(case=str(st), slices=int(gt.shape[0]), infer_s=round(dt, 3),
+                     **{k: dice(pred, gt, v) for k, v in REGIONS.items()})
+            rows.append(r)
+            print(f"  WT {r['WT']:.4f} TC {r['TC']:.4f} ET {r['ET']:.4f}  ({dt:.2f} s onnxruntime)")
+    else:
+        import synth
+        from make_study import study_geometry
+
+        for seed in range(a.first, a.first + a.cases):
+            t0 = time.time()
+            cs = synth.make_case(seed)
+            rng = np.random.default_rng([seed, 99])
+            size = int(rng.choice([192, 224, 256]))
+            fov = float(rng.uniform(220, 250))
+            th = float(rng.choice([2.0, 3.0, 4.0, 5.0]))
+            obl = bool(rng.random() < 0.5)
+            geom = study_geometry(cs, rng, size, fov, th, obl)
+            imgs, gt = synth.render(cs, geom)
+            pred, dt = model.segment(imgs, geom.row_spacing, geom.col_spacing)
+            r = dict(case=seed, size=size, fov=round(fov, 1), thickness=th, oblique=obl, slices=geom.slices,
+                     gt_ml={k: round(float(np.isin(gt, v).sum() * geom.row_spacing * geom.col_spacing * th / 1000), 1)
+                            for k, v in REGIONS.items()},
+                     infer_s=round(dt, 3), **{k: dice(pred, gt, v) for k, v in REGIONS.items()})
+            rows.append(r)
+            print(f"seed {seed} {size}px fov {fov:.0f} th {th:.0f} obl {int(obl)}: WT {r['WT']:.4f} TC {r['TC']:.4f} "
+                  f"ET {r['ET']:.4f}  gt ml {r['gt_ml']}  ort {dt:.2f}s  total {time.time() - t0:.1f}s", flush=True)
+    means = {k: float(np.mean([r[k] for r in rows])) for k in REGIONS}
+    medians = {k: float(np.median([r[k] for r in rows])) for k in REGIONS}
+    print(f"MEAN over {len(rows)} cases: WT {means['WT']:.4f}  TC {means['TC']:.4f}  ET {means['ET']:.4f}")
+    print(f"MEDIAN: WT {medians['WT']:.4f}  TC {medians['TC']:.4f}  ET {medians['ET']:.4f}")
+    if a.json:
+        Path(a.json).write_text(json.dumps(dict(model=model.m["model"]["name"], version=model.m["model"]["version"],
+                                                cases=rows, mean=means, median=medians), indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
