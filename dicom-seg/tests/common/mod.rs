@@ -598,3 +598,20 @@ pub fn one_hot(labels: &Array3<u16>, nseg: u16) -> ndarray::Array4<u8> {
     }
     m
 }
+
+/// A working folder: a temporary one, or `$DICOM_SEG_TEST_OUT/<name>` (kept) when that is set.
+pub fn workdir(name: &str) -> (Option<tempfile::TempDir>, PathBuf) {
+    match std::env::var_os("DICOM_SEG_TEST_OUT") {
+        Some(d) => {
+            let p = PathBuf::from(d).join(name);
+            let _ = std::fs::remove_dir_all(&p);
+            std::fs::create_dir_all(&p).unwrap();
+            (None, p)
+        }
+        None => {
+            let t = tempfile::tempdir().unwrap();
+            let p = t.path().to_path_buf();
+            (Some(t), p)
+        }
+    }
+}
