@@ -11,7 +11,7 @@ Network: 2D U-Net, input [1, 4, 128, 128] (T1, T1CE, T2, FLAIR, normalised as in
 resolution levels with 12/24/48/96 channels, two 3x3 conv + BatchNorm + ReLU per block, max-pool down,
 2x2 transposed-conv up, 1x1 conv head -> [1, 4, 128, 128] logits (background, necrotic core, oedema,
 enhancing). Loss: cross-entropy + soft Dice over the three tumour classes. Adam, lr 2e-3 with cosine decay
-over the time budget. Augmentation: 96x96 crops (80 % of batches; 90 % of them around a tumour pixel), left-right flip, per-channel intensity scale/shift, small Gaussian noise.
+over the time budget. Augmentation: optional 96x96 crops (--crop-prob of the batches; 90 % of them around a tumour pixel), left-right flip, per-channel intensity scale/shift, small Gaussian noise.
 
 The training run is wall-clock limited (--minutes) and checkpoints every few minutes, so a partial run is usable.
 The data directory is rescanned every "epoch" so training can start while the generator still runs.
@@ -109,8 +109,11 @@ def crop(x, y, size=96):
     return xo, yo
 
 
+CROP_PROB = 0.0
+
+
 def augment(x, y):
-    if torch.rand(()) < 0.8:
+    if torch.rand(()) < CROP_PROB:
         x, y = crop(x, y)
     if torch.rand(()) < 0.5:
         x, y = x.flip(-1), y.flip(-1)
@@ -144,10 +147,32 @@ def fuse(model):
     return model
 
 
-def export(ckpt, onnx_path, opset=17):
+def recalibrate(model, data, cases=40, seed=0):
+    """Re-estimate every BatchNorm's running statistics on full 128x128 slices (cumulative average over the
+    slices of `cases` random training cases, forward passes only), so eval-mode statistics match what the
+    network sees at inference."""
+    files = sorted(glob.glob(os.path.join(data, "case_*.npz")))
+    rng = np.random.default_rng(seed)
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.reset_running_stats()
+            m.momentum = None
+    model.train()
+    with torch.no_grad():
+        for f in rng.choice(files, min(cases, len(files)), replace=False):
+            x = torch.from_numpy(np.load(f)["x"].astype(np.float32))
+            for b in range(0, len(x), 16):
+                model(x[b:b + 16])
+    model.eval()
+    return model
+
+
+def export(ckpt, onnx_path, opset=17, data=None):
     model = UNet2D()
     state = torch.load(ckpt, map_location="cpu")
     model.load_state_dict(state["model"])
+    if data:
+        model = recalibrate(model, data)
     model = fuse(model)
     x = torch.zeros(1, 4, SIZE, SIZE)
     kw = dict(input_names=["input"], output_names=["logits"], opset_version=opset, do_constant_folding=True)
@@ -174,10 +199,14 @@ def main():
     ap.add_argument("--export-only", action="store_true")
     ap.add_argument("--onnx", default=None)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--crop-prob", type=float, default=0.0, help="fraction of batches trained on 96x96 crops")
+    ap.add_argument("--recalibrate", action="store_true", help="export: re-estimate BatchNorm stats on --data")
     a = ap.parse_args()
     if a.export_only:
-        export(a.ckpt, a.onnx)
+        export(a.ckpt, a.onnx, data=a.data if a.recalibrate else None)
         return
+    global CROP_PROB
+    CROP_PROB = a.crop_prob
     torch.manual_seed(a.seed)
     model = UNet2D()
     opt = torch.optim.Adam(model.parameters(), lr=a.lr)

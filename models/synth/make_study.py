@@ -27,6 +27,7 @@ Labels: 0 background, 1 necrotic core, 2 oedema, 3 enhancing tumour (WT = 1,2,3;
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import shutil
 import subprocess
@@ -38,7 +39,7 @@ import nibabel as nib
 import numpy as np
 import pydicom
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, generate_uid
+from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import synth  # noqa: E402
@@ -67,7 +68,9 @@ SERIES = {
 
 
 def uid(*parts) -> str:
-    return generate_uid(prefix=None, entropy_srcs=["segnode-synth", *[str(p) for p in parts]])
+    """Deterministic UUID-derived UID (2.25.<128-bit integer>) from the seed and a role."""
+    h = hashlib.sha256("/".join(["segnode-synth", *[str(p) for p in parts]]).encode()).digest()
+    return "2.25." + str(int.from_bytes(h[:16], "big"))
 
 
 def study_geometry(cs: synth.Case, rng, size, fov, thickness, oblique, coverage=170.0):
