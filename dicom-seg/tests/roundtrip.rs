@@ -427,3 +427,20 @@ fn inconsistent_input_is_an_error_not_a_panic() {
         Err(SegError::FrameOfReferenceMismatch { .. })
     ));
 }
+
+#[test]
+fn streamed_bytes_equal_dicom_object_encoding_of_the_full_file() {
+    // to_bytes appends Pixel Data by hand; it must be byte-identical to dicom-object writing the whole
+    // object, for an even and an odd packed length.
+    for (rows, cols) in [(16u16, 16u16), (13, 21)] {
+        let acq = Acq::new("bytes", Plane::Sagittal, 7, rows, cols);
+        let files = acq.single_frame();
+        let source = source_of(&files);
+        let l = labels(&source, 3, &[]);
+        let seg = builder(&source, 3).build(Masks::Labels(l.view())).unwrap();
+        let mut via_object = Vec::new();
+        seg.to_file().write_all(&mut via_object).unwrap();
+        assert_eq!(seg.to_bytes().unwrap(), via_object);
+        assert_eq!(seg.pixel_data().len() % 2, 0);
+    }
+}
