@@ -101,15 +101,14 @@ pub struct ReadSegmentation {
 
 impl ReadSegmentation {
     /// Parses a Part-10 byte stream (with or without the 128-byte preamble).
+    ///
+    /// The element structure is checked first (every defined length must fit in the input), so a
+    /// corrupted length is an error rather than a huge allocation.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self> {
-        Self::from_reader(bytes)
-    }
-
-    /// Parses a Part-10 stream.
-    pub fn from_reader(r: impl Read) -> Result<Self> {
+        check_lengths(bytes)?;
         let file = OpenFileOptions::new()
             .read_preamble(ReadPreamble::Auto)
-            .from_reader(r)
+            .from_reader(bytes)
             .map_err(|e| SegError::Read(e.to_string()))?;
         let ts = file
             .meta()
@@ -129,6 +128,14 @@ impl ReadSegmentation {
             )));
         }
         Self::from_dataset(&file)
+    }
+
+    /// Parses a Part-10 stream (read to the end first).
+    pub fn from_reader(mut r: impl Read) -> Result<Self> {
+        let mut bytes = Vec::new();
+        r.read_to_end(&mut bytes)
+            .map_err(|e| SegError::Read(e.to_string()))?;
+        Self::from_bytes(&bytes)
     }
 
     /// Interprets a data set (native pixel data).
@@ -456,4 +463,136 @@ fn read_segment(it: &Obj) -> Result<ReadSegment> {
         display_color,
         tracking_id: ds::get_str(it, tags::TRACKING_ID),
     })
+}
+
+/// Walks the element headers of a Part-10 stream (meta group, then the data set when it is explicit or
+/// implicit VR little endian) and checks that every defined length fits in the input.
+fn check_lengths(b: &[u8]) -> Result<()> {
+    let short = |what: &str| SegError::Read(format!("truncated or corrupted input: {what}"));
+    let start = if b.len() >= 132 && &b[128..132] == b"DICM" {
+        132
+    } else if b.len() >= 4 && &b[..4] == b"DICM" {
+        4
+    } else {
+        return Err(short("no DICM prefix"));
+    };
+    let u16_at = |p: usize| b.get(p..p + 2).map(|s| u16::from_le_bytes([s[0], s[1]]));
+    let u32_at = |p: usize| {
+        b.get(p..p + 4)
+            .map(|s| u32::from_le_bytes([s[0], s[1], s[2], s[3]]))
+    };
+    // Meta group: explicit VR little endian.
+    let mut p = start;
+    let mut ts = String::new();
+    while u16_at(p) == Some(0x0002) {
+        let elem = u16_at(p + 2).ok_or(short("meta header"))?;
+        let vr = b.get(p + 4..p + 6).ok_or(short("meta header"))?;
+        if !known_vr(vr) {
+            return Err(short("unknown VR in the meta group"));
+        }
+        let (len, head) = if long_vr(vr) {
+            (u32_at(p + 8).ok_or(short("meta header"))? as usize, 12)
+        } else {
+            (u16_at(p + 6).ok_or(short("meta header"))? as usize, 8)
+        };
+        let value = b
+            .get(p + head..p + head + len)
+            .ok_or(short("meta element length"))?;
+        if elem == 0x0010 {
+            ts = String::from_utf8_lossy(value)
+                .trim_end_matches(['\0', ' '])
+                .to_string();
+        }
+        p += head + len;
+    }
+    let explicit = match ts.as_str() {
+        uids::EXPLICIT_VR_LITTLE_ENDIAN => true,
+        uids::IMPLICIT_VR_LITTLE_ENDIAN => false,
+        _ => return Ok(()), // deflated / big endian / encapsulated: left to the parser
+    };
+    const UNDEFINED: u32 = 0xFFFF_FFFF;
+    while p < b.len() {
+        let group = u16_at(p).ok_or(short("element header"))?;
+        let elem = u16_at(p + 2).ok_or(short("element header"))?;
+        let (len, head, vr) = if group == 0xFFFE {
+            // Item and delimiters: tag + 4-byte length, no VR.
+            (u32_at(p + 4).ok_or(short("item header"))?, 8, None)
+        } else if explicit {
+            let vr = b.get(p + 4..p + 6).ok_or(short("element header"))?;
+            if !known_vr(vr) {
+                return Err(short("unknown VR"));
+            }
+            if long_vr(vr) {
+                (u32_at(p + 8).ok_or(short("element header"))?, 12, Some(vr))
+            } else {
+                (
+                    u16_at(p + 6).ok_or(short("element header"))? as u32,
+                    8,
+                    Some(vr),
+                )
+            }
+        } else {
+            (u32_at(p + 4).ok_or(short("element header"))?, 8, None)
+        };
+        if len == UNDEFINED {
+            // Sequence, item or encapsulated pixel data of undefined length: walk into it.
+            let _ = (elem, vr);
+            p += head;
+            continue;
+        }
+        let end = p
+            .checked_add(head)
+            .and_then(|x| x.checked_add(len as usize))
+            .filter(|&e| e <= b.len())
+            .ok_or(short("an element length runs past the end"))?;
+        p = end;
+    }
+    Ok(())
+}
+
+fn long_vr(vr: &[u8]) -> bool {
+    matches!(
+        vr,
+        b"OB"
+            | b"OW"
+            | b"OF"
+            | b"OD"
+            | b"OL"
+            | b"OV"
+            | b"SQ"
+            | b"UT"
+            | b"UN"
+            | b"UC"
+            | b"UR"
+            | b"SV"
+            | b"UV"
+    )
+}
+
+fn known_vr(vr: &[u8]) -> bool {
+    long_vr(vr)
+        || matches!(
+            vr,
+            b"AE"
+                | b"AS"
+                | b"AT"
+                | b"CS"
+                | b"DA"
+                | b"DS"
+                | b"DT"
+                | b"FL"
+                | b"FD"
+                | b"IS"
+                | b"LO"
+                | b"LT"
+                | b"PN"
+                | b"SH"
+                | b"SL"
+                | b"SS"
+                | b"ST"
+                | b"TM"
+                | b"UI"
+                | b"UL"
+                | b"US"
+        )
 }

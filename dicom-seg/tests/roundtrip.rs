@@ -444,3 +444,43 @@ fn streamed_bytes_equal_dicom_object_encoding_of_the_full_file() {
         assert_eq!(seg.pixel_data().len() % 2, 0);
     }
 }
+
+#[test]
+fn reader_survives_truncated_and_corrupted_input() {
+    let acq = Acq::new("trunc", Plane::Axial, 5, 9, 11);
+    let files = acq.single_frame();
+    let source = source_of(&files);
+    let l = labels(&source, 2, &[]);
+    let bytes = builder(&source, 2)
+        .build(Masks::Labels(l.view()))
+        .unwrap()
+        .to_bytes()
+        .unwrap();
+    let step = (bytes.len() / 300).max(1);
+    for cut in (0..bytes.len()).step_by(step) {
+        // Must return (Ok or Err), never panic.
+        let t = std::time::Instant::now();
+        if let Ok(seg) = ReadSegmentation::from_bytes(&bytes[..cut]) {
+            let _ = seg.masks_on(&source);
+        }
+        assert!(
+            t.elapsed().as_secs() < 2,
+            "cut at {cut} took {:?}",
+            t.elapsed()
+        );
+    }
+    let mut flipped = bytes.clone();
+    for i in (132..flipped.len()).step_by(step) {
+        flipped[i] ^= 0x5A;
+        let t = std::time::Instant::now();
+        if let Ok(seg) = ReadSegmentation::from_bytes(&flipped) {
+            let _ = seg.masks_on(&source);
+        }
+        assert!(
+            t.elapsed().as_secs() < 2,
+            "flip at {i} took {:?}",
+            t.elapsed()
+        );
+        flipped[i] ^= 0x5A;
+    }
+}
