@@ -1157,9 +1157,24 @@ impl Segmentation {
     /// Writes the Part-10 file (preamble, DICM, meta group, data set) to `to`.
     pub fn write_to(&self, mut to: impl Write) -> Result<()> {
         let werr = |e: std::io::Error| SegError::Write(e.to_string());
+        let mut buf = Vec::with_capacity(64 * 1024 + self.number_of_frames * 512);
+        buf.extend_from_slice(&[0u8; 128]);
+        buf.extend_from_slice(b"DICM");
         self.header
-            .write_all(&mut to)
+            .meta()
+            .write(&mut buf)
             .map_err(|e| SegError::Write(e.to_string()))?;
+        let start = buf.len();
+        if crate::encode::encode_dataset(&self.header, &mut buf).is_some() {
+            to.write_all(&buf).map_err(werr)?;
+        } else {
+            // Something the direct encoder does not handle (e.g. a copied attribute with an unusual
+            // value type): let dicom-object write it.
+            buf.truncate(start);
+            self.header
+                .write_all(&mut to)
+                .map_err(|e| SegError::Write(e.to_string()))?;
+        }
         // Pixel Data (7FE0,0010), explicit VR little endian: tag, "OB", 2 reserved bytes, 4-byte length.
         let len = u32::try_from(self.pixel_data.len())
             .map_err(|_| SegError::Write("Pixel Data longer than 4 GiB".into()))?;
@@ -1182,7 +1197,79 @@ impl Segmentation {
 
 #[cfg(test)]
 mod tests {
-    use super::now_utc;
+    use super::*;
+    use crate::source::{SeriesGeometry, SourceFrame, StudyHeader};
+
+    #[test]
+    fn geometry_summary_source_and_direct_encoder() {
+        let uid = |s: &str| Uid::derived_from(s);
+        let mut header = StudyHeader::new(uid("study"));
+        header.set(tags::PATIENT_ID, VR::LO, "P1");
+        header.set(tags::PATIENT_WEIGHT, VR::DS, "70.5");
+        let frames = (0..4)
+            .map(|k| SourceFrame {
+                sop_class_uid: Uid::new(uids::MR_IMAGE_STORAGE).unwrap(),
+                sop_instance_uid: uid(&format!("img{k}")),
+                frame_number: None,
+                position: [0.0, 0.0, 3.0 - k as f64],
+            })
+            .collect();
+        let source = SourceSeries::new(
+            header,
+            SeriesGeometry {
+                series_instance_uid: uid("series"),
+                frame_of_reference_uid: uid("for"),
+                orientation: [1.0, 0.0, 0.0, 0.0, 1.0, 0.0],
+                pixel_spacing: [0.5, 0.5],
+                slice_thickness: None,
+                rows: 5,
+                columns: 3,
+            },
+            frames,
+        )
+        .unwrap();
+        // Given in descending z: the SEG sorts them ascending.
+        assert_eq!(source.order_along_normal(), &[3, 2, 1, 0]);
+        assert_eq!(source.regular_spacing(), Some(1.0));
+        let mut labels = ndarray::Array3::<u16>::zeros(source.shape());
+        labels[[0, 1, 1]] = 1;
+        labels[[3, 4, 2]] = 1;
+        let seg = SegmentationBuilder::new(
+            &source,
+            Equipment {
+                manufacturer: "m".into(),
+                model_name: "n".into(),
+                device_serial_number: "1".into(),
+                software_versions: "2".into(),
+            },
+            ContentIdentification::new("L", None, None).unwrap(),
+        )
+        .segment(SegmentDescription::automatic(
+            SegmentNumber::new(1).unwrap(),
+            "x",
+            crate::codes::tissue(),
+            crate::codes::neoplasm(),
+            AlgorithmIdentification {
+                family: crate::codes::artificial_intelligence(),
+                name: "a".into(),
+                version: "1".into(),
+                parameters: None,
+                source: None,
+            },
+        ))
+        .content_date_time("20260101", "120000")
+        .build(Masks::Labels(labels.view()))
+        .unwrap();
+        assert_eq!(seg.number_of_frames(), 2);
+        // The direct encoder handles everything we build (no fallback).
+        let mut out = Vec::new();
+        assert!(crate::encode::encode_dataset(seg.dataset(), &mut out).is_some());
+        // Frame 1 is the lowest z (source index 3, rank 1).
+        let back = crate::ReadSegmentation::from_bytes(&seg.to_bytes().unwrap()).unwrap();
+        assert_eq!(back.frames[0].position, Some([0.0, 0.0, 0.0]));
+        assert_eq!(back.frames[0].pixels[[4, 2]], 1);
+        assert_eq!(back.frames[1].position, Some([0.0, 0.0, 3.0]));
+    }
 
     #[test]
     fn now_is_well_formed() {

@@ -44,6 +44,7 @@
 mod builder;
 mod code;
 mod ds;
+mod encode;
 mod error;
 mod pixels;
 mod reader;

@@ -432,12 +432,46 @@ fn inconsistent_input_is_an_error_not_a_panic() {
 fn streamed_bytes_equal_dicom_object_encoding_of_the_full_file() {
     // to_bytes appends Pixel Data by hand; it must be byte-identical to dicom-object writing the whole
     // object, for an even and an odd packed length.
-    for (rows, cols) in [(16u16, 16u16), (13, 21)] {
-        let acq = Acq::new("bytes", Plane::Sagittal, 7, rows, cols);
-        let files = acq.single_frame();
+    for (rows, cols, enhanced, fractional) in [
+        (16u16, 16u16, false, false),
+        (13, 21, false, false),
+        (13, 21, true, false),
+        (9, 11, false, true),
+    ] {
+        let mut acq = Acq::new("bytes", Plane::Sagittal, 7, rows, cols);
+        acq.clinical_trial = true;
+        let files = if enhanced {
+            vec![acq.enhanced()]
+        } else {
+            acq.single_frame()
+        };
+        // Sources as parsed from files (typed values), not only as built in memory.
+        let files: Vec<File> = files
+            .iter()
+            .map(|f| {
+                let mut b = Vec::new();
+                f.write_all(&mut b).unwrap();
+                dicom_object::OpenFileOptions::new()
+                    .from_reader(&b[..])
+                    .unwrap()
+            })
+            .collect();
         let source = source_of(&files);
         let l = labels(&source, 3, &[]);
-        let seg = builder(&source, 3).build(Masks::Labels(l.view())).unwrap();
+        let b = builder(&source, 3);
+        let seg = if fractional {
+            let p = l.mapv(|v| v as f32 / 3.0);
+            let masks = (1..=3u16)
+                .map(|s| (SegmentNumber::new(s).unwrap(), p.view()))
+                .collect();
+            b.build(Masks::Fractional {
+                kind: FractionalType::Occupancy,
+                masks,
+            })
+            .unwrap()
+        } else {
+            b.build(Masks::Labels(l.view())).unwrap()
+        };
         let mut via_object = Vec::new();
         seg.to_file().write_all(&mut via_object).unwrap();
         assert_eq!(seg.to_bytes().unwrap(), via_object);
