@@ -395,6 +395,22 @@ impl ReadSegmentation {
         Ok(out)
     }
 
+    /// The frames derived from one source instance (and frame, for multi-frame sources), by Referenced
+    /// SOP Instance UID; a single-frame reference matches `frame_number` `None` or `Some(1)`.
+    pub fn frames_referencing<'s>(
+        &'s self,
+        sop_instance_uid: &'s str,
+        frame_number: Option<u32>,
+    ) -> impl Iterator<Item = &'s SegFrame> + 's {
+        self.frames.iter().filter(move |f| {
+            f.sources.iter().any(|r| {
+                r.sop_instance_uid == sop_instance_uid
+                    && (r.frame_number == frame_number
+                        || (r.frame_number.unwrap_or(1) == 1 && frame_number.unwrap_or(1) == 1))
+            })
+        })
+    }
+
     /// All masks on the source grid: shape (segments, source frames, rows, columns), segment `n` at index
     /// `n - 1`, source frames in [`SourceSeries::frames`] order. Frames absent from the SEG are 0.
     pub fn masks_on(&self, source: &SourceSeries) -> Result<Array4<u8>> {

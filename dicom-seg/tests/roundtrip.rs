@@ -518,3 +518,103 @@ fn reader_survives_truncated_and_corrupted_input() {
         flipped[i] ^= 0x5A;
     }
 }
+
+/// Rewrites every per-frame item of a SEG file with `f`.
+fn edit_frames(file: &mut File, f: impl Fn(usize, &mut dicom_object::InMemDicomObject)) {
+    let mut items = file
+        .get(tags::PER_FRAME_FUNCTIONAL_GROUPS_SEQUENCE)
+        .unwrap()
+        .items()
+        .unwrap()
+        .to_vec();
+    for (k, it) in items.iter_mut().enumerate() {
+        f(k, it);
+    }
+    file.put(dicom_core::DataElement::new(
+        tags::PER_FRAME_FUNCTIONAL_GROUPS_SEQUENCE,
+        dicom_core::VR::SQ,
+        dicom_core::value::DataSetSequence::from(items),
+    ));
+}
+
+#[test]
+fn reader_maps_by_position_when_references_are_missing_and_rejects_contradictions() {
+    let acq = Acq::new("bypos", Plane::Oblique, 9, 12, 10);
+    let files = acq.single_frame();
+    let source = source_of(&files);
+    let l = labels(&source, 3, &[]);
+    let seg = builder(&source, 3).build(Masks::Labels(l.view())).unwrap();
+
+    // By reference: frames_referencing finds each source image's frames.
+    let back = ReadSegmentation::from_bytes(&seg.to_bytes().unwrap()).unwrap();
+    for (i, f) in source.frames().iter().enumerate() {
+        let n = back
+            .frames_referencing(f.sop_instance_uid.as_str(), None)
+            .count();
+        let want = (1..=3u16)
+            .filter(|&s| l.index_axis(Axis(0), i).iter().any(|&v| v == s))
+            .count();
+        assert_eq!(n, want);
+    }
+
+    // No Derivation Image Sequence at all: frames are placed by Image Position (Patient) alone.
+    let mut file = seg.to_file();
+    edit_frames(&mut file, |_, it| {
+        it.take(tags::DERIVATION_IMAGE_SEQUENCE);
+    });
+    let mut bytes = Vec::new();
+    file.write_all(&mut bytes).unwrap();
+    let back = ReadSegmentation::from_bytes(&bytes).unwrap();
+    assert!(back.frames.iter().all(|f| f.sources.is_empty()));
+    assert_eq!(back.masks_on(&source).unwrap(), one_hot(&l, 3));
+
+    // A frame whose position is off the grid (and no reference) is an error.
+    let mut off = file.clone();
+    edit_frames(&mut off, |k, it| {
+        if k == 0 {
+            let mut pp = dicom_object::InMemDicomObject::new_empty();
+            put(
+                &mut pp,
+                tags::IMAGE_POSITION_PATIENT,
+                dicom_core::VR::DS,
+                "1000\\1000\\1000",
+            );
+            it.put(dicom_core::DataElement::new(
+                tags::PLANE_POSITION_SEQUENCE,
+                dicom_core::VR::SQ,
+                dicom_core::value::DataSetSequence::from(vec![pp]),
+            ));
+        }
+    });
+    let mut bytes = Vec::new();
+    off.write_all(&mut bytes).unwrap();
+    let back = ReadSegmentation::from_bytes(&bytes).unwrap();
+    assert!(matches!(
+        back.masks_on(&source),
+        Err(SegError::UnmappedFrame { frame: 1, .. })
+    ));
+
+    // Reference and position that contradict each other: an error, not a silent choice.
+    let mut swapped = seg.to_file();
+    let first_pos = {
+        let it = &swapped
+            .get(tags::PER_FRAME_FUNCTIONAL_GROUPS_SEQUENCE)
+            .unwrap()
+            .items()
+            .unwrap()[0];
+        it.get(tags::PLANE_POSITION_SEQUENCE).unwrap().clone()
+    };
+    edit_frames(&mut swapped, |k, it| {
+        if k == 1 {
+            it.put(first_pos.clone());
+        }
+    });
+    let mut bytes = Vec::new();
+    swapped.write_all(&mut bytes).unwrap();
+    let back = ReadSegmentation::from_bytes(&bytes).unwrap();
+    // Frames 1 and 2 are consecutive slices of the same segment, so their positions differ.
+    assert!(matches!(
+        back.masks_on(&source),
+        Err(SegError::UnmappedFrame { frame: 2, .. })
+    ));
+}
