@@ -2,6 +2,8 @@
 SOPClassUID. usage: orthanc_query.py PORT SOP_INSTANCE_UID. Exit 1 if absent."""
 import json
 import sys
+import time
+import urllib.error
 import urllib.request
 
 
@@ -13,7 +15,15 @@ def main():
         data=json.dumps({"Level": "Instance", "Query": {"SOPInstanceUID": sop}}).encode(),
         headers={"Content-Type": "application/json"},
     )
-    ids = json.load(urllib.request.urlopen(req, timeout=10))
+    deadline = time.time() + 15
+    while True:  # the REST server may come up a moment after the DICOM port
+        try:
+            ids = json.load(urllib.request.urlopen(req, timeout=10))
+            break
+        except (urllib.error.URLError, ConnectionError):
+            if time.time() > deadline:
+                raise
+            time.sleep(0.2)
     if len(ids) != 1:
         print(f"found {len(ids)} instances with SOPInstanceUID {sop}")
         sys.exit(1)
