@@ -275,6 +275,34 @@ fn dcmqi_converts_our_segs() {
                 s.label
             );
         }
+        // And the voxels land where the source pixels are, with the right values.
+        let f = |v: &[f64]| {
+            v.iter()
+                .map(|x| format!("{x:?}"))
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        let positions: Vec<String> = b
+            .source
+            .frames()
+            .iter()
+            .map(|fr| format!("[{}]", f(&fr.position)))
+            .collect();
+        let extra = format!(
+            ",\"positions\":[{}],\"iop\":[{}],\"ps\":[{}]",
+            positions.join(","),
+            f(&b.source.orientation()),
+            f(&b.source.pixel_spacing())
+        );
+        write_expected(&dir, case.name, &b.expected, &b.source, &extra);
+        let script = peers_dir().join("dq_check_ours.py");
+        python_ok(&[
+            script.as_os_str(),
+            out.as_os_str(),
+            std::ffi::OsStr::new("seg"),
+            dir.as_os_str(),
+            std::ffi::OsStr::new(case.name),
+        ]);
     }
 }
 
