@@ -618,3 +618,39 @@ fn reader_maps_by_position_when_references_are_missing_and_rejects_contradiction
         Err(SegError::UnmappedFrame { frame: 2, .. })
     ));
 }
+
+#[test]
+fn non_contiguous_mask_views_encode_like_contiguous_ones() {
+    let acq = Acq::new("views", Plane::Coronal, 6, 10, 12);
+    let files = acq.single_frame();
+    let source = source_of(&files);
+    let l = labels(&source, 3, &[]);
+    // The same labels stored column-major (a transposed buffer viewed back in (frames, rows, cols)).
+    let t = |a: ndarray::ArrayView3<'_, u16>| {
+        let p = a.permuted_axes([0, 2, 1]);
+        Array3::from_shape_vec(p.raw_dim(), p.iter().copied().collect()).unwrap()
+    };
+    let stored = t(l.view()); // (frames, cols, rows), standard layout
+    let view = stored.view().permuted_axes([0, 2, 1]); // (frames, rows, cols), not contiguous
+    assert!(view.as_slice().is_none());
+    let a = builder(&source, 3).build(Masks::Labels(l.view())).unwrap();
+    let b = builder(&source, 3).build(Masks::Labels(view)).unwrap();
+    assert_eq!(a.pixel_data(), b.pixel_data());
+    let bools: Vec<Array3<bool>> = (1..=3u16).map(|s| l.mapv(|v| v == s)).collect();
+    let tb: Vec<Array3<bool>> = bools
+        .iter()
+        .map(|m| m.view().permuted_axes([0, 2, 1]).to_owned())
+        .collect();
+    let masks = tb
+        .iter()
+        .enumerate()
+        .map(|(k, m)| {
+            (
+                SegmentNumber::new(k as u16 + 1).unwrap(),
+                m.view().permuted_axes([0, 2, 1]),
+            )
+        })
+        .collect();
+    let c = builder(&source, 3).build(Masks::Binary(masks)).unwrap();
+    assert_eq!(a.pixel_data(), c.pixel_data());
+}
