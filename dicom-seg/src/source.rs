@@ -28,7 +28,7 @@ pub struct StudyHeader {
 }
 
 /// Attributes of the Patient, General Study, Patient Study, Clinical Trial Subject and Clinical Trial
-/// Study modules that are copied from the source when present.
+/// Study modules (and the trial's Coordinating Center Name) that are copied from the source when present.
 const COPIED: &[Tag] = &[
     // Patient
     tags::PATIENT_NAME,
@@ -76,6 +76,8 @@ const COPIED: &[Tag] = &[
     tags::LONGITUDINAL_TEMPORAL_OFFSET_FROM_EVENT,
     tags::LONGITUDINAL_TEMPORAL_EVENT_TYPE,
     tags::CONSENT_FOR_CLINICAL_TRIAL_USE_SEQUENCE,
+    // Clinical Trial Series: the coordinating center names the trial, not the series.
+    tags::CLINICAL_TRIAL_COORDINATING_CENTER_NAME,
 ];
 
 impl StudyHeader {

@@ -238,6 +238,10 @@ fn metadata_codes_colours_and_copied_attributes() {
     assert_eq!(s(tags::CLINICAL_TRIAL_PROTOCOL_ID), "PROT-7");
     assert_eq!(s(tags::CLINICAL_TRIAL_SUBJECT_ID), "SUBJ-42");
     assert_eq!(s(tags::CLINICAL_TRIAL_TIME_POINT_ID), "BASELINE");
+    assert_eq!(
+        s(tags::CLINICAL_TRIAL_COORDINATING_CENTER_NAME),
+        "Coordinating Center"
+    );
     assert_eq!(s(tags::PATIENT_ID), "SYN-0001");
     assert_eq!(
         s(tags::STUDY_INSTANCE_UID),

@@ -167,6 +167,12 @@ impl Acq {
             put(o, tags::CLINICAL_TRIAL_SITE_NAME, VR::LO, "Site One");
             put(o, tags::CLINICAL_TRIAL_SUBJECT_ID, VR::LO, "SUBJ-42");
             put(o, tags::CLINICAL_TRIAL_TIME_POINT_ID, VR::LO, "BASELINE");
+            put(
+                o,
+                tags::CLINICAL_TRIAL_COORDINATING_CENTER_NAME,
+                VR::LO,
+                "Coordinating Center",
+            );
         }
     }
 
