@@ -72,6 +72,7 @@ def main():
         with_save.append(t2 - t0)
     print(f"hd_frames={seg.NumberOfFrames}")
     print(f"hd_ctor_median_s={statistics.median(ctor):.6f}")
+    print(f"hd_ctor_min_s={min(ctor):.6f}")
     print(f"hd_ctor_save_median_s={statistics.median(with_save):.6f}")
     seg.save_as(f"{d}/highdicom.seg.dcm")
 

@@ -511,7 +511,9 @@ pub fn dcmqi_bin(name: &str) -> PathBuf {
 /// A system tool on PATH; fails loudly when missing.
 pub fn tool(name: &str) -> PathBuf {
     let path = std::env::var_os("PATH").unwrap_or_default();
-    for d in std::env::split_paths(&path) {
+    // Orthanc lives in /usr/sbin, which a non-root PATH may lack.
+    let extra = [PathBuf::from("/usr/sbin"), PathBuf::from("/usr/local/sbin")];
+    for d in std::env::split_paths(&path).chain(extra) {
         let p = d.join(name);
         if p.is_file() {
             return p;
