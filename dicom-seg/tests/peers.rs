@@ -176,6 +176,20 @@ fn dciodvfy_reports_no_errors_on_our_segs() {
         failures.is_empty(),
         "dciodvfy errors in {failures:?}:\n{report}"
     );
+
+    // The check itself can fail: a SEG without its (type 1) Segment Sequence must be flagged.
+    let b = build(&dir, &cases()[0]);
+    let mut broken = dicom_object::OpenFileOptions::new()
+        .open_file(&b.seg_path)
+        .unwrap();
+    broken.take(dicom_dictionary_std::tags::SEGMENT_SEQUENCE);
+    let broken_path = dir.join("broken.seg.dcm");
+    broken.write_to_file(&broken_path).unwrap();
+    let (errors, _) = dciodvfy(&broken_path);
+    assert!(
+        !errors.is_empty(),
+        "dciodvfy did not flag a SEG without Segment Sequence"
+    );
 }
 
 fn segments_json(nseg: u16) -> String {
