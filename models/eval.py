@@ -125,6 +125,7 @@ def main():
     ap.add_argument("--study", action="append", default=[])
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--json", default=None, help="write per-case results here")
+    ap.add_argument("--cache", default=None, help="keep rendered cases here (rendering dominates the run time)")
     a = ap.parse_args()
     model = Model(a.model, a.threads)
     rows = []
@@ -152,7 +153,15 @@ def main():
             th = float(rng.choice([2.0, 3.0, 4.0, 5.0]))
             obl = bool(rng.random() < 0.5)
             geom = study_geometry(cs, rng, size, fov, th, obl)
-            imgs, gt = synth.render(cs, geom)
+            cache = Path(a.cache) / f"eval_{seed}_{size}_{th:g}.npz" if a.cache else None
+            if cache is not None and cache.exists():
+                z = np.load(cache)
+                imgs, gt = {c: z[c] for c in synth.CONTRASTS}, z["gt"]
+            else:
+                imgs, gt = synth.render(cs, geom)
+                if cache is not None:
+                    cache.parent.mkdir(parents=True, exist_ok=True)
+                    np.savez(cache, gt=gt, **imgs)
             pred, dt = model.segment(imgs, geom.row_spacing, geom.col_spacing)
             r = dict(case=seed, size=size, fov=round(fov, 1), thickness=th, oblique=obl, slices=geom.slices,
                      gt_ml={k: round(float(np.isin(gt, v).sum() * geom.row_spacing * geom.col_spacing * th / 1000), 1)
