@@ -1,1 +1,16 @@
-//! scp
+//! The DICOM listener of segnode: C-ECHO and C-STORE over dicom-ul, with an association
+//! policy, a durable spool (an instance is fsynced before its success status), back-pressure
+//! on low disk, and study assembly (a quiet period, then stage + exactly one job).
+
+pub mod assembler;
+pub mod config;
+pub mod dimse;
+pub mod disk;
+pub mod metrics;
+pub mod server;
+pub mod sop;
+pub mod spool;
+
+pub use config::{AllowedCaller, ScpConfig};
+pub use metrics::ScpMetrics;
+pub use server::{Scp, ScpError};

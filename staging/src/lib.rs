@@ -1,1 +1,24 @@
-//! staging
+//! The contracts every room of segnode shares: where objects are staged ([`ObjectStore`]),
+//! how jobs travel ([`JobQueue`]), what a job says ([`Job`]) and how UIDs become keys
+//! ([`Uid`], [`ObjectKey`]). Embedded defaults (a local folder, an SQLite file) and their
+//! AWS counterparts (S3, SQS) behave the same behind the traits.
+
+mod aws;
+pub mod job;
+pub mod keys;
+pub mod queue;
+pub mod s3;
+pub mod sqlite_queue;
+pub mod sqs;
+pub mod store;
+pub mod uid;
+
+pub use aws::{sdk_config, AwsSettings};
+pub use job::{derive_job_id, Job, JobError, JobObject, ResultTarget, JOB_VERSION};
+pub use keys::{KeyError, ObjectKey, INCOMING_PREFIX, RESULTS_PREFIX};
+pub use queue::{Backlog, DeadLetter, JobQueue, QueueError, Receipt, Received};
+pub use s3::{S3Settings, S3Store};
+pub use sqlite_queue::SqliteQueue;
+pub use sqs::{SqsQueue, SqsSettings, REASON_ATTRIBUTE};
+pub use store::{fsync_dir, is_out_of_space, write_synced, LocalStore, ObjectStore, StoreError};
+pub use uid::{Uid, UidError};

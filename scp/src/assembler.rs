@@ -1,0 +1,302 @@
+//! Study assembly: a study is complete after a quiet period with no new instance; then its
+//! instances are staged to the store and exactly one job is enqueued. Emission is retried
+//! with backoff until it succeeds, and resumed after a restart.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use staging::{Job, JobObject, JobQueue, ObjectKey, ObjectStore, Uid};
+use tokio::sync::RwLock;
+use tracing::{info, warn};
+
+use crate::metrics::ScpMetrics;
+use crate::spool::{Spool, JOB_FILE};
+
+#[derive(Debug)]
+struct Pending {
+    last_instance: Instant,
+    calling_ae: Option<String>,
+}
+
+#[derive(Debug)]
+struct Emission {
+    study: Uid,
+    calling_ae: Option<String>,
+    attempts: u32,
+    next_try: Instant,
+    running: bool,
+}
+
+#[derive(Debug)]
+pub struct Assembler {
+    spool: Arc<Spool>,
+    /// Held for reading while an instance is moved into a study folder, for writing while a
+    /// study folder is frozen for emission: no instance lands in a folder being moved.
+    pub(crate) structure: Arc<RwLock<()>>,
+    store: Arc<dyn ObjectStore>,
+    queue: Arc<dyn JobQueue>,
+    metrics: Arc<ScpMetrics>,
+    quiet_period: Duration,
+    pending: Mutex<HashMap<Uid, Pending>>,
+    emissions: Mutex<HashMap<PathBuf, Emission>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+enum EmitError {
+    #[error("spool: {0}")]
+    Spool(#[from] std::io::Error),
+    #[error(transparent)]
+    Store(#[from] staging::StoreError),
+    #[error(transparent)]
+    Queue(#[from] staging::QueueError),
+    #[error("job file {path}: {message}")]
+    JobFile { path: PathBuf, message: String },
+}
+
+impl Assembler {
+    /// Re-arm quiet-period timers for every study found in the spool and schedule
+    /// unfinished emissions: every acknowledged instance ends up in a job.
+    pub fn recover(
+        spool: Arc<Spool>,
+        store: Arc<dyn ObjectStore>,
+        queue: Arc<dyn JobQueue>,
+        metrics: Arc<ScpMetrics>,
+        quiet_period: Duration,
+    ) -> std::io::Result<Arc<Self>> {
+        let now = Instant::now();
+        let pending: HashMap<Uid, Pending> = spool
+            .pending_studies()?
+            .into_iter()
+            .map(|s| {
+                (
+                    s,
+                    Pending {
+                        last_instance: now,
+                        calling_ae: None,
+                    },
+                )
+            })
+            .collect();
+        let emissions: HashMap<PathBuf, Emission> = spool
+            .emitting()?
+            .into_iter()
+            .map(|(dir, study)| {
+                (
+                    dir,
+                    Emission {
+                        study,
+                        calling_ae: None,
+                        attempts: 0,
+                        next_try: now,
+                        running: false,
+                    },
+                )
+            })
+            .collect();
+        if !pending.is_empty() || !emissions.is_empty() {
+            info!(
+                studies = pending.len(),
+                emissions = emissions.len(),
+                "recovered spooled studies from a previous run"
+            );
+        }
+        metrics
+            .studies_pending
+            .store((pending.len() + emissions.len()) as u64, Relaxed);
+        Ok(Arc::new(Assembler {
+            spool,
+            structure: Arc::new(RwLock::new(())),
+            store,
+            queue,
+            metrics,
+            quiet_period,
+            pending: Mutex::new(pending),
+            emissions: Mutex::new(emissions),
+        }))
+    }
+
+    /// An instance of `study` was acknowledged: (re)start its quiet period.
+    pub fn instance_stored(&self, study: &Uid, calling_ae: &str) {
+        let mut pending = self.pending.lock().unwrap();
+        let entry = pending.entry(study.clone()).or_insert(Pending {
+            last_instance: Instant::now(),
+            calling_ae: None,
+        });
+        entry.last_instance = Instant::now();
+        entry.calling_ae = Some(calling_ae.to_string());
+        self.update_gauge(pending.len());
+    }
+
+    fn update_gauge(&self, pending: usize) {
+        let emitting = self.emissions.lock().map(|e| e.len()).unwrap_or(0);
+        self.metrics
+            .studies_pending
+            .store((pending + emitting) as u64, Relaxed);
+    }
+
+    /// Studies not finished yet (pending or emitting), for tests and health checks.
+    pub fn outstanding(&self) -> usize {
+        self.pending.lock().unwrap().len() + self.emissions.lock().unwrap().len()
+    }
+
+    /// Run until `shutdown` resolves: freeze due studies and emit them.
+    pub async fn run(self: Arc<Self>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+        let tick = (self.quiet_period / 4).clamp(Duration::from_millis(50), Duration::from_secs(1));
+        loop {
+            self.tick().await;
+            tokio::select! {
+                _ = tokio::time::sleep(tick) => {}
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+
+    async fn tick(self: &Arc<Self>) {
+        let now = Instant::now();
+        let due: Vec<(Uid, Option<String>)> = {
+            let mut pending = self.pending.lock().unwrap();
+            let due: Vec<Uid> = pending
+                .iter()
+                .filter(|(_, p)| now.duration_since(p.last_instance) >= self.quiet_period)
+                .map(|(s, _)| s.clone())
+                .collect();
+            due.into_iter()
+                .map(|s| {
+                    let p = pending.remove(&s).expect("listed");
+                    (s, p.calling_ae)
+                })
+                .collect()
+        };
+        for (study, calling_ae) in due {
+            let frozen = {
+                let _guard = self.structure.write().await;
+                self.spool.begin_emit(&study)
+            };
+            match frozen {
+                Ok(Some(dir)) => {
+                    self.emissions.lock().unwrap().insert(
+                        dir,
+                        Emission {
+                            study,
+                            calling_ae,
+                            attempts: 0,
+                            next_try: now,
+                            running: false,
+                        },
+                    );
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    warn!(study = %study, error = %e, "cannot freeze study for emission; will retry");
+                    self.pending.lock().unwrap().insert(
+                        study,
+                        Pending {
+                            last_instance: now,
+                            calling_ae,
+                        },
+                    );
+                }
+            }
+        }
+        let ready: Vec<(PathBuf, Uid, Option<String>)> = {
+            let mut emissions = self.emissions.lock().unwrap();
+            emissions
+                .iter_mut()
+                .filter(|(_, e)| !e.running && e.next_try <= now)
+                .map(|(dir, e)| {
+                    e.running = true;
+                    (dir.clone(), e.study.clone(), e.calling_ae.clone())
+                })
+                .collect()
+        };
+        for (dir, study, calling_ae) in ready {
+            let this = self.clone();
+            tokio::spawn(async move {
+                let result = this.emit(&dir, &study, calling_ae).await;
+                let mut emissions = this.emissions.lock().unwrap();
+                match result {
+                    Ok(job) => {
+                        emissions.remove(&dir);
+                        ScpMetrics::inc(&this.metrics.jobs_enqueued);
+                        info!(study = %study, job_id = %job.job_id, instances = job.objects.len(), "study complete: job enqueued");
+                    }
+                    Err(e) => {
+                        ScpMetrics::inc(&this.metrics.emit_failures);
+                        if let Some(em) = emissions.get_mut(&dir) {
+                            em.attempts += 1;
+                            let backoff = Duration::from_millis(500 * 2u64.pow(em.attempts.min(7)))
+                                .min(Duration::from_secs(60));
+                            em.next_try = Instant::now() + backoff;
+                            em.running = false;
+                            warn!(study = %study, attempt = em.attempts, retry_in = ?backoff, error = %e, "staging or enqueueing a study failed; will retry");
+                        }
+                    }
+                }
+                drop(emissions);
+                let pending = this.pending.lock().unwrap().len();
+                this.update_gauge(pending);
+            });
+        }
+    }
+
+    /// Stage the frozen study's instances, fix its job (once: a retry re-sends the same job)
+    /// and enqueue it; only then drop the spooled copies.
+    async fn emit(
+        &self,
+        dir: &Path,
+        study: &Uid,
+        calling_ae: Option<String>,
+    ) -> Result<Job, EmitError> {
+        let instances = Spool::instances_in(dir)?;
+        for inst in &instances {
+            self.store
+                .put_file(
+                    &ObjectKey::incoming(study, &inst.series, &inst.sop),
+                    &inst.path,
+                )
+                .await?;
+        }
+        let job_path = dir.join(JOB_FILE);
+        let job = match std::fs::read_to_string(&job_path) {
+            Ok(text) => Job::from_json(&text).map_err(|e| EmitError::JobFile {
+                path: job_path.clone(),
+                message: e.to_string(),
+            })?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                // The job lists the whole study as staged so far: instances that reopen a
+                // study after its first job give a job for the updated study.
+                let objects: Vec<JobObject> = self
+                    .store
+                    .list(&ObjectKey::incoming_study_prefix(study))
+                    .await?
+                    .into_iter()
+                    .filter_map(|key| {
+                        let (_, series_uid, sop_uid) = key.parse_incoming()?;
+                        Some(JobObject {
+                            key,
+                            series_uid,
+                            sop_uid,
+                        })
+                    })
+                    .collect();
+                let now_ms = SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .map(|d| d.as_millis() as u64)
+                    .unwrap_or(0);
+                let job = Job::new(study.clone(), objects, calling_ae, now_ms);
+                let tmp = dir.join(".job.json.tmp");
+                staging::write_synced(&tmp, job.to_json().as_bytes())?;
+                std::fs::rename(&tmp, &job_path)?;
+                staging::fsync_dir(dir)?;
+                job
+            }
+            Err(e) => return Err(e.into()),
+        };
+        self.queue.send(&job.to_json(), Some(&job.job_id)).await?;
+        self.spool.finish_emit(dir)?;
+        Ok(job)
+    }
+}

@@ -1,0 +1,158 @@
+//! How the SCP is told who may talk to it and what limits it keeps.
+
+use std::fmt;
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use crate::sop;
+
+/// One entry of the calling-AE allowlist: `AE` (from any host) or `AE@HOST`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AllowedCaller {
+    pub ae_title: String,
+    /// Resolved once at start-up; `None` means any host.
+    pub hosts: Option<Vec<IpAddr>>,
+    /// As written, for logs and the conformance statement.
+    pub spec: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CallerSpecError {
+    #[error("{0:?}: an AE title is 1 to 16 characters of printable ASCII without backslash")]
+    BadAeTitle(String),
+    #[error("{spec:?}: cannot resolve host {host:?}: {reason}")]
+    BadHost {
+        spec: String,
+        host: String,
+        reason: String,
+    },
+}
+
+/// Check an AE title as PS3.8 9.3.1 and PS3.5 (VR AE) define it.
+pub fn valid_ae_title(ae: &str) -> bool {
+    let t = ae.trim();
+    !t.is_empty() && t.len() <= 16 && t.bytes().all(|b| (0x20..0x7f).contains(&b) && b != b'\\')
+}
+
+impl FromStr for AllowedCaller {
+    type Err = CallerSpecError;
+    fn from_str(spec: &str) -> Result<Self, Self::Err> {
+        let (ae, host) = match spec.split_once('@') {
+            Some((ae, host)) => (ae, Some(host)),
+            None => (spec, None),
+        };
+        if !valid_ae_title(ae) {
+            return Err(CallerSpecError::BadAeTitle(ae.to_string()));
+        }
+        let hosts = match host {
+            None => None,
+            Some(host) => {
+                let resolved: Vec<IpAddr> = match host.parse::<IpAddr>() {
+                    Ok(ip) => vec![ip],
+                    Err(_) => (host, 0)
+                        .to_socket_addrs()
+                        .map_err(|e| CallerSpecError::BadHost {
+                            spec: spec.into(),
+                            host: host.into(),
+                            reason: e.to_string(),
+                        })?
+                        .map(|a| a.ip())
+                        .collect(),
+                };
+                Some(resolved)
+            }
+        };
+        Ok(AllowedCaller {
+            ae_title: ae.trim().to_string(),
+            hosts,
+            spec: spec.to_string(),
+        })
+    }
+}
+
+impl fmt::Display for AllowedCaller {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.spec)
+    }
+}
+
+impl AllowedCaller {
+    pub fn admits(&self, calling_ae: &str, peer: IpAddr) -> bool {
+        let peer = match peer {
+            IpAddr::V6(v6) => v6
+                .to_ipv4_mapped()
+                .map(IpAddr::V4)
+                .unwrap_or(IpAddr::V6(v6)),
+            v4 => v4,
+        };
+        self.ae_title == calling_ae.trim() && self.hosts.as_ref().is_none_or(|h| h.contains(&peer))
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ScpConfig {
+    /// Our AE title; associations calling any other title are rejected.
+    pub ae_title: String,
+    pub bind: SocketAddr,
+    /// Empty: any calling AE from any host. Otherwise only these.
+    pub allowed_callers: Vec<AllowedCaller>,
+    /// The largest P-DATA PDU we accept (we announce it in the A-ASSOCIATE-AC).
+    pub max_pdu_length: u32,
+    pub max_associations: usize,
+    /// How long a peer has to complete association negotiation (PS3.8 ARTIM).
+    pub artim_timeout: Duration,
+    /// How long an established association may stay silent before we abort it.
+    pub idle_timeout: Duration,
+    /// Objects larger than this are refused with 0xA700.
+    pub max_object_bytes: u64,
+    /// Below this much free space in the spool, new associations are refused and C-STORE
+    /// answers 0xA700 until space returns.
+    pub min_free_disk_bytes: u64,
+    /// A study is complete after this long without a new instance.
+    pub quiet_period: Duration,
+    pub sop_classes: Vec<String>,
+    pub transfer_syntaxes: Vec<String>,
+    /// Where received instances wait, durably, until their study is staged and enqueued.
+    pub spool_dir: PathBuf,
+}
+
+impl ScpConfig {
+    pub fn new(spool_dir: impl Into<PathBuf>) -> Self {
+        ScpConfig {
+            ae_title: "SEGNODE".into(),
+            bind: SocketAddr::from(([0, 0, 0, 0], 11112)),
+            allowed_callers: Vec::new(),
+            max_pdu_length: 131_072,
+            max_associations: 16,
+            artim_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(120),
+            max_object_bytes: 2 * 1024 * 1024 * 1024,
+            min_free_disk_bytes: 1024 * 1024 * 1024,
+            quiet_period: Duration::from_secs(10),
+            sop_classes: sop::default_sop_classes(),
+            transfer_syntaxes: sop::default_transfer_syntaxes(),
+            spool_dir: spool_dir.into(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn allowlist_entries() {
+        let any_host: AllowedCaller = "SCANNER1".parse().unwrap();
+        assert!(any_host.admits("SCANNER1", "10.0.0.7".parse().unwrap()));
+        assert!(!any_host.admits("SCANNER2", "10.0.0.7".parse().unwrap()));
+        let pinned: AllowedCaller = "PACS@127.0.0.1".parse().unwrap();
+        assert!(pinned.admits("PACS", "127.0.0.1".parse().unwrap()));
+        assert!(pinned.admits("PACS", "::ffff:127.0.0.1".parse().unwrap()));
+        assert!(!pinned.admits("PACS", "127.0.0.2".parse().unwrap()));
+        assert!("".parse::<AllowedCaller>().is_err());
+        assert!("WAY_TOO_LONG_AE_TITLE".parse::<AllowedCaller>().is_err());
+        assert!("A\\B".parse::<AllowedCaller>().is_err());
+    }
+}

@@ -1,0 +1,261 @@
+//! The few DIMSE messages the SCP speaks (C-ECHO, C-STORE), encoded as PS3.7 says: command
+//! sets in Implicit VR Little Endian with a Command Group Length.
+
+use dicom_core::{dicom_value, DataElement, PrimitiveValue, VR};
+use dicom_dictionary_std::tags;
+use dicom_encoding::TransferSyntaxIndex;
+use dicom_object::InMemDicomObject;
+use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
+
+use crate::sop::IMPLICIT_VR_LE;
+
+pub const C_STORE_RQ: u16 = 0x0001;
+pub const C_STORE_RSP: u16 = 0x8001;
+pub const C_ECHO_RQ: u16 = 0x0030;
+pub const C_ECHO_RSP: u16 = 0x8030;
+/// Command Data Set Type value meaning "no data set follows".
+pub const NO_DATA_SET: u16 = 0x0101;
+
+/// DIMSE status codes the SCP answers with (PS3.4 B.2.3, PS3.7 C).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    Success,
+    /// 0xA700: out of resources (disk below the threshold, full, or object over the size limit).
+    OutOfResources,
+    /// 0xA900: the data set does not match the SOP class (or the command's UIDs).
+    DataSetMismatch,
+    /// 0xC000: cannot understand (unparseable data set, missing or invalid identifying UIDs).
+    CannotUnderstand,
+    /// 0x0110: processing failure (an unexpected local error).
+    ProcessingFailure,
+    /// 0x0122: SOP class not supported (sent on a context for another abstract syntax).
+    SopClassNotSupported,
+}
+
+impl Status {
+    pub fn code(self) -> u16 {
+        match self {
+            Status::Success => 0x0000,
+            Status::OutOfResources => 0xA700,
+            Status::DataSetMismatch => 0xA900,
+            Status::CannotUnderstand => 0xC000,
+            Status::ProcessingFailure => 0x0110,
+            Status::SopClassNotSupported => 0x0122,
+        }
+    }
+}
+
+/// The parts of a request command the SCP acts on.
+#[derive(Debug, Clone)]
+pub struct Command {
+    pub command_field: u16,
+    pub message_id: u16,
+    pub affected_sop_class_uid: String,
+    pub affected_sop_instance_uid: String,
+    pub has_data_set: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError {
+    #[error("cannot parse the command set: {0}")]
+    Parse(String),
+    #[error("the command set lacks {0}")]
+    Missing(&'static str),
+}
+
+fn implicit_le() -> &'static dicom_encoding::TransferSyntax {
+    TransferSyntaxRegistry
+        .get(IMPLICIT_VR_LE)
+        .expect("implicit VR LE is always registered")
+}
+
+fn trim_uid(s: &str) -> String {
+    s.trim_end_matches(['\0', ' ']).to_string()
+}
+
+pub fn parse_command(bytes: &[u8]) -> Result<Command, CommandError> {
+    let obj = InMemDicomObject::read_dataset_with_ts(bytes, implicit_le())
+        .map_err(|e| CommandError::Parse(e.to_string()))?;
+    let u16_of = |tag, name| -> Result<u16, CommandError> {
+        obj.element(tag)
+            .ok()
+            .and_then(|e| e.to_int::<u16>().ok())
+            .ok_or(CommandError::Missing(name))
+    };
+    let str_of = |tag| {
+        obj.element(tag)
+            .ok()
+            .and_then(|e| e.to_str().ok())
+            .map(|s| trim_uid(&s))
+            .unwrap_or_default()
+    };
+    Ok(Command {
+        command_field: u16_of(tags::COMMAND_FIELD, "Command Field (0000,0100)")?,
+        message_id: u16_of(tags::MESSAGE_ID, "Message ID (0000,0110)")?,
+        affected_sop_class_uid: str_of(tags::AFFECTED_SOP_CLASS_UID),
+        affected_sop_instance_uid: str_of(tags::AFFECTED_SOP_INSTANCE_UID),
+        has_data_set: u16_of(
+            tags::COMMAND_DATA_SET_TYPE,
+            "Command Data Set Type (0000,0800)",
+        )? != NO_DATA_SET,
+    })
+}
+
+fn encode(obj: InMemDicomObject) -> Vec<u8> {
+    let mut out = Vec::with_capacity(160);
+    obj.write_dataset_with_ts(&mut out, implicit_le())
+        .expect("writing a command set to memory cannot fail");
+    out
+}
+
+/// Pad a UID to even length with NUL, as UI values must be.
+fn uid_value(uid: &str) -> PrimitiveValue {
+    let mut s = uid.to_string();
+    if s.len() % 2 == 1 {
+        s.push('\0');
+    }
+    PrimitiveValue::from(s)
+}
+
+pub fn echo_response(rq: &Command) -> Vec<u8> {
+    encode(InMemDicomObject::command_from_element_iter([
+        DataElement::new(
+            tags::AFFECTED_SOP_CLASS_UID,
+            VR::UI,
+            uid_value(&rq.affected_sop_class_uid),
+        ),
+        DataElement::new(tags::COMMAND_FIELD, VR::US, dicom_value!(U16, [C_ECHO_RSP])),
+        DataElement::new(
+            tags::MESSAGE_ID_BEING_RESPONDED_TO,
+            VR::US,
+            dicom_value!(U16, [rq.message_id]),
+        ),
+        DataElement::new(
+            tags::COMMAND_DATA_SET_TYPE,
+            VR::US,
+            dicom_value!(U16, [NO_DATA_SET]),
+        ),
+        DataElement::new(
+            tags::STATUS,
+            VR::US,
+            dicom_value!(U16, [Status::Success.code()]),
+        ),
+    ]))
+}
+
+/// A C-STORE-RSP; `comment` becomes Error Comment (0000,0902) on failures (at most 64 chars).
+pub fn store_response(rq: &Command, status: Status, comment: Option<&str>) -> Vec<u8> {
+    let mut elements = vec![
+        DataElement::new(
+            tags::AFFECTED_SOP_CLASS_UID,
+            VR::UI,
+            uid_value(&rq.affected_sop_class_uid),
+        ),
+        DataElement::new(
+            tags::COMMAND_FIELD,
+            VR::US,
+            dicom_value!(U16, [C_STORE_RSP]),
+        ),
+        DataElement::new(
+            tags::MESSAGE_ID_BEING_RESPONDED_TO,
+            VR::US,
+            dicom_value!(U16, [rq.message_id]),
+        ),
+        DataElement::new(
+            tags::COMMAND_DATA_SET_TYPE,
+            VR::US,
+            dicom_value!(U16, [NO_DATA_SET]),
+        ),
+        DataElement::new(tags::STATUS, VR::US, dicom_value!(U16, [status.code()])),
+    ];
+    if let (Some(c), false) = (comment, status == Status::Success) {
+        let mut c: String = c
+            .chars()
+            .filter(|ch| ch.is_ascii() && !ch.is_control() && *ch != '\\')
+            .take(64)
+            .collect();
+        if c.len() % 2 == 1 {
+            c.push(' ');
+        }
+        elements.push(DataElement::new(
+            tags::ERROR_COMMENT,
+            VR::LO,
+            PrimitiveValue::from(c),
+        ));
+    }
+    elements.push(DataElement::new(
+        tags::AFFECTED_SOP_INSTANCE_UID,
+        VR::UI,
+        uid_value(&rq.affected_sop_instance_uid),
+    ));
+    encode(InMemDicomObject::command_from_element_iter(elements))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn store_response_round_trips_with_group_length() {
+        let rq = Command {
+            command_field: C_STORE_RQ,
+            message_id: 7,
+            affected_sop_class_uid: "1.2.840.10008.5.1.4.1.1.4".into(),
+            affected_sop_instance_uid: "1.2.3".into(),
+            has_data_set: true,
+        };
+        let bytes = store_response(&rq, Status::OutOfResources, Some("disk below threshold"));
+        let obj = InMemDicomObject::read_dataset_with_ts(bytes.as_slice(), implicit_le()).unwrap();
+        let group_len = obj
+            .element(tags::COMMAND_GROUP_LENGTH)
+            .unwrap()
+            .to_int::<u32>()
+            .unwrap();
+        assert_eq!(
+            group_len as usize,
+            bytes.len() - 12,
+            "group length counts everything after itself"
+        );
+        assert_eq!(
+            obj.element(tags::STATUS).unwrap().to_int::<u16>().unwrap(),
+            0xA700
+        );
+        assert_eq!(
+            obj.element(tags::MESSAGE_ID_BEING_RESPONDED_TO)
+                .unwrap()
+                .to_int::<u16>()
+                .unwrap(),
+            7
+        );
+        assert_eq!(
+            obj.element(tags::COMMAND_FIELD)
+                .unwrap()
+                .to_int::<u16>()
+                .unwrap(),
+            C_STORE_RSP
+        );
+        assert_eq!(
+            obj.element(tags::AFFECTED_SOP_INSTANCE_UID)
+                .unwrap()
+                .to_str()
+                .unwrap()
+                .trim_end_matches('\0'),
+            "1.2.3"
+        );
+        assert_eq!(
+            obj.element(tags::COMMAND_DATA_SET_TYPE)
+                .unwrap()
+                .to_int::<u16>()
+                .unwrap(),
+            NO_DATA_SET
+        );
+        assert_eq!(
+            obj.element(tags::ERROR_COMMENT)
+                .unwrap()
+                .to_str()
+                .unwrap()
+                .trim(),
+            "disk below threshold"
+        );
+    }
+}

@@ -1,0 +1,111 @@
+//! Counters the SCP keeps for `/metrics`. The binary serves them; this crate only renders text.
+
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+#[derive(Debug, Default)]
+pub struct ScpMetrics {
+    pub associations_accepted: AtomicU64,
+    pub associations_rejected_ae: AtomicU64,
+    pub associations_rejected_limit: AtomicU64,
+    pub associations_rejected_disk: AtomicU64,
+    pub associations_failed: AtomicU64,
+    pub associations_active: AtomicU64,
+    pub echo_requests: AtomicU64,
+    pub instances_stored: AtomicU64,
+    pub instance_bytes: AtomicU64,
+    pub store_failed_out_of_resources: AtomicU64,
+    pub store_failed_mismatch: AtomicU64,
+    pub store_failed_cannot_understand: AtomicU64,
+    pub store_failed_processing: AtomicU64,
+    pub jobs_enqueued: AtomicU64,
+    pub emit_failures: AtomicU64,
+    pub studies_pending: AtomicU64,
+}
+
+impl ScpMetrics {
+    pub fn inc(counter: &AtomicU64) {
+        counter.fetch_add(1, Relaxed);
+    }
+
+    /// Prometheus text exposition format.
+    pub fn render(&self, out: &mut String) {
+        let mut line = |name: &str, kind: &str, help: &str, labels: &[(&str, &AtomicU64)]| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+            for (label, v) in labels {
+                let _ = writeln!(out, "{name}{label} {}", v.load(Relaxed));
+            }
+        };
+        line(
+            "segnode_scp_associations_total",
+            "counter",
+            "Associations by outcome.",
+            &[
+                ("{outcome=\"accepted\"}", &self.associations_accepted),
+                ("{outcome=\"rejected_ae\"}", &self.associations_rejected_ae),
+                (
+                    "{outcome=\"rejected_limit\"}",
+                    &self.associations_rejected_limit,
+                ),
+                (
+                    "{outcome=\"rejected_disk\"}",
+                    &self.associations_rejected_disk,
+                ),
+                ("{outcome=\"failed\"}", &self.associations_failed),
+            ],
+        );
+        line(
+            "segnode_scp_associations_active",
+            "gauge",
+            "Associations open now.",
+            &[("", &self.associations_active)],
+        );
+        line(
+            "segnode_scp_echo_total",
+            "counter",
+            "C-ECHO requests answered.",
+            &[("", &self.echo_requests)],
+        );
+        line(
+            "segnode_scp_instances_stored_total",
+            "counter",
+            "Instances written durably and acknowledged.",
+            &[("", &self.instances_stored)],
+        );
+        line(
+            "segnode_scp_instance_bytes_total",
+            "counter",
+            "Bytes of acknowledged instances.",
+            &[("", &self.instance_bytes)],
+        );
+        line(
+            "segnode_scp_store_failures_total",
+            "counter",
+            "C-STORE requests answered with a failure status.",
+            &[
+                ("{status=\"A700\"}", &self.store_failed_out_of_resources),
+                ("{status=\"A900\"}", &self.store_failed_mismatch),
+                ("{status=\"C000\"}", &self.store_failed_cannot_understand),
+                ("{status=\"0110\"}", &self.store_failed_processing),
+            ],
+        );
+        line(
+            "segnode_scp_jobs_enqueued_total",
+            "counter",
+            "Jobs enqueued for complete studies.",
+            &[("", &self.jobs_enqueued)],
+        );
+        line(
+            "segnode_scp_emit_failures_total",
+            "counter",
+            "Failed attempts to stage a study and enqueue its job (retried).",
+            &[("", &self.emit_failures)],
+        );
+        line(
+            "segnode_scp_studies_pending",
+            "gauge",
+            "Studies waiting for their quiet period or for staging.",
+            &[("", &self.studies_pending)],
+        );
+    }
+}

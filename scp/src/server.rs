@@ -1,0 +1,834 @@
+//! The listener: association policy, then C-ECHO and durable C-STORE on each association.
+
+use std::future::Future;
+use std::io::Write;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::Duration;
+
+use dicom_dictionary_std::tags;
+use dicom_object::meta::FileMetaTableBuilder;
+use dicom_object::OpenFileOptions;
+use dicom_ul::association::server::AccessControl;
+use dicom_ul::pdu::{
+    AssociationRJ, AssociationRJResult, AssociationRJServiceProviderPresentationReason,
+    AssociationRJServiceUserReason, AssociationRJSource, PDataValue, PDataValueType, Pdu,
+    PresentationContextResultReason, UserIdentity,
+};
+use dicom_ul::ServerAssociationOptions;
+use staging::{JobQueue, ObjectStore, Uid};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{watch, Semaphore};
+use tracing::{debug, info, warn};
+
+use crate::assembler::Assembler;
+use crate::config::ScpConfig;
+use crate::dimse::{self, Command, Status};
+use crate::disk;
+use crate::metrics::ScpMetrics;
+use crate::sop::{IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME, VERIFICATION};
+use crate::spool::Spool;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ScpError {
+    #[error("cannot listen on {addr}: {source} (is another node or storescp using the port?)")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot open the spool at {path}: {source}")]
+    Spool {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid AE title {0:?}: 1 to 16 printable ASCII characters")]
+    AeTitle(String),
+}
+
+/// The DICOM listener. `bind` recovers the spool; `serve` runs until shutdown.
+pub struct Scp {
+    config: Arc<ScpConfig>,
+    listener: TcpListener,
+    spool: Arc<Spool>,
+    assembler: Arc<Assembler>,
+    metrics: Arc<ScpMetrics>,
+    slots: Arc<Semaphore>,
+}
+
+impl Scp {
+    pub async fn bind(
+        config: ScpConfig,
+        store: Arc<dyn ObjectStore>,
+        queue: Arc<dyn JobQueue>,
+    ) -> Result<Scp, ScpError> {
+        if !crate::config::valid_ae_title(&config.ae_title) {
+            return Err(ScpError::AeTitle(config.ae_title));
+        }
+        let (spool, discarded) =
+            Spool::open(&config.spool_dir).map_err(|source| ScpError::Spool {
+                path: config.spool_dir.clone(),
+                source,
+            })?;
+        if discarded > 0 {
+            info!(
+                discarded,
+                "discarded partial receptions that were never acknowledged"
+            );
+        }
+        let spool = Arc::new(spool);
+        let metrics = Arc::new(ScpMetrics::default());
+        let assembler = Assembler::recover(
+            spool.clone(),
+            store,
+            queue,
+            metrics.clone(),
+            config.quiet_period,
+        )
+        .map_err(|source| ScpError::Spool {
+            path: config.spool_dir.clone(),
+            source,
+        })?;
+        let listener = TcpListener::bind(config.bind)
+            .await
+            .map_err(|source| ScpError::Bind {
+                addr: config.bind,
+                source,
+            })?;
+        let slots = Arc::new(Semaphore::new(config.max_associations));
+        Ok(Scp {
+            config: Arc::new(config),
+            listener,
+            spool,
+            assembler,
+            metrics,
+            slots,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .expect("a bound listener has an address")
+    }
+
+    pub fn metrics(&self) -> Arc<ScpMetrics> {
+        self.metrics.clone()
+    }
+
+    pub fn assembler(&self) -> Arc<Assembler> {
+        self.assembler.clone()
+    }
+
+    /// Accept associations until `shutdown` resolves, then stop accepting, give open
+    /// associations up to 10 s to finish, and return. Spooled studies stay for the next run.
+    pub async fn serve(self, shutdown: impl Future<Output = ()>) {
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let assembler_task = tokio::spawn(self.assembler.clone().run(stop_rx));
+        info!(addr = %self.local_addr(), ae_title = %self.config.ae_title, "DICOM listener ready");
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                _ = &mut shutdown => break,
+                accepted = self.listener.accept() => match accepted {
+                    Ok((socket, peer)) => {
+                        let conn = Connection {
+                            config: self.config.clone(),
+                            spool: self.spool.clone(),
+                            assembler: self.assembler.clone(),
+                            metrics: self.metrics.clone(),
+                            peer,
+                        };
+                        let slots = self.slots.clone();
+                        tokio::spawn(async move { conn.handle(socket, slots).await });
+                    }
+                    Err(e) => {
+                        warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                },
+            }
+        }
+        info!("shutting down: no new associations");
+        let all = self.config.max_associations as u32;
+        let _ = tokio::time::timeout(Duration::from_secs(10), self.slots.acquire_many(all)).await;
+        let _ = stop_tx.send(true);
+        let _ = assembler_task.await;
+    }
+}
+
+/// Called AE must be ours; calling AE (and host) must be on the allowlist if there is one.
+struct Policy {
+    config: Arc<ScpConfig>,
+    peer: IpAddr,
+}
+
+impl AccessControl for Policy {
+    fn check_access(
+        &self,
+        this_ae_title: &str,
+        calling_ae_title: &str,
+        called_ae_title: &str,
+        _user_identity: Option<&UserIdentity>,
+    ) -> Result<(), AssociationRJServiceUserReason> {
+        if called_ae_title.trim() != this_ae_title.trim() {
+            return Err(AssociationRJServiceUserReason::CalledAETitleNotRecognized);
+        }
+        let allowed = &self.config.allowed_callers;
+        if !allowed.is_empty()
+            && !allowed
+                .iter()
+                .any(|a| a.admits(calling_ae_title, self.peer))
+        {
+            return Err(AssociationRJServiceUserReason::CallingAETitleNotRecognized);
+        }
+        Ok(())
+    }
+}
+
+struct Connection {
+    config: Arc<ScpConfig>,
+    spool: Arc<Spool>,
+    assembler: Arc<Assembler>,
+    metrics: Arc<ScpMetrics>,
+    peer: SocketAddr,
+}
+
+/// A C-STORE whose data set is arriving.
+struct Incoming {
+    command: Command,
+    presentation_context_id: u8,
+    /// Set when the request is refused before its data arrives; the data is drained.
+    refusal: Option<(Status, String)>,
+    part: Option<PartFile>,
+}
+
+/// The `.part` file an instance streams into: buffered, written in large chunks.
+struct PartFile {
+    path: PathBuf,
+    file: Option<std::fs::File>,
+    buf: Vec<u8>,
+    total: u64,
+}
+
+const FLUSH_AT: usize = 4 * 1024 * 1024;
+
+impl PartFile {
+    async fn create(path: PathBuf, header: Vec<u8>) -> std::io::Result<PartFile> {
+        let p = path.clone();
+        let file = tokio::task::spawn_blocking(move || std::fs::File::create(&p))
+            .await
+            .expect("no panic")?;
+        let total = header.len() as u64;
+        Ok(PartFile {
+            path,
+            file: Some(file),
+            buf: header,
+            total,
+        })
+    }
+
+    async fn push(&mut self, data: &[u8]) -> std::io::Result<()> {
+        self.buf.extend_from_slice(data);
+        self.total += data.len() as u64;
+        if self.buf.len() >= FLUSH_AT {
+            let (mut file, buf) = (
+                self.file.take().expect("open"),
+                std::mem::take(&mut self.buf),
+            );
+            let (file, buf, r) = tokio::task::spawn_blocking(move || {
+                let r = file.write_all(&buf);
+                (file, buf, r)
+            })
+            .await
+            .expect("no panic");
+            self.file = Some(file);
+            self.buf = buf;
+            self.buf.clear();
+            r?;
+        }
+        Ok(())
+    }
+
+    fn discard(self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// What the data set says about itself, read back from the written file.
+struct Identity {
+    study: Uid,
+    series: Uid,
+    sop_instance: String,
+    sop_class: String,
+}
+
+enum Finish {
+    Stored(Identity, u64),
+    Refused(Status, String),
+}
+
+fn reject_pdu(result: AssociationRJResult, source: AssociationRJSource) -> Pdu {
+    Pdu::AssociationRJ(AssociationRJ { result, source })
+}
+
+impl Connection {
+    async fn handle(self, socket: TcpStream, slots: Arc<Semaphore>) {
+        let _ = socket.set_nodelay(true);
+        let permit = match slots.try_acquire_owned() {
+            Ok(p) => p,
+            Err(_) => {
+                ScpMetrics::inc(&self.metrics.associations_rejected_limit);
+                warn!(peer = %self.peer, limit = self.config.max_associations, "association refused: too many concurrent associations");
+                self.refuse(
+                    socket,
+                    AssociationRJServiceProviderPresentationReason::LocalLimitExceeded,
+                )
+                .await;
+                return;
+            }
+        };
+        if self.disk_low() {
+            ScpMetrics::inc(&self.metrics.associations_rejected_disk);
+            warn!(peer = %self.peer, "association refused: free disk space below the configured threshold");
+            self.refuse(
+                socket,
+                AssociationRJServiceProviderPresentationReason::TemporaryCongestion,
+            )
+            .await;
+            return;
+        }
+        let mut options = ServerAssociationOptions::new()
+            .ae_access_control(Policy {
+                config: self.config.clone(),
+                peer: self.peer.ip(),
+            })
+            .ae_title(self.config.ae_title.as_str())
+            .max_pdu_length(self.config.max_pdu_length)
+            .strict(true)
+            .read_timeout(self.config.idle_timeout)
+            .write_timeout(self.config.idle_timeout)
+            .with_abstract_syntax(VERIFICATION);
+        for sop in &self.config.sop_classes {
+            options = options.with_abstract_syntax(sop.as_str());
+        }
+        for ts in &self.config.transfer_syntaxes {
+            options = options.with_transfer_syntax(ts.as_str());
+        }
+        let mut assoc = match tokio::time::timeout(
+            self.config.artim_timeout,
+            options.establish_async(socket),
+        )
+        .await
+        {
+            Ok(Ok(a)) => a,
+            Ok(Err(e)) => {
+                let text = e.to_string();
+                if text.contains("rejected") || text.contains("Rejected") {
+                    ScpMetrics::inc(&self.metrics.associations_rejected_ae);
+                } else {
+                    ScpMetrics::inc(&self.metrics.associations_failed);
+                }
+                warn!(peer = %self.peer, error = %text, "association not established");
+                return;
+            }
+            Err(_) => {
+                ScpMetrics::inc(&self.metrics.associations_failed);
+                warn!(peer = %self.peer, timeout = ?self.config.artim_timeout, "association request not completed in time (ARTIM); connection closed");
+                return;
+            }
+        };
+        let calling_ae = {
+            use dicom_ul::association::Association;
+            assoc.peer_ae_title().trim().to_string()
+        };
+        ScpMetrics::inc(&self.metrics.associations_accepted);
+        self.metrics.associations_active.fetch_add(1, Relaxed);
+        let accepted = assoc
+            .presentation_contexts()
+            .iter()
+            .filter(|pc| pc.reason == PresentationContextResultReason::Acceptance)
+            .count();
+        info!(peer = %self.peer, calling_ae = %calling_ae, accepted_contexts = accepted, "association accepted");
+
+        let outcome = self.serve_association(&mut assoc, &calling_ae).await;
+        match outcome {
+            End::Released => {
+                let _ = assoc.send(&Pdu::ReleaseRP).await;
+                debug!(peer = %self.peer, "association released");
+            }
+            End::PeerAborted => debug!(peer = %self.peer, "association aborted by the peer"),
+            End::Abort(reason) => {
+                warn!(peer = %self.peer, reason = %reason, "aborting association");
+                let _ = assoc.abort().await;
+            }
+        }
+        self.metrics.associations_active.fetch_sub(1, Relaxed);
+        drop(permit);
+    }
+
+    fn disk_low(&self) -> bool {
+        match disk::free_bytes(self.spool.root()) {
+            Ok(free) => free < self.config.min_free_disk_bytes,
+            Err(e) => {
+                warn!(error = %e, "cannot read free disk space; treating it as low");
+                true
+            }
+        }
+    }
+
+    /// Read the A-ASSOCIATE-RQ (within ARTIM) and answer with a transient rejection.
+    async fn refuse(
+        &self,
+        mut socket: TcpStream,
+        reason: AssociationRJServiceProviderPresentationReason,
+    ) {
+        use tokio::io::AsyncWriteExt;
+        let mut buf = bytes::BytesMut::new();
+        let read = dicom_ul::association::read_pdu_from_wire_async(
+            &mut socket,
+            &mut buf,
+            self.config.max_pdu_length,
+            true,
+        );
+        if let Ok(Ok(Pdu::AssociationRQ(_))) =
+            tokio::time::timeout(self.config.artim_timeout, read).await
+        {
+            let mut out = Vec::new();
+            let pdu = reject_pdu(
+                AssociationRJResult::Transient,
+                AssociationRJSource::ServiceProviderPresentation(reason),
+            );
+            if dicom_ul::pdu::write_pdu(&mut out, &pdu).is_ok() {
+                let _ = socket.write_all(&out).await;
+            }
+        }
+        let _ = socket.shutdown().await;
+    }
+
+    async fn serve_association(
+        &self,
+        assoc: &mut dicom_ul::association::AsyncServerAssociation<TcpStream>,
+        calling_ae: &str,
+    ) -> End {
+        let mut command_buf: Vec<u8> = Vec::new();
+        let mut incoming: Option<Incoming> = None;
+        loop {
+            let pdu = match assoc.receive().await {
+                Ok(pdu) => pdu,
+                Err(e) => {
+                    if let Some(inc) = incoming.take() {
+                        inc.part.map(PartFile::discard);
+                    }
+                    return End::Abort(format!("receive failed or idle timeout: {e}"));
+                }
+            };
+            match pdu {
+                Pdu::PData { data } => {
+                    for pdv in data {
+                        let PDataValue {
+                            presentation_context_id,
+                            value_type,
+                            is_last,
+                            data,
+                        } = pdv;
+                        match value_type {
+                            PDataValueType::Command => {
+                                if incoming.is_some() {
+                                    return End::Abort(
+                                        "command fragment while a data set was still arriving"
+                                            .into(),
+                                    );
+                                }
+                                command_buf.extend_from_slice(&data);
+                                if !is_last {
+                                    continue;
+                                }
+                                let bytes = std::mem::take(&mut command_buf);
+                                let command = match dimse::parse_command(&bytes) {
+                                    Ok(c) => c,
+                                    Err(e) => {
+                                        return End::Abort(format!("unreadable command: {e}"))
+                                    }
+                                };
+                                match command.command_field {
+                                    dimse::C_ECHO_RQ => {
+                                        ScpMetrics::inc(&self.metrics.echo_requests);
+                                        if let Err(e) = send_command(
+                                            assoc,
+                                            presentation_context_id,
+                                            dimse::echo_response(&command),
+                                        )
+                                        .await
+                                        {
+                                            return End::Abort(format!(
+                                                "cannot answer C-ECHO: {e}"
+                                            ));
+                                        }
+                                    }
+                                    dimse::C_STORE_RQ if command.has_data_set => {
+                                        incoming = Some(
+                                            self.start_store(
+                                                assoc,
+                                                presentation_context_id,
+                                                command,
+                                                calling_ae,
+                                            )
+                                            .await,
+                                        );
+                                    }
+                                    other => {
+                                        return End::Abort(format!(
+                                            "unsupported DIMSE command 0x{other:04X}"
+                                        ))
+                                    }
+                                }
+                            }
+                            PDataValueType::Data => {
+                                let Some(inc) = incoming.as_mut() else {
+                                    return End::Abort(
+                                        "data fragment without a C-STORE command".into(),
+                                    );
+                                };
+                                if inc.presentation_context_id != presentation_context_id {
+                                    return End::Abort(
+                                        "data fragment on another presentation context".into(),
+                                    );
+                                }
+                                if inc.refusal.is_none() {
+                                    if let Some(part) = inc.part.as_mut() {
+                                        if part.total + data.len() as u64
+                                            > self.config.max_object_bytes
+                                        {
+                                            inc.refusal = Some((
+                                                Status::OutOfResources,
+                                                format!(
+                                                    "object larger than the {} byte limit",
+                                                    self.config.max_object_bytes
+                                                ),
+                                            ));
+                                            inc.part.take().map(PartFile::discard);
+                                        } else if let Err(e) = part.push(&data).await {
+                                            inc.refusal = Some(io_status(&e));
+                                            inc.part.take().map(PartFile::discard);
+                                        }
+                                    }
+                                }
+                                if is_last {
+                                    let inc = incoming.take().expect("present");
+                                    let (status, comment) = self
+                                        .finish_store(
+                                            inc.part,
+                                            &inc.command,
+                                            inc.refusal,
+                                            calling_ae,
+                                        )
+                                        .await;
+                                    let rsp = dimse::store_response(
+                                        &inc.command,
+                                        status,
+                                        comment.as_deref(),
+                                    );
+                                    if let Err(e) =
+                                        send_command(assoc, presentation_context_id, rsp).await
+                                    {
+                                        return End::Abort(format!("cannot answer C-STORE: {e}"));
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+                Pdu::ReleaseRQ => {
+                    if let Some(inc) = incoming.take() {
+                        inc.part.map(PartFile::discard);
+                    }
+                    return End::Released;
+                }
+                Pdu::AbortRQ { source } => {
+                    if let Some(inc) = incoming.take() {
+                        inc.part.map(PartFile::discard);
+                    }
+                    debug!(?source, "peer abort");
+                    return End::PeerAborted;
+                }
+                other => {
+                    if let Some(inc) = incoming.take() {
+                        inc.part.map(PartFile::discard);
+                    }
+                    return End::Abort(format!("unexpected PDU {}", pdu_name(&other)));
+                }
+            }
+        }
+    }
+
+    /// Decide whether to take the data set of a C-STORE; open its `.part` file if so.
+    async fn start_store(
+        &self,
+        assoc: &dicom_ul::association::AsyncServerAssociation<TcpStream>,
+        pc_id: u8,
+        command: Command,
+        calling_ae: &str,
+    ) -> Incoming {
+        let mut inc = Incoming {
+            command,
+            presentation_context_id: pc_id,
+            refusal: None,
+            part: None,
+        };
+        let pc = assoc
+            .presentation_contexts()
+            .iter()
+            .find(|pc| pc.id == pc_id && pc.reason == PresentationContextResultReason::Acceptance);
+        let Some(pc) = pc else {
+            inc.refusal = Some((
+                Status::SopClassNotSupported,
+                "no accepted presentation context with this id".into(),
+            ));
+            return inc;
+        };
+        if pc.abstract_syntax.trim_end_matches('\0') != inc.command.affected_sop_class_uid {
+            inc.refusal = Some((
+                Status::SopClassNotSupported,
+                "SOP class differs from the presentation context".into(),
+            ));
+            return inc;
+        }
+        if self.disk_low() {
+            inc.refusal = Some((
+                Status::OutOfResources,
+                "free disk space below the threshold".into(),
+            ));
+            return inc;
+        }
+        let header = match file_header(&inc.command, &pc.transfer_syntax, calling_ae) {
+            Ok(h) => h,
+            Err(e) => {
+                inc.refusal = Some((Status::CannotUnderstand, e));
+                return inc;
+            }
+        };
+        match PartFile::create(self.spool.new_part_path(), header).await {
+            Ok(part) => inc.part = Some(part),
+            Err(e) => inc.refusal = Some(io_status(&e)),
+        }
+        inc
+    }
+
+    /// Make the instance durable and tell the assembler; return the status to answer.
+    async fn finish_store(
+        &self,
+        part: Option<PartFile>,
+        command: &Command,
+        refusal: Option<(Status, String)>,
+        calling_ae: &str,
+    ) -> (Status, Option<String>) {
+        let result = match (refusal, part) {
+            (Some((status, why)), part) => {
+                part.map(PartFile::discard);
+                Finish::Refused(status, why)
+            }
+            (None, None) => Finish::Refused(Status::ProcessingFailure, "no data received".into()),
+            (None, Some(part)) => self.write_and_identify(part, command).await,
+        };
+        match result {
+            Finish::Stored(id, bytes) => {
+                ScpMetrics::inc(&self.metrics.instances_stored);
+                self.metrics.instance_bytes.fetch_add(bytes, Relaxed);
+                debug!(study = %id.study, series = %id.series, sop = %id.sop_instance, "instance stored");
+                self.assembler.instance_stored(&id.study, calling_ae);
+                (Status::Success, None)
+            }
+            Finish::Refused(status, why) => {
+                let counter = match status {
+                    Status::OutOfResources => &self.metrics.store_failed_out_of_resources,
+                    Status::DataSetMismatch | Status::SopClassNotSupported => {
+                        &self.metrics.store_failed_mismatch
+                    }
+                    Status::CannotUnderstand => &self.metrics.store_failed_cannot_understand,
+                    _ => &self.metrics.store_failed_processing,
+                };
+                ScpMetrics::inc(counter);
+                warn!(sop = %command.affected_sop_instance_uid, status = format!("0x{:04X}", status.code()), reason = %why, "C-STORE refused");
+                (status, Some(why))
+            }
+        }
+    }
+
+    async fn write_and_identify(&self, part: PartFile, command: &Command) -> Finish {
+        let PartFile {
+            path,
+            file,
+            buf,
+            total,
+        } = part;
+        let file = file.expect("open");
+        let p = path.clone();
+        let written = tokio::task::spawn_blocking(move || -> Result<Identity, Finish> {
+            let mut file = file;
+            file.write_all(&buf)
+                .and_then(|()| file.sync_all())
+                .map_err(|e| {
+                    let (s, w) = io_status(&e);
+                    Finish::Refused(s, w)
+                })?;
+            drop(file);
+            identify(&p)
+        })
+        .await
+        .expect("no panic");
+        let id = match written {
+            Ok(id) => id,
+            Err(refused) => {
+                let _ = std::fs::remove_file(&path);
+                return refused;
+            }
+        };
+        if id.sop_instance != command.affected_sop_instance_uid {
+            let _ = std::fs::remove_file(&path);
+            return Finish::Refused(
+                Status::DataSetMismatch,
+                "SOP Instance UID differs from the command's".into(),
+            );
+        }
+        if id.sop_class != command.affected_sop_class_uid {
+            let _ = std::fs::remove_file(&path);
+            return Finish::Refused(
+                Status::DataSetMismatch,
+                "SOP Class UID differs from the command's".into(),
+            );
+        }
+        let sop = match Uid::new(&id.sop_instance) {
+            Ok(u) => u,
+            Err(e) => {
+                let _ = std::fs::remove_file(&path);
+                return Finish::Refused(Status::CannotUnderstand, format!("SOP Instance UID: {e}"));
+            }
+        };
+        let guard = self.assembler.structure.clone().read_owned().await;
+        let spool = self.spool.clone();
+        let (study, series) = (id.study.clone(), id.series.clone());
+        let committed = tokio::task::spawn_blocking(move || {
+            let r = spool.commit(&path, &study, &series, &sop);
+            if r.is_err() {
+                let _ = std::fs::remove_file(&path);
+            }
+            drop(guard);
+            r
+        })
+        .await
+        .expect("no panic");
+        match committed {
+            Ok(_) => Finish::Stored(id, total),
+            Err(e) => {
+                let (s, w) = io_status(&e);
+                Finish::Refused(s, w)
+            }
+        }
+    }
+}
+
+enum End {
+    Released,
+    PeerAborted,
+    Abort(String),
+}
+
+fn pdu_name(p: &Pdu) -> &'static str {
+    match p {
+        Pdu::AssociationRQ(_) => "A-ASSOCIATE-RQ",
+        Pdu::AssociationAC(_) => "A-ASSOCIATE-AC",
+        Pdu::AssociationRJ(_) => "A-ASSOCIATE-RJ",
+        Pdu::ReleaseRP => "A-RELEASE-RP",
+        Pdu::Unknown { .. } => "unknown",
+        _ => "other",
+    }
+}
+
+fn io_status(e: &std::io::Error) -> (Status, String) {
+    if staging::is_out_of_space(e) {
+        (Status::OutOfResources, "disk full or over quota".into())
+    } else {
+        (
+            Status::ProcessingFailure,
+            format!("local I/O error: {}", e.kind()),
+        )
+    }
+}
+
+async fn send_command(
+    assoc: &mut dicom_ul::association::AsyncServerAssociation<TcpStream>,
+    pc_id: u8,
+    bytes: Vec<u8>,
+) -> Result<(), dicom_ul::association::Error> {
+    assoc
+        .send(&Pdu::PData {
+            data: vec![PDataValue {
+                presentation_context_id: pc_id,
+                value_type: PDataValueType::Command,
+                is_last: true,
+                data: bytes,
+            }],
+        })
+        .await
+}
+
+/// Preamble, "DICM" and the File Meta Information for the instance, as received.
+fn file_header(
+    command: &Command,
+    transfer_syntax: &str,
+    calling_ae: &str,
+) -> Result<Vec<u8>, String> {
+    let mut builder = FileMetaTableBuilder::new()
+        .media_storage_sop_class_uid(command.affected_sop_class_uid.as_str())
+        .media_storage_sop_instance_uid(command.affected_sop_instance_uid.as_str())
+        .transfer_syntax(transfer_syntax.trim_end_matches('\0'))
+        .implementation_class_uid(IMPLEMENTATION_CLASS_UID)
+        .implementation_version_name(IMPLEMENTATION_VERSION_NAME);
+    if crate::config::valid_ae_title(calling_ae) {
+        builder = builder.source_application_entity_title(calling_ae);
+    }
+    let meta = builder
+        .build()
+        .map_err(|e| format!("cannot build file meta information: {e}"))?;
+    let mut out = vec![0u8; 128];
+    meta.write(&mut out)
+        .map_err(|e| format!("cannot write file meta information: {e}"))?;
+    Ok(out)
+}
+
+/// Read back the header of a written instance (up to Pixel Data) for its identifying UIDs.
+fn identify(path: &std::path::Path) -> Result<Identity, Finish> {
+    let obj = OpenFileOptions::new()
+        .read_until(tags::PIXEL_DATA)
+        .open_file(path)
+        .map_err(|e| {
+            Finish::Refused(
+                Status::CannotUnderstand,
+                format!("data set cannot be parsed: {}", first_line(&e.to_string())),
+            )
+        })?;
+    let get = |tag| -> Option<String> {
+        obj.element(tag)
+            .ok()
+            .and_then(|e| e.to_str().ok())
+            .map(|s| s.trim_end_matches(['\0', ' ']).to_string())
+    };
+    let uid = |tag, name: &str| -> Result<Uid, Finish> {
+        let raw = get(tag)
+            .ok_or_else(|| Finish::Refused(Status::CannotUnderstand, format!("{name} missing")))?;
+        Uid::new(&raw)
+            .map_err(|e| Finish::Refused(Status::CannotUnderstand, format!("{name}: {e}")))
+    };
+    Ok(Identity {
+        study: uid(tags::STUDY_INSTANCE_UID, "Study Instance UID")?,
+        series: uid(tags::SERIES_INSTANCE_UID, "Series Instance UID")?,
+        sop_instance: get(tags::SOP_INSTANCE_UID).unwrap_or_default(),
+        sop_class: get(tags::SOP_CLASS_UID).unwrap_or_default(),
+    })
+}
+
+fn first_line(s: &str) -> String {
+    s.lines().next().unwrap_or("").chars().take(200).collect()
+}

@@ -1,0 +1,164 @@
+//! The durable spool: every acknowledged instance is a file here until its study has been
+//! staged to the store and its job enqueued. Layout under the spool folder:
+//!
+//! ```text
+//! .incoming/<uuid>.part             an instance being received (not yet acknowledged)
+//! <study>/<series>/<sop>.dcm        acknowledged, waiting for the study's quiet period
+//! .emitting/<ms>-<study>/...        a study being staged and enqueued (same layout inside,
+//!                                   plus job.json once the job is fixed)
+//! ```
+//!
+//! Only `.part` files are ever deleted without having been staged: they were never
+//! acknowledged. Everything else survives restarts until its job is on the queue.
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use staging::{fsync_dir, Uid};
+
+const INCOMING: &str = ".incoming";
+const EMITTING: &str = ".emitting";
+pub const JOB_FILE: &str = "job.json";
+
+#[derive(Debug)]
+pub struct Spool {
+    root: PathBuf,
+}
+
+/// One spooled instance of a study being emitted.
+#[derive(Debug, Clone)]
+pub struct SpooledInstance {
+    pub series: Uid,
+    pub sop: Uid,
+    pub path: PathBuf,
+}
+
+impl Spool {
+    /// Open (creating) the spool and discard partial receptions from a previous run.
+    pub fn open(root: &Path) -> io::Result<(Spool, usize)> {
+        fs::create_dir_all(root.join(INCOMING))?;
+        fs::create_dir_all(root.join(EMITTING))?;
+        let root = root.canonicalize()?;
+        fsync_dir(&root)?;
+        let mut discarded = 0;
+        for entry in fs::read_dir(root.join(INCOMING))? {
+            let entry = entry?;
+            fs::remove_file(entry.path())?;
+            discarded += 1;
+        }
+        Ok((Spool { root }, discarded))
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn new_part_path(&self) -> PathBuf {
+        self.root
+            .join(INCOMING)
+            .join(format!("{}.part", uuid::Uuid::new_v4().simple()))
+    }
+
+    /// Move a complete, fsynced `.part` file to its place and make the move durable.
+    /// The caller holds the spool's structure lock for reading.
+    pub fn commit(&self, part: &Path, study: &Uid, series: &Uid, sop: &Uid) -> io::Result<PathBuf> {
+        let study_dir = self.root.join(study.as_str());
+        let series_dir = study_dir.join(series.as_str());
+        if !series_dir.is_dir() {
+            let new_study = !study_dir.is_dir();
+            fs::create_dir_all(&series_dir)?;
+            if new_study {
+                fsync_dir(&self.root)?;
+            }
+            fsync_dir(&study_dir)?;
+        }
+        let target = series_dir.join(format!("{sop}.dcm"));
+        fs::rename(part, &target)?;
+        fsync_dir(&series_dir)?;
+        Ok(target)
+    }
+
+    /// Studies with acknowledged instances waiting for their quiet period.
+    pub fn pending_studies(&self) -> io::Result<Vec<Uid>> {
+        let mut out = Vec::new();
+        for entry in fs::read_dir(&self.root)? {
+            let entry = entry?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if entry.file_type()?.is_dir() && !name.starts_with('.') {
+                if let Ok(uid) = Uid::new(&name) {
+                    out.push(uid);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Freeze a study's instances for emission: later instances start a new study folder.
+    /// The caller holds the structure lock for writing. None if the study has no folder.
+    pub fn begin_emit(&self, study: &Uid) -> io::Result<Option<PathBuf>> {
+        let from = self.root.join(study.as_str());
+        if !from.is_dir() {
+            return Ok(None);
+        }
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis())
+            .unwrap_or(0);
+        let to = self.root.join(EMITTING).join(format!("{now}-{study}"));
+        fs::rename(&from, &to)?;
+        fsync_dir(&self.root)?;
+        fsync_dir(&self.root.join(EMITTING))?;
+        Ok(Some(to))
+    }
+
+    /// Emissions left unfinished (by a crash or a failed stage/enqueue), oldest first.
+    pub fn emitting(&self) -> io::Result<Vec<(PathBuf, Uid)>> {
+        let mut out = Vec::new();
+        for entry in fs::read_dir(self.root.join(EMITTING))? {
+            let entry = entry?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if let Some((_, study)) = name.split_once('-') {
+                if let Ok(uid) = Uid::new(study) {
+                    out.push((entry.path(), uid));
+                }
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    /// The instances inside a study folder (pending or emitting).
+    pub fn instances_in(dir: &Path) -> io::Result<Vec<SpooledInstance>> {
+        let mut out = Vec::new();
+        for series_entry in fs::read_dir(dir)? {
+            let series_entry = series_entry?;
+            if !series_entry.file_type()?.is_dir() {
+                continue;
+            }
+            let Ok(series) = Uid::new(&series_entry.file_name().to_string_lossy()) else {
+                continue;
+            };
+            for f in fs::read_dir(series_entry.path())? {
+                let f = f?;
+                let name = f.file_name().to_string_lossy().into_owned();
+                let Some(sop) = name.strip_suffix(".dcm").and_then(|s| Uid::new(s).ok()) else {
+                    continue;
+                };
+                out.push(SpooledInstance {
+                    series: series.clone(),
+                    sop,
+                    path: f.path(),
+                });
+            }
+        }
+        out.sort_by(|a, b| a.path.cmp(&b.path));
+        Ok(out)
+    }
+
+    /// The study's job is on the queue: its spooled copies can go.
+    pub fn finish_emit(&self, dir: &Path) -> io::Result<()> {
+        fs::remove_dir_all(dir)?;
+        fsync_dir(&self.root.join(EMITTING))
+    }
+}

@@ -1,0 +1,160 @@
+//! Configuration: defaults, then the TOML file (`--config`), then environment variables and
+//! flags (clap gives flags precedence over `SEGNODE_*` variables). One struct, one place.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use scp::{AllowedCaller, ScpConfig};
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct FileConfig {
+    pub node: NodeSection,
+    pub scp: ScpSection,
+    pub queue: QueueSection,
+    pub aws: AwsSection,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NodeSection {
+    /// Spool, local store and SQLite queue live here (`segnode serve`); only the spool for `segnode scp`.
+    pub data_dir: PathBuf,
+    /// `/metrics` and `/healthz`; empty to disable.
+    pub http: String,
+}
+
+impl Default for NodeSection {
+    fn default() -> Self {
+        NodeSection {
+            data_dir: PathBuf::from("segnode-data"),
+            http: "127.0.0.1:11180".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ScpSection {
+    pub ae_title: String,
+    pub bind: String,
+    pub port: u16,
+    /// `AE` or `AE@HOST`; empty = any caller.
+    pub allowed_callers: Vec<String>,
+    pub max_pdu: u32,
+    pub max_associations: usize,
+    pub artim_timeout_secs: f64,
+    pub idle_timeout_secs: f64,
+    pub max_object_mb: u64,
+    pub min_free_disk_mb: u64,
+    pub quiet_period_secs: f64,
+    /// Override the accepted storage SOP classes (UIDs).
+    pub sop_classes: Option<Vec<String>>,
+    /// Override the accepted transfer syntaxes (UIDs).
+    pub transfer_syntaxes: Option<Vec<String>>,
+}
+
+impl Default for ScpSection {
+    fn default() -> Self {
+        let d = ScpConfig::new("");
+        ScpSection {
+            ae_title: d.ae_title,
+            bind: "0.0.0.0".into(),
+            port: 11112,
+            allowed_callers: Vec::new(),
+            max_pdu: d.max_pdu_length,
+            max_associations: d.max_associations,
+            artim_timeout_secs: d.artim_timeout.as_secs_f64(),
+            idle_timeout_secs: d.idle_timeout.as_secs_f64(),
+            max_object_mb: d.max_object_bytes / (1024 * 1024),
+            min_free_disk_mb: d.min_free_disk_bytes / (1024 * 1024),
+            quiet_period_secs: d.quiet_period.as_secs_f64(),
+            sop_classes: None,
+            transfer_syntaxes: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QueueSection {
+    /// Receives before a job goes to the dead-letter queue (SQLite; for SQS it must match the redrive policy).
+    pub max_receives: u32,
+}
+
+impl Default for QueueSection {
+    fn default() -> Self {
+        QueueSection { max_receives: 3 }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct AwsSection {
+    pub region: Option<String>,
+    pub endpoint_url: Option<String>,
+    pub bucket: Option<String>,
+    pub prefix: String,
+    pub force_path_style: bool,
+    pub queue_url: Option<String>,
+    pub dead_letter_queue_url: Option<String>,
+}
+
+impl FileConfig {
+    pub fn load(path: Option<&Path>) -> Result<FileConfig> {
+        let Some(path) = path else {
+            return Ok(FileConfig::default());
+        };
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read config file {}", path.display()))?;
+        toml::from_str(&text).with_context(|| format!("invalid config file {}", path.display()))
+    }
+
+    pub fn scp_config(&self) -> Result<ScpConfig> {
+        let s = &self.scp;
+        let mut c = ScpConfig::new(self.node.data_dir.join("spool"));
+        c.ae_title = s.ae_title.clone();
+        let addr = format!("{}:{}", s.bind, s.port);
+        c.bind = addr
+            .parse::<SocketAddr>()
+            .with_context(|| format!("invalid listen address {addr}"))?;
+        c.allowed_callers = s
+            .allowed_callers
+            .iter()
+            .map(|spec| {
+                spec.parse::<AllowedCaller>()
+                    .with_context(|| format!("invalid --allow-calling {spec:?}"))
+            })
+            .collect::<Result<_>>()?;
+        if !(4096..=16 * 1024 * 1024).contains(&s.max_pdu) {
+            bail!("max PDU {} is outside 4096..=16777216", s.max_pdu);
+        }
+        c.max_pdu_length = s.max_pdu;
+        if s.max_associations == 0 {
+            bail!("max associations must be at least 1");
+        }
+        c.max_associations = s.max_associations;
+        c.artim_timeout = secs(s.artim_timeout_secs, "ARTIM timeout")?;
+        c.idle_timeout = secs(s.idle_timeout_secs, "idle timeout")?;
+        c.quiet_period = secs(s.quiet_period_secs, "quiet period")?;
+        c.max_object_bytes = s.max_object_mb.saturating_mul(1024 * 1024);
+        c.min_free_disk_bytes = s.min_free_disk_mb.saturating_mul(1024 * 1024);
+        if let Some(v) = &s.sop_classes {
+            c.sop_classes = v.clone();
+        }
+        if let Some(v) = &s.transfer_syntaxes {
+            c.transfer_syntaxes = v.clone();
+        }
+        Ok(c)
+    }
+}
+
+fn secs(v: f64, what: &str) -> Result<Duration> {
+    if !(v.is_finite() && v >= 0.0 && v < 1e7) {
+        bail!("{what} of {v} seconds is not a sensible duration");
+    }
+    Ok(Duration::from_secs_f64(v))
+}

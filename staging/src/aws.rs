@@ -1,0 +1,28 @@
+//! Shared AWS SDK configuration: region, endpoint override (moto, LocalStack, VPC endpoints).
+
+use aws_config::{BehaviorVersion, Region, SdkConfig};
+
+/// How to reach AWS. Empty fields fall back to the SDK's own chain (environment, profile,
+/// instance/task role).
+#[derive(Debug, Clone, Default, serde::Deserialize, serde::Serialize)]
+pub struct AwsSettings {
+    pub region: Option<String>,
+    /// e.g. `http://127.0.0.1:5000` for a moto server.
+    pub endpoint_url: Option<String>,
+}
+
+pub async fn sdk_config(settings: &AwsSettings) -> SdkConfig {
+    let mut loader = aws_config::defaults(BehaviorVersion::latest());
+    if let Some(region) = &settings.region {
+        loader = loader.region(Region::new(region.clone()));
+    }
+    if let Some(url) = &settings.endpoint_url {
+        loader = loader.endpoint_url(url);
+    }
+    loader.load().await
+}
+
+/// The full error chain of an SDK error, which its `Display` hides.
+pub(crate) fn describe<E: std::error::Error>(e: &E) -> String {
+    aws_sdk_s3::error::DisplayErrorContext(e).to_string()
+}

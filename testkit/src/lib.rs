@@ -1,0 +1,196 @@
+//! Test harness shared by segnode's suites. It finds and starts the real peers the tests
+//! drive (the moto server, dcmtk, the Python venv from `scripts/install-test-deps.sh`, the
+//! built `segnode` binary) and fails loudly, naming the install step, when one is missing:
+//! a test never skips because a tool is absent.
+
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The workspace root (the folder with the top-level Cargo.toml).
+pub fn workspace_root() -> PathBuf {
+    let here = Path::new(env!("CARGO_MANIFEST_DIR"));
+    here.parent()
+        .expect("testkit lives one level below the root")
+        .to_path_buf()
+}
+
+/// The Python venv with pydicom, highdicom, pynetdicom, dcmqi and moto.
+pub fn peers_venv() -> PathBuf {
+    let venv = std::env::var_os("SEGNODE_PEERS_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join(".venv-peers"));
+    assert!(
+        venv.join("bin/python").exists(),
+        "the test peers venv {} is missing: run scripts/install-test-deps.sh (or set SEGNODE_PEERS_VENV)",
+        venv.display()
+    );
+    venv
+}
+
+pub fn python() -> PathBuf {
+    peers_venv().join("bin/python")
+}
+
+/// The path of a required command-line tool, or a panic naming the package to install.
+pub fn require_tool(name: &str) -> PathBuf {
+    let venv_bin = peers_venv().join("bin").join(name);
+    if venv_bin.exists() {
+        return venv_bin;
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    for dir in std::env::split_paths(&path) {
+        let p = dir.join(name);
+        if p.is_file() {
+            return p;
+        }
+    }
+    panic!("required test tool `{name}` is not installed: run scripts/install-test-deps.sh");
+}
+
+/// The `segnode` binary under test: `SEGNODE_BIN`, or the workspace's debug build.
+pub fn segnode_bin() -> PathBuf {
+    let bin = std::env::var_os("SEGNODE_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| target_dir().join("debug/segnode"));
+    assert!(
+        bin.exists(),
+        "{} does not exist: run `cargo build --bin segnode` first (scripts/test.sh does)",
+        bin.display()
+    );
+    bin
+}
+
+pub fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target"))
+}
+
+/// A TCP port that was free a moment ago on 127.0.0.1.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Wait until something accepts connections on 127.0.0.1:`port`.
+pub fn wait_for_port(port: u16, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("nothing listened on 127.0.0.1:{port} within {timeout:?}");
+}
+
+/// Poll `check` until it returns Some or `timeout` passes.
+pub fn wait_until<T>(timeout: Duration, what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = check() {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A child process killed (SIGKILL) and reaped when dropped, so a failing test leaves no server.
+#[derive(Debug)]
+pub struct ChildGuard(pub Option<Child>);
+
+impl ChildGuard {
+    pub fn spawn(cmd: &mut Command) -> Self {
+        ChildGuard(Some(
+            cmd.spawn()
+                .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}")),
+        ))
+    }
+    pub fn child(&mut self) -> &mut Child {
+        self.0.as_mut().expect("still running")
+    }
+    pub fn id(&self) -> u32 {
+        self.0.as_ref().expect("still running").id()
+    }
+    /// SIGKILL now (a crash, as far as the process can tell) and wait for it.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.0.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+    /// SIGTERM, then wait up to `timeout` for a clean exit; returns the exit status.
+    pub fn terminate(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let mut c = self.0.take()?;
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(c.id().to_string())
+            .status();
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Ok(Some(st)) = c.try_wait() {
+                return Some(st);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = c.kill();
+        let _ = c.wait();
+        None
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A moto server on a random loopback port, serving S3, SQS and ECS to the real AWS SDK.
+pub struct Moto {
+    pub port: u16,
+    _child: ChildGuard,
+}
+
+impl Moto {
+    /// Start the server and point this process's AWS SDK environment at dummy credentials.
+    pub fn start() -> Self {
+        let bin = require_tool("moto_server");
+        let port = free_port();
+        let child = ChildGuard::spawn(
+            Command::new(bin)
+                .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null()),
+        );
+        wait_for_port(port, Duration::from_secs(30));
+        for (k, v) in Self::env() {
+            std::env::set_var(k, v);
+        }
+        Moto {
+            port,
+            _child: child,
+        }
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// The environment a child process needs to reach this server.
+    pub fn env() -> [(&'static str, &'static str); 3] {
+        [
+            ("AWS_ACCESS_KEY_ID", "test"),
+            ("AWS_SECRET_ACCESS_KEY", "test"),
+            ("AWS_REGION", "us-east-1"),
+        ]
+    }
+}
