@@ -66,6 +66,7 @@ struct Selection {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[allow(dead_code)]
 struct Input {
     channel: usize,
     name: String,

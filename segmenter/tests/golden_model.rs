@@ -1,0 +1,81 @@
+//! Golden test for the shipped model: run models/<name>/<onnx> through tract-onnx on the committed input and
+//! compare with the onnxruntime output committed next to it (models/make_golden.py). max |diff| <= 1e-4.
+
+use std::path::{Path, PathBuf};
+
+use ndarray::{Array4, ArrayView4};
+use tract_onnx::prelude::*;
+
+fn model_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/brats-synth-unet2d")
+}
+
+fn read_f32(path: &Path) -> Vec<f32> {
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    assert_eq!(bytes.len() % 4, 0, "{}: not a whole number of f32", path.display());
+    bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
+}
+
+fn shape4(v: &serde_json::Value) -> [usize; 4] {
+    let a: Vec<usize> = v.as_array().expect("shape array").iter().map(|x| x.as_u64().unwrap() as usize).collect();
+    [a[0], a[1], a[2], a[3]]
+}
+
+#[test]
+fn tract_matches_onnxruntime_on_golden_pair() -> TractResult<()> {
+    let dir = model_dir();
+    let meta: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("golden/golden.json"))?)?;
+    let in_shape = shape4(&meta["input_shape"]);
+    let out_shape = shape4(&meta["output_shape"]);
+    let tol = meta["tolerance_max_abs"].as_f64().unwrap_or(1e-4) as f32;
+
+    // The manifest names the ONNX file and the fixed shapes; check they agree with the golden pair.
+    let manifest: toml::Value = toml::from_str(&std::fs::read_to_string(dir.join("model.toml"))?)?;
+    let onnx_file = manifest["model"]["onnx"].as_str().expect("model.onnx");
+    assert_eq!(onnx_file, meta["onnx"].as_str().unwrap());
+    let m_in: Vec<usize> = manifest["model"]["input_shape"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_integer().unwrap() as usize)
+        .collect();
+    assert_eq!(m_in, in_shape.to_vec(), "manifest input_shape vs golden");
+
+    let input = read_f32(&dir.join("golden").join(meta["input_file"].as_str().unwrap()));
+    let expected = read_f32(&dir.join("golden").join(meta["output_file"].as_str().unwrap()));
+    assert_eq!(input.len(), in_shape.iter().product::<usize>());
+    let expected = Array4::from_shape_vec(out_shape, expected).expect("output shape");
+
+    let model = tract_onnx::onnx()
+        .model_for_path(dir.join(onnx_file))?
+        .with_input_fact(0, f32::fact(in_shape).into())?
+        .into_optimized()?
+        .into_runnable()?;
+    let x = Tensor::from_shape(&in_shape, &input)?;
+    let out = model.run(tvec!(x.into()))?;
+    let got = out[0].to_plain_array_view::<f32>()?;
+    assert_eq!(got.shape(), &out_shape[..], "output shape");
+    let got: Vec<f32> = got.iter().copied().collect();
+    let got = ArrayView4::from_shape(out_shape, &got).unwrap();
+
+    let mut max_diff = 0f32;
+    for (a, b) in got.iter().zip(expected.iter()) {
+        assert!(a.is_finite(), "non-finite tract output");
+        max_diff = max_diff.max((a - b).abs());
+    }
+    // Labels must agree too (argmax over classes), pixel by pixel.
+    let (classes, rows, cols) = (out_shape[1], out_shape[2], out_shape[3]);
+    let mut label_mismatch = 0usize;
+    for j in 0..rows {
+        for i in 0..cols {
+            let am = |v: &ArrayView4<f32>| (0..classes).fold(0, |best, c| if v[[0, c, j, i]] > v[[0, best, j, i]] { c } else { best });
+            if am(&got) != am(&expected.view()) {
+                label_mismatch += 1;
+            }
+        }
+    }
+    eprintln!("golden: max |tract - onnxruntime| = {max_diff:.3e} (tolerance {tol:.0e}), label mismatches {label_mismatch}");
+    assert!(max_diff <= tol, "max abs diff {max_diff} > {tol}");
+    Ok(())
+}
