@@ -22,11 +22,11 @@ fi
 if [ ! -x "$venv/bin/python" ]; then
   python3 -m venv "$venv"
 fi
-stamp="$venv/.segnode-peers-v1"
+stamp="$venv/.segnode-peers-v2"
 if [ ! -f "$stamp" ]; then
   "$venv/bin/pip" install -q --upgrade pip
   "$venv/bin/pip" install -q pydicom==3.0.2 highdicom==0.28.2 pynetdicom==3.0.4 dcmqi "moto[server]>=5.0,<6" \
-    nibabel numpy pillow
+    nibabel numpy pillow pylibjpeg pylibjpeg-openjpeg
   touch "$stamp"
 fi
 

@@ -18,7 +18,7 @@ pub use job::{derive_job_id, Job, JobError, JobObject, ResultTarget, JOB_VERSION
 pub use keys::{KeyError, ObjectKey, INCOMING_PREFIX, RESULTS_PREFIX};
 pub use queue::{Backlog, DeadLetter, JobQueue, QueueError, Receipt, Received};
 pub use s3::{S3Settings, S3Store};
-pub use sqlite_queue::SqliteQueue;
+pub use sqlite_queue::{QueuedMessage, SqliteQueue};
 pub use sqs::{SqsQueue, SqsSettings, REASON_ATTRIBUTE};
 pub use store::{fsync_dir, is_out_of_space, write_synced, LocalStore, ObjectStore, StoreError};
 pub use uid::{Uid, UidError};

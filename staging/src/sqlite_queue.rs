@@ -12,6 +12,15 @@ use tokio::sync::Notify;
 
 use crate::queue::{Backlog, DeadLetter, JobQueue, QueueError, Receipt, Received};
 
+/// A message as `peek` shows it.
+#[derive(Debug, Clone)]
+pub struct QueuedMessage {
+    pub message_id: String,
+    pub body: String,
+    pub receive_count: u32,
+    pub in_flight: bool,
+}
+
 #[derive(Debug, Clone)]
 pub struct SqliteQueue {
     inner: Arc<Inner>,
@@ -84,6 +93,31 @@ impl SqliteQueue {
                 dedup_window: Duration::from_secs(24 * 3600),
                 sent: Notify::new(),
             }),
+        })
+    }
+
+    /// Every message now on the queue (visible or in flight), oldest first, without
+    /// receiving it: for operators and tests.
+    pub fn peek(&self) -> Result<Vec<QueuedMessage>, QueueError> {
+        let conn = self.inner.conn.lock().unwrap_or_else(|p| p.into_inner());
+        let now = now_ms();
+        let run = || -> rusqlite::Result<Vec<QueuedMessage>> {
+            let mut stmt = conn.prepare(
+                "SELECT message_id, body, receive_count, visible_at_ms FROM messages ORDER BY seq",
+            )?;
+            let rows = stmt.query_map([], |r| {
+                Ok(QueuedMessage {
+                    message_id: r.get(0)?,
+                    body: r.get(1)?,
+                    receive_count: r.get(2)?,
+                    in_flight: r.get::<_, i64>(3)? > now,
+                })
+            })?;
+            rows.collect()
+        };
+        run().map_err(|e| QueueError::Sqlite {
+            path: self.inner.path.display().to_string(),
+            message: e.to_string(),
         })
     }
 

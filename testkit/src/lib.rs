@@ -33,12 +33,20 @@ pub fn python() -> PathBuf {
     peers_venv().join("bin/python")
 }
 
-/// The path of a required command-line tool, or a panic naming the package to install.
+/// A command installed in the peers venv (moto_server, dcmqi tools...).
+pub fn require_venv_tool(name: &str) -> PathBuf {
+    let p = peers_venv().join("bin").join(name);
+    assert!(
+        p.exists(),
+        "required test tool `{name}` is not in {}: run scripts/install-test-deps.sh",
+        p.display()
+    );
+    p
+}
+
+/// A system command-line tool (dcmtk, dicom3tools, Orthanc) from PATH, or a panic naming the
+/// install step. The venv is not searched: pynetdicom installs its own `storescu`/`echoscu`.
 pub fn require_tool(name: &str) -> PathBuf {
-    let venv_bin = peers_venv().join("bin").join(name);
-    if venv_bin.exists() {
-        return venv_bin;
-    }
     let path = std::env::var_os("PATH").unwrap_or_default();
     for dir in std::env::split_paths(&path) {
         let p = dir.join(name);
@@ -163,7 +171,7 @@ pub struct Moto {
 impl Moto {
     /// Start the server and point this process's AWS SDK environment at dummy credentials.
     pub fn start() -> Self {
-        let bin = require_tool("moto_server");
+        let bin = require_venv_tool("moto_server");
         let port = free_port();
         let child = ChildGuard::spawn(
             Command::new(bin)
@@ -193,4 +201,151 @@ impl Moto {
             ("AWS_REGION", "us-east-1"),
         ]
     }
+}
+
+/// A `segnode serve` under test, on a random port, logging to a file beside its data dir.
+pub struct Node {
+    pub port: u16,
+    pub data_dir: PathBuf,
+    pub log: PathBuf,
+    args: Vec<String>,
+    child: ChildGuard,
+}
+
+impl Node {
+    /// Start `segnode serve --data-dir DATA --port P --http off --aet SEGNODE EXTRA...` and
+    /// wait until it accepts connections.
+    pub fn serve(data_dir: &Path, extra: &[&str]) -> Node {
+        let port = free_port();
+        let mut args: Vec<String> = [
+            "serve",
+            "--data-dir",
+            &data_dir.display().to_string(),
+            "--port",
+            &port.to_string(),
+            "--http",
+            "off",
+            "--aet",
+            "SEGNODE",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let log = data_dir.with_extension(format!("{port}.log"));
+        let child = Self::spawn(&args, &log);
+        let node = Node {
+            port,
+            data_dir: data_dir.to_path_buf(),
+            log,
+            args,
+            child,
+        };
+        node.wait_ready();
+        node
+    }
+
+    fn spawn(args: &[String], log: &Path) -> ChildGuard {
+        let out = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .expect("node log file");
+        ChildGuard::spawn(
+            Command::new(segnode_bin())
+                .args(args)
+                .env("RUST_LOG", "info")
+                .stdout(out.try_clone().unwrap())
+                .stderr(out),
+        )
+    }
+
+    fn wait_ready(&self) {
+        wait_for_port(self.port, Duration::from_secs(30));
+    }
+
+    /// SIGKILL: the node gets no chance to clean up.
+    pub fn kill(&mut self) {
+        self.child.kill();
+    }
+
+    /// Start again on the same port and data dir (after `kill`).
+    pub fn restart(&mut self) {
+        self.child.kill();
+        self.child = Self::spawn(&self.args, &self.log);
+        self.wait_ready();
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Run a dcmtk tool against this node with `TCP_NODELAY=1`; returns (exit code, stdout+stderr).
+    pub fn dcmtk(&self, tool: &str, args: &[&str]) -> (i32, String) {
+        let out = Command::new(require_tool(tool))
+            .args(args)
+            .env("TCP_NODELAY", "1")
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {tool}: {e}"));
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.code().unwrap_or(-1), text)
+    }
+
+    /// `storescu -aet CALLING -aec SEGNODE [extra] +sd +r 127.0.0.1 PORT PATH`.
+    pub fn storescu(&self, calling: &str, extra: &[&str], path: &Path) -> (i32, String) {
+        let port = self.port.to_string();
+        let p = path.display().to_string();
+        let mut args = vec!["-aet", calling, "-aec", "SEGNODE"];
+        args.extend_from_slice(extra);
+        args.extend_from_slice(&["+sd", "+r", "127.0.0.1", &port, &p]);
+        self.dcmtk("storescu", &args)
+    }
+
+    pub fn echoscu(&self, calling: &str, called: &str) -> (i32, String) {
+        self.dcmtk(
+            "echoscu",
+            &[
+                "-aet",
+                calling,
+                "-aec",
+                called,
+                "127.0.0.1",
+                &self.port.to_string(),
+            ],
+        )
+    }
+}
+
+/// Run `conformance/tools/make_series.py` (deterministic synthetic MR) into `out`.
+pub fn make_series(out: &Path, args: &[&str]) {
+    let script = workspace_root().join("conformance/tools/make_series.py");
+    let st = Command::new(python())
+        .arg(script)
+        .arg(out)
+        .args(args)
+        .status()
+        .expect("python");
+    assert!(st.success(), "make_series.py failed for {}", out.display());
+}
+
+/// Every regular file below `dir`.
+pub fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return out;
+    };
+    for e in rd.flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(files_under(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out.sort();
+    out
 }
