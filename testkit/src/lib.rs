@@ -216,9 +216,14 @@ impl Node {
     /// Start `segnode serve --data-dir DATA --port P --http off --aet SEGNODE EXTRA...` and
     /// wait until it accepts connections.
     pub fn serve(data_dir: &Path, extra: &[&str]) -> Node {
+        Node::start("serve", data_dir, extra)
+    }
+
+    /// Start `segnode SUBCOMMAND` (`serve` or `scp`) the same way.
+    pub fn start(subcommand: &str, data_dir: &Path, extra: &[&str]) -> Node {
         let port = free_port();
         let mut args: Vec<String> = [
-            "serve",
+            subcommand,
             "--data-dir",
             &data_dir.display().to_string(),
             "--port",

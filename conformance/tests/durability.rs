@@ -1,0 +1,250 @@
+//! Nothing acknowledged is lost: a node killed mid-study recovers every acknowledged
+//! instance into exactly one job; low disk refuses work and recovers by itself.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::BufRead;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use staging::{Job, SqliteQueue};
+use testkit::{files_under, make_series, python, require_tool, wait_until, Node};
+
+const STUDY_PREFIX: &str = "1.2.826.0.1.3680043.10.1511.1.";
+
+fn jobs(node: &Node) -> Vec<Job> {
+    let q = SqliteQueue::open(node.data_dir.join("queue.sqlite"), 3).unwrap();
+    q.peek()
+        .unwrap()
+        .iter()
+        .map(|m| Job::from_json(&m.body).unwrap())
+        .collect()
+}
+
+/// `s02_0007.dcm` of study seed S -> SOP Instance UID (see make_series.py).
+fn sop_of(file: &str, seed: u32) -> String {
+    let (s, z) = file
+        .trim_end_matches(".dcm")
+        .trim_start_matches('s')
+        .split_once('_')
+        .unwrap();
+    format!(
+        "{STUDY_PREFIX}{seed}.{}.{}",
+        s.parse::<u32>().unwrap(),
+        z.parse::<u32>().unwrap()
+    )
+}
+
+#[test]
+fn kill_9_mid_study_loses_no_acknowledged_instance_and_makes_one_job() {
+    let dir = tempfile::tempdir().unwrap();
+    let seed = 500;
+    let series = dir.path().join("study");
+    make_series(
+        &series,
+        &[
+            "--slices",
+            "60",
+            "--size",
+            "128",
+            "--seed",
+            &seed.to_string(),
+            "--series",
+            "3",
+        ],
+    );
+    let mut node = Node::serve(&dir.path().join("data"), &["--quiet-period", "3"]);
+
+    let mut scu = Command::new(require_tool("storescu"))
+        .env("TCP_NODELAY", "1")
+        .args([
+            "-v",
+            "-aet",
+            "TESTSCU",
+            "-aec",
+            "SEGNODE",
+            "+sd",
+            "+r",
+            "127.0.0.1",
+            &node.port.to_string(),
+        ])
+        .arg(&series)
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Read storescu's log as it goes: a file is acknowledged when a Success response follows it.
+    let stderr = scu.stderr.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut acked = Vec::new();
+        let mut current = String::new();
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if let Some(f) = line.strip_prefix("I: Sending file: ") {
+                current = Path::new(f.trim())
+                    .file_name()
+                    .unwrap()
+                    .to_string_lossy()
+                    .into_owned();
+            } else if line.contains("Received Store Response (Success)") {
+                acked.push(current.clone());
+            }
+        }
+        acked
+    });
+    // Kill the node once some of the study is in, while storescu is still sending.
+    let spool = node.data_dir.join("spool");
+    wait_until(Duration::from_secs(60), "40 spooled instances", || {
+        (files_under(&spool).len() >= 40).then_some(())
+    });
+    node.kill();
+    let _ = scu.wait();
+    let acked: BTreeSet<String> = reader
+        .join()
+        .unwrap()
+        .into_iter()
+        .map(|f| sop_of(&f, seed))
+        .collect();
+    assert!(
+        acked.len() >= 40 && acked.len() < 180,
+        "the kill should land mid-study: {} acknowledged",
+        acked.len()
+    );
+
+    node.restart();
+    let all_jobs = wait_until(Duration::from_secs(60), "the recovered study's job", || {
+        let j = jobs(&node);
+        (!j.is_empty()).then_some(j)
+    });
+    std::thread::sleep(Duration::from_secs(5)); // a duplicate job would show up by now
+    let all_jobs = if jobs(&node).len() > all_jobs.len() {
+        jobs(&node)
+    } else {
+        all_jobs
+    };
+    let mut in_jobs: BTreeMap<String, usize> = BTreeMap::new();
+    for job in &all_jobs {
+        for o in &job.objects {
+            *in_jobs.entry(o.sop_uid.to_string()).or_default() += 1;
+            assert!(
+                node.data_dir.join("store").join(o.key.as_str()).is_file(),
+                "{} listed but not stored",
+                o.key
+            );
+        }
+    }
+    for sop in &acked {
+        assert_eq!(
+            in_jobs.get(sop),
+            Some(&1),
+            "acknowledged instance {sop} must be in exactly one job; jobs: {}",
+            all_jobs.len()
+        );
+    }
+    assert_eq!(all_jobs.len(), 1, "one study, one job");
+    // Nothing is left behind in the spool once the job is out.
+    assert!(
+        files_under(&spool).is_empty(),
+        "spool still holds {:?}",
+        files_under(&spool)
+    );
+}
+
+/// A small tmpfs so "disk full" is real and reversible. Unmounted on drop.
+struct Tmpfs(std::path::PathBuf);
+
+impl Tmpfs {
+    fn mount(at: &Path, mib: u32) -> Tmpfs {
+        std::fs::create_dir_all(at).unwrap();
+        let st = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={mib}m"), "tmpfs"])
+            .arg(at)
+            .status()
+            .unwrap();
+        assert!(
+            st.success(),
+            "mounting a tmpfs failed: this test needs root (CI and the dev machines run as root)"
+        );
+        Tmpfs(at.to_path_buf())
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+fn fill(path: &Path, mib: usize) {
+    std::fs::write(path, vec![0u8; mib * 1024 * 1024]).unwrap();
+}
+
+#[test]
+fn low_disk_refuses_associations_and_stores_with_a700_then_recovers() {
+    let dir = tempfile::tempdir().unwrap();
+    let mnt = dir.path().join("mnt");
+    let _fs = Tmpfs::mount(&mnt, 64);
+    let series = dir.path().join("series");
+    make_series(&series, &["--slices", "3", "--size", "64", "--seed", "600"]);
+    let node = Node::serve(
+        &mnt.join("data"),
+        &["--min-free-disk-mb", "24", "--quiet-period", "600"],
+    );
+    let filler = mnt.join("filler.bin");
+
+    assert_eq!(node.echoscu("TESTSCU", "SEGNODE").0, 0);
+    fill(&filler, 48);
+    let (rc, out) = node.echoscu("TESTSCU", "SEGNODE");
+    assert_eq!(
+        rc, 1,
+        "below the threshold the association must be refused: {out}"
+    );
+    assert!(out.contains("Rejected Transient"), "{out}");
+    std::fs::remove_file(&filler).unwrap();
+    let (rc, out) = node.echoscu("TESTSCU", "SEGNODE");
+    assert_eq!(rc, 0, "space is back, so is the node: {out}");
+
+    // Inside one association: success, then 0xA700 while the disk is low, then success again.
+    let script = r#"
+import sys, os, pydicom
+from pynetdicom import AE
+port, filler, files = int(sys.argv[1]), sys.argv[2], sys.argv[3:]
+ae = AE(ae_title="TESTSCU")
+ae.add_requested_context("1.2.840.10008.5.1.4.1.1.4", "1.2.840.10008.1.2.1")
+a = ae.associate("127.0.0.1", port, ae_title="SEGNODE")
+assert a.is_established
+out = []
+st = a.send_c_store(pydicom.dcmread(files[0])); out.append(st.Status)
+with open(filler, "wb") as f:
+    f.write(b"\0" * (48 * 1024 * 1024))
+st = a.send_c_store(pydicom.dcmread(files[1])); out.append(st.Status)
+os.remove(filler)
+st = a.send_c_store(pydicom.dcmread(files[2])); out.append(st.Status)
+a.release()
+print(" ".join("%04X" % s for s in out))
+"#;
+    let files = files_under(&series);
+    let out = Command::new(python())
+        .arg("-c")
+        .arg(script)
+        .arg(node.port.to_string())
+        .arg(&filler)
+        .args(&files)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(stdout.trim(), "0000 A700 0000");
+    let spooled = files_under(&node.data_dir.join("spool"));
+    assert_eq!(
+        spooled.len(),
+        2,
+        "the refused instance must not be kept: {spooled:?}"
+    );
+}
