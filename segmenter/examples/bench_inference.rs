@@ -24,6 +24,9 @@ fn main() -> TractResult<()> {
     let threads: usize = arg(&args, "--threads").map(|s| s.parse().unwrap()).unwrap_or(1);
     let repeat: usize = arg(&args, "--repeat").map(|s| s.parse().unwrap()).unwrap_or(3);
     let output = arg(&args, "--output").map(PathBuf::from);
+    // --batch B: run B slices per call (input fact [B, C, H, W]; the graph's ops are batch-agnostic even though
+    // the ONNX declares N = 1). Exploratory only: the manifest's contract is N = 1.
+    let batch: usize = arg(&args, "--batch").map(|s| s.parse().unwrap()).unwrap_or(1);
 
     if threads > 1 {
         tract_linalg::multithread::set_default_executor(tract_linalg::multithread::Executor::multithread(threads));
@@ -37,6 +40,8 @@ fn main() -> TractResult<()> {
         .map(|v| v.as_integer().unwrap() as usize)
         .collect();
     let per_slice: usize = shape.iter().product();
+    let mut shape = shape;
+    shape[0] = batch;
 
     let t_load = Instant::now();
     let model = tract_onnx::onnx()
@@ -50,10 +55,32 @@ fn main() -> TractResult<()> {
     let data: Vec<f32> = bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
     assert_eq!(data.len() % per_slice, 0, "input is not a whole number of slices");
     let slices = data.len() / per_slice;
-    let inputs: Vec<Tensor> =
-        (0..slices).map(|k| Tensor::from_shape(&shape, &data[k * per_slice..(k + 1) * per_slice])).collect::<TractResult<_>>()?;
+    let calls = slices.div_ceil(batch);
+    let mut padded = data.clone();
+    padded.resize(calls * batch * per_slice, 0.0);
+    let inputs: Vec<Tensor> = (0..calls)
+        .map(|k| Tensor::from_shape(&shape, &padded[k * batch * per_slice..(k + 1) * batch * per_slice]))
+        .collect::<TractResult<_>>()?;
 
     model.run(tvec!(inputs[0].clone().into()))?; // warm-up
+    if args.iter().any(|a| a == "--profile-ops") {
+        // time spent per op kind over one pass of the volume (stderr), to see where tract spends its time
+        let mut per_op: std::collections::BTreeMap<String, f64> = Default::default();
+        let mut state = model.spawn()?;
+        for x in &inputs {
+            state.run_plan_with_eval(tvec!(x.clone().into()), |ctx, st, node, input| {
+                let t = Instant::now();
+                let r = tract_onnx::tract_core::plan::eval(ctx, st, node, input);
+                *per_op.entry(node.op().name().to_string()).or_default() += t.elapsed().as_secs_f64();
+                r
+            })?;
+        }
+        let mut v: Vec<_> = per_op.into_iter().collect();
+        v.sort_by(|a, b| b.1.partial_cmp(&a.1).unwrap());
+        for (op, t) in v {
+            eprintln!("op {op:<32} {t:8.4} s");
+        }
+    }
     let mut times = Vec::new();
     let mut logits: Vec<f32> = Vec::new();
     for r in 0..repeat {
@@ -69,6 +96,8 @@ fn main() -> TractResult<()> {
             }
         }
     }
+    let out_per_slice = logits.len() / (calls * batch);
+    logits.truncate(slices * out_per_slice);
     if let Some(out) = output {
         let mut b = Vec::with_capacity(logits.len() * 4);
         for v in &logits {
@@ -79,7 +108,7 @@ fn main() -> TractResult<()> {
     let mut sorted = times.clone();
     sorted.sort_by(|a, b| a.partial_cmp(b).unwrap());
     println!(
-        "{{\"runtime\":\"tract-onnx 0.23.9\",\"threads\":{threads},\"slices\":{slices},\"load_optimise_s\":{load_s:.3},\"seconds_per_volume_min\":{:.4},\"seconds_per_volume_median\":{:.4},\"runs\":{:?}}}",
+        "{{\"runtime\":\"tract-onnx 0.23.9\",\"threads\":{threads},\"batch\":{batch},\"slices\":{slices},\"load_optimise_s\":{load_s:.3},\"seconds_per_volume_min\":{:.4},\"seconds_per_volume_median\":{:.4},\"runs\":{:?}}}",
         sorted[0],
         sorted[sorted.len() / 2],
         times.iter().map(|t| (t * 1e4).round() / 1e4).collect::<Vec<_>>()
