@@ -153,7 +153,7 @@ impl FileConfig {
 }
 
 fn secs(v: f64, what: &str) -> Result<Duration> {
-    if !(v.is_finite() && v >= 0.0 && v < 1e7) {
+    if !(v.is_finite() && (0.0..1e7).contains(&v)) {
         bail!("{what} of {v} seconds is not a sensible duration");
     }
     Ok(Duration::from_secs_f64(v))

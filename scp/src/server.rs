@@ -256,6 +256,13 @@ impl PartFile {
     }
 }
 
+/// Drop an unacknowledged reception's `.part` file, if one was opened.
+fn discard_part(part: Option<PartFile>) {
+    if let Some(p) = part {
+        p.discard();
+    }
+}
+
 /// What the data set says about itself, read back from the written file.
 struct Identity {
     study: Uid,
@@ -419,7 +426,7 @@ impl Connection {
                 Ok(pdu) => pdu,
                 Err(e) => {
                     if let Some(inc) = incoming.take() {
-                        inc.part.map(PartFile::discard);
+                        discard_part(inc.part);
                     }
                     return End::Abort(format!("receive failed or idle timeout: {e}"));
                 }
@@ -508,10 +515,10 @@ impl Connection {
                                                     self.config.max_object_bytes
                                                 ),
                                             ));
-                                            inc.part.take().map(PartFile::discard);
+                                            discard_part(inc.part.take());
                                         } else if let Err(e) = part.push(&data).await {
                                             inc.refusal = Some(io_status(&e));
-                                            inc.part.take().map(PartFile::discard);
+                                            discard_part(inc.part.take());
                                         }
                                     }
                                 }
@@ -542,20 +549,20 @@ impl Connection {
                 }
                 Pdu::ReleaseRQ => {
                     if let Some(inc) = incoming.take() {
-                        inc.part.map(PartFile::discard);
+                        discard_part(inc.part);
                     }
                     return End::Released;
                 }
                 Pdu::AbortRQ { source } => {
                     if let Some(inc) = incoming.take() {
-                        inc.part.map(PartFile::discard);
+                        discard_part(inc.part);
                     }
                     debug!(?source, "peer abort");
                     return End::PeerAborted;
                 }
                 other => {
                     if let Some(inc) = incoming.take() {
-                        inc.part.map(PartFile::discard);
+                        discard_part(inc.part);
                     }
                     return End::Abort(format!("unexpected PDU {}", pdu_name(&other)));
                 }
@@ -626,7 +633,7 @@ impl Connection {
     ) -> (Status, Option<String>) {
         let result = match (refusal, part) {
             (Some((status, why)), part) => {
-                part.map(PartFile::discard);
+                discard_part(part);
                 Finish::Refused(status, why)
             }
             (None, None) => Finish::Refused(Status::ProcessingFailure, "no data received".into()),
@@ -793,6 +800,7 @@ fn file_header(
         .build()
         .map_err(|e| format!("cannot build file meta information: {e}"))?;
     let mut out = vec![0u8; 128];
+    out.extend_from_slice(b"DICM");
     meta.write(&mut out)
         .map_err(|e| format!("cannot write file meta information: {e}"))?;
     Ok(out)
