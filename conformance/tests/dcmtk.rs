@@ -6,29 +6,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use staging::{Job, SqliteQueue};
-use testkit::{files_under, make_series, python, require_tool, wait_until, Node};
+use testkit::{files_under, make_series, python, require_tool, Node};
 
-/// The jobs now on the node's SQLite queue.
-fn jobs(node: &Node) -> Vec<Job> {
-    let q = SqliteQueue::open(node.data_dir.join("queue.sqlite"), 3).unwrap();
-    q.peek()
-        .unwrap()
-        .iter()
-        .map(|m| Job::from_json(&m.body).unwrap())
-        .collect()
-}
-
-fn wait_jobs(node: &Node, n: usize) -> Vec<Job> {
-    wait_until(
-        Duration::from_secs(60),
-        &format!("{n} job(s) on the queue"),
-        || {
-            let j = jobs(node);
-            (j.len() >= n).then_some(j)
-        },
-    )
-}
+mod common;
+use common::wait_jobs;
 
 fn stored_instances(node: &Node) -> Vec<PathBuf> {
     files_under(&node.data_dir.join("store/incoming"))
@@ -280,7 +261,7 @@ fn concurrent_associations_all_succeed_and_each_study_gets_one_job() {
     }
     let jobs = wait_jobs(&node, 8);
     std::thread::sleep(Duration::from_secs(3));
-    let jobs_after = jobs_now(&node);
+    let jobs_after = common::jobs(&node);
     assert_eq!(jobs_after.len(), 8, "exactly one job per study");
     let studies: BTreeSet<_> = jobs.iter().map(|j| j.study_uid.clone()).collect();
     assert_eq!(studies.len(), 8);
@@ -288,10 +269,6 @@ fn concurrent_associations_all_succeed_and_each_study_gets_one_job() {
         .iter()
         .all(|j| j.objects.len() == 10 && j.calling_ae.as_deref() == Some("BURST")));
     assert_eq!(stored_instances(&node).len(), 80);
-}
-
-fn jobs_now(node: &Node) -> Vec<Job> {
-    jobs(node)
 }
 
 #[test]

@@ -7,19 +7,12 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use staging::{Job, SqliteQueue};
 use testkit::{files_under, make_series, python, require_tool, wait_until, Node};
 
-const STUDY_PREFIX: &str = "1.2.826.0.1.3680043.10.1511.1.";
+mod common;
+use common::jobs;
 
-fn jobs(node: &Node) -> Vec<Job> {
-    let q = SqliteQueue::open(node.data_dir.join("queue.sqlite"), 3).unwrap();
-    q.peek()
-        .unwrap()
-        .iter()
-        .map(|m| Job::from_json(&m.body).unwrap())
-        .collect()
-}
+const STUDY_PREFIX: &str = "1.2.826.0.1.3680043.10.1511.1.";
 
 /// `s02_0007.dcm` of study seed S -> SOP Instance UID (see make_series.py).
 fn sop_of(file: &str, seed: u32) -> String {
