@@ -1,0 +1,167 @@
+#!/usr/bin/env bash
+# Ingest benchmark: segnode serve (fsyncs every instance before answering) vs dcmtk storescp
+# (no fsync), the same N MR instances sent by the same storescu command, alternating rounds.
+#
+#   bench/ingest/run.sh [N]          N instances (default 500), ROUNDS=3 rounds each
+#
+# Instances: make_series.py --size 256, 16-bit MR, explicit VR LE, ~130 KB each (128 KiB of
+# pixels + header), 4 series of N/4 slices (1 series of N if N is not a multiple of 4).
+# Environment: ROUNDS (default 3), BENCH_WORK (work folder; default target/bench-ingest, the
+# same disk for both receivers), SEGNODE_BIN (default: release build, built if missing),
+# STRACE=1 (one extra segnode round under `strace -c -f`, summary printed at the end).
+#
+# Both receivers and storescu run inside a private network namespace (`unshare -n`, loopback
+# only) when the kernel allows it, because storescp 3.6.7 cannot be told to bind 127.0.0.1;
+# otherwise they run in the host namespace (storescp then listens on 0.0.0.0 for the run).
+set -euo pipefail
+
+N="${1:-500}"
+ROUNDS="${ROUNDS:-3}"
+ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
+WORK="${BENCH_WORK:-$ROOT/target/bench-ingest}"
+PY="$ROOT/.venv-peers/bin/python"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target/fdn}"
+BIN="${SEGNODE_BIN:-$CARGO_TARGET_DIR/release/segnode}"
+PDU=131072
+
+# ---- set-up (host namespace: may build, may need the network) -------------------------
+if [[ -z "${_INGEST_IN_NETNS:-}" ]]; then
+    for t in storescu storescp echoscu; do
+        # dcmtk's, not the peers venv's pynetdicom apps of the same name
+        command -v "$t" >/dev/null || { echo "dcmtk's $t is missing: apt-get install dcmtk" >&2; exit 1; }
+    done
+    [[ -x "$PY" ]] || { echo "$PY missing: run scripts/install-test-deps.sh" >&2; exit 1; }
+    if [[ ! -x "$BIN" ]]; then
+        echo "building $BIN (release) ..." >&2
+        (cd "$ROOT" && cargo build --release -p segnode)
+    fi
+    mkdir -p "$WORK"
+    INPUT="$WORK/input-$N"
+    if [[ "$(find "$INPUT" -name '*.dcm' 2>/dev/null | wc -l)" -ne "$N" ]]; then
+        rm -rf "$INPUT"
+        if (( N % 4 == 0 )); then series=4; slices=$((N / 4)); else series=1; slices=$N; fi
+        echo "generating $N instances ($series series x $slices slices, 256x256 16-bit) ..." >&2
+        "$PY" "$ROOT/conformance/tools/make_series.py" "$INPUT" --size 256 --slices "$slices" \
+            --series "$series" --seed 7 >/dev/null
+    fi
+    export _INGEST_IN_NETNS=1 SEGNODE_BIN="$BIN"
+    if unshare -n true 2>/dev/null; then
+        exec unshare -n bash -c 'ip link set lo up && exec "$0" "$@"' "$0" "$@"
+    fi
+    echo "warning: no private network namespace; storescp will listen on 0.0.0.0" >&2
+fi
+
+# ---- measurement ------------------------------------------------------------------------
+INPUT="$WORK/input-$N"
+FILES=$(find "$INPUT" -name '*.dcm' | wc -l)
+BYTES=$(find "$INPUT" -name '*.dcm' -printf '%s\n' | awk '{s+=$1} END {print s}')
+[[ "$FILES" -eq "$N" ]] || { echo "expected $N input files, found $FILES" >&2; exit 1; }
+
+PIDS=()
+cleanup() {
+    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+    for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+}
+trap cleanup EXIT
+
+free_port() { "$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+wait_ready() { # port aet
+    for _ in $(seq 1 300); do
+        if TCP_NODELAY=1 echoscu -aet BENCH -aec "$2" 127.0.0.1 "$1" >/dev/null 2>&1; then return 0; fi
+        sleep 0.1
+    done
+    echo "nothing answered C-ECHO on port $1" >&2
+    return 1
+}
+
+stop() { # pid (under strace: the tracer, whose child is segnode)
+    local c
+    for c in $(ps -o pid= --ppid "$1"); do kill "$c" 2>/dev/null || true; done
+    kill "$1" 2>/dev/null || true
+    wait "$1" 2>/dev/null || true
+    local keep=()
+    for p in "${PIDS[@]}"; do [[ "$p" != "$1" ]] && keep+=("$p"); done
+    PIDS=("${keep[@]}")
+}
+
+send() { # port aet -> prints seconds
+    local t0 t1
+    t0=$(date +%s.%N)
+    TCP_NODELAY=1 storescu -aet BENCH -aec "$2" -pdu $PDU +sd +r 127.0.0.1 "$1" "$INPUT" \
+        >"$WORK/storescu.log" 2>&1 || { echo "storescu failed:" >&2; tail -5 "$WORK/storescu.log" >&2; return 1; }
+    t1=$(date +%s.%N)
+    echo "$t1 - $t0" | bc -l
+}
+
+# one round against one receiver; sets SECS (not run in a subshell, so the EXIT trap sees PIDS)
+round_segnode() {
+    local port dir pid got
+    port=$(free_port)
+    dir="$WORK/segnode-data"
+    rm -rf "$dir"
+    ${WRAP:-} "$SEGNODE_BIN" serve --data-dir "$dir" --bind 127.0.0.1 --port "$port" --http off \
+        --aet SEGNODE --max-pdu $PDU --quiet-period 600 >"$WORK/segnode.log" 2>&1 &
+    pid=$!
+    PIDS+=("$pid")
+    wait_ready "$port" SEGNODE || return 1
+    SECS=$(send "$port" SEGNODE) || return 1
+    got=$(find "$dir/spool" -name '*.dcm' -not -path '*/.incoming/*' | wc -l)
+    stop "$pid"
+    rm -rf "$dir"
+    [[ "$got" -eq "$N" ]] || { echo "segnode: $got of $N instances arrived" >&2; return 1; }
+}
+
+round_storescp() {
+    local port dir pid got
+    port=$(free_port)
+    dir="$WORK/storescp-out"
+    rm -rf "$dir"
+    mkdir -p "$dir"
+    TCP_NODELAY=1 storescp -aet BENCHSCP -pdu $PDU -od "$dir" "$port" >"$WORK/storescp.log" 2>&1 &
+    pid=$!
+    PIDS+=("$pid")
+    wait_ready "$port" BENCHSCP || return 1
+    SECS=$(send "$port" BENCHSCP) || return 1
+    got=$(find "$dir" -type f | wc -l)
+    stop "$pid"
+    rm -rf "$dir"
+    [[ "$got" -eq "$N" ]] || { echo "storescp: $got of $N instances arrived" >&2; return 1; }
+}
+
+echo "ingest: $N instances, $(echo "$BYTES / 1000000" | bc -l | xargs printf '%.1f') MB" \
+    "($(echo "$BYTES / $N / 1000" | bc -l | xargs printf '%.0f') KB each), $ROUNDS rounds," \
+    "storescu -pdu $PDU, TCP_NODELAY=1"
+echo "segnode: $SEGNODE_BIN (fsync per instance); storescp: $(command -v storescp) (no fsync)"
+echo "work dir: $WORK ($(df -P "$WORK" | awk 'NR==2 {print $1}'))"
+printf '%-6s %-9s %9s %11s %9s\n' round receiver seconds inst/s MB/s
+SEG=()
+SCP=()
+rate() { echo "$N / $1" | bc -l | xargs printf '%.1f'; }
+mbs() { echo "$BYTES / 1000000 / $1" | bc -l | xargs printf '%.1f'; }
+for r in $(seq 1 "$ROUNDS"); do
+    # alternate which receiver goes first, so neither always gets the warmer cache
+    if (( r % 2 )); then order="segnode storescp"; else order="storescp segnode"; fi
+    for who in $order; do
+        "round_$who" || exit 1
+        s=$SECS
+        printf '%-6s %-9s %9.3f %11s %9s\n' "$r" "$who" "$s" "$(rate "$s")" "$(mbs "$s")"
+        if [[ $who == segnode ]]; then SEG+=("$s"); else SCP+=("$s"); fi
+    done
+done
+
+median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2}'; }
+seg_med=$(median "${SEG[@]}")
+scp_med=$(median "${SCP[@]}")
+echo "median  segnode   $(printf '%9.3f' "$seg_med") $(printf '%11s' "$(rate "$seg_med")") $(printf '%9s' "$(mbs "$seg_med")")"
+echo "median  storescp  $(printf '%9.3f' "$scp_med") $(printf '%11s' "$(rate "$scp_med")") $(printf '%9s' "$(mbs "$scp_med")")"
+echo "ratio segnode / storescp (median instances/s): $(echo "$scp_med / $seg_med" | bc -l | xargs printf '%.2f')"
+
+if [[ -n "${STRACE:-}" ]]; then
+    command -v strace >/dev/null || { echo "STRACE=1 needs strace" >&2; exit 1; }
+    WRAP="strace -c -f -o $WORK/strace-segnode.txt"
+    round_segnode || exit 1
+    s=$SECS
+    echo "under strace -c -f (not comparable): $(rate "$s") inst/s; summary:"
+    head -25 "$WORK/strace-segnode.txt"
+fi
