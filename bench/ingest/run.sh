@@ -134,6 +134,34 @@ echo "ingest: $N instances, $(echo "$BYTES / 1000000" | bc -l | xargs printf '%.
     "storescu -pdu $PDU, TCP_NODELAY=1"
 echo "segnode: $SEGNODE_BIN (fsync per instance); storescp: $(command -v storescp) (no fsync)"
 echo "work dir: $WORK ($(df -P "$WORK" | awk 'NR==2 {print $1}'))"
+# What the disk allows right now: the durable path per instance (write, fsync, rename,
+# fsync of the folder) against a plain write, 132 KB x 200, in the same work dir. fsync latency
+# on a shared disk moves with other writers, so read the ratio next to this probe (taken before
+# and after the rounds).
+disk_probe() { # label
+"$PY" - "$WORK/fsync-probe" "$1" <<'PYEOF'
+import os, shutil, sys, time
+d = sys.argv[1]; data = os.urandom(132000); n = 200
+def probe(durable):
+    shutil.rmtree(d, ignore_errors=True); os.makedirs(d)
+    t = time.time()
+    for i in range(n):
+        p = f"{d}/{i}.part"
+        with open(p, "wb") as f:
+            f.write(data)
+            if durable: os.fsync(f.fileno())
+        os.rename(p, f"{d}/{i}.dcm")
+        if durable:
+            fd = os.open(d, os.O_RDONLY); os.fsync(fd); os.close(fd)
+    return (time.time() - t) / n * 1000
+a, b = probe(True), probe(False)
+shutil.rmtree(d)
+print(f"disk probe ({sys.argv[2]}, python): write+fsync+rename+fsync(dir) {a:.2f} ms/instance; "
+      f"write+rename without sync {b:.2f} ms")
+PYEOF
+}
+
+disk_probe "before the rounds"
 printf '%-6s %-9s %9s %11s %9s\n' round receiver seconds inst/s MB/s
 SEG=()
 SCP=()
@@ -157,6 +185,7 @@ echo "median  segnode   $(printf '%9.3f' "$seg_med") $(printf '%11s' "$(rate "$s
 echo "median  storescp  $(printf '%9.3f' "$scp_med") $(printf '%11s' "$(rate "$scp_med")") $(printf '%9s' "$(mbs "$scp_med")")"
 echo "ratio segnode / storescp (median instances/s): $(echo "$scp_med / $seg_med" | bc -l | xargs printf '%.2f')"
 
+disk_probe "after the rounds"
 if [[ -n "${STRACE:-}" ]]; then
     command -v strace >/dev/null || { echo "STRACE=1 needs strace" >&2; exit 1; }
     WRAP="strace -c -f -o $WORK/strace-segnode.txt"
