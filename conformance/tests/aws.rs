@@ -47,7 +47,7 @@ async fn a_study_lands_in_s3_and_one_job_on_sqs() {
                 &data,
                 &[
                     "--quiet-period",
-                    "1",
+                    "3",
                     "--bucket",
                     "segnode-staging",
                     "--path-style",

@@ -46,7 +46,7 @@ fn kill_9_mid_study_loses_no_acknowledged_instance_and_makes_one_job() {
             "3",
         ],
     );
-    let mut node = Node::serve(&dir.path().join("data"), &["--quiet-period", "3"]);
+    let mut node = Node::serve(&dir.path().join("data"), &["--quiet-period", "5"]);
 
     let mut scu = Command::new(require_tool("storescu"))
         .env("TCP_NODELAY", "1")

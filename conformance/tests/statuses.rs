@@ -99,7 +99,7 @@ fn config_file_with_flag_overrides_and_metrics_endpoint() {
     std::fs::write(
         &cfg,
         format!(
-            "[node]\ndata_dir = \"{}\"\nhttp = \"127.0.0.1:{http}\"\n\n[scp]\nae_title = \"FROMFILE\"\nport = {dicom}\nquiet_period_secs = 1\n",
+            "[node]\ndata_dir = \"{}\"\nhttp = \"127.0.0.1:{http}\"\n\n[scp]\nae_title = \"FROMFILE\"\nport = {dicom}\nquiet_period_secs = 3\n",
             data.display()
         ),
     )

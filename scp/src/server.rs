@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use dicom_dictionary_std::tags;
+use dicom_object::file::ReadPreamble;
 use dicom_object::meta::FileMetaTableBuilder;
 use dicom_object::OpenFileOptions;
 use dicom_ul::association::server::AccessControl;
@@ -215,35 +216,41 @@ struct PartFile {
 const FLUSH_AT: usize = 4 * 1024 * 1024;
 
 impl PartFile {
-    async fn create(path: PathBuf, header: Vec<u8>) -> std::io::Result<PartFile> {
-        let p = path.clone();
-        let file = tokio::task::spawn_blocking(move || std::fs::File::create(&p))
-            .await
-            .expect("no panic")?;
+    /// No I/O yet: an instance smaller than `FLUSH_AT` is written, fsynced and moved in one
+    /// blocking step when it is complete.
+    fn new(path: PathBuf, header: Vec<u8>) -> PartFile {
         let total = header.len() as u64;
-        Ok(PartFile {
+        PartFile {
             path,
-            file: Some(file),
+            file: None,
             buf: header,
             total,
-        })
+        }
     }
 
     async fn push(&mut self, data: &[u8]) -> std::io::Result<()> {
         self.buf.extend_from_slice(data);
         self.total += data.len() as u64;
         if self.buf.len() >= FLUSH_AT {
-            let (mut file, buf) = (
-                self.file.take().expect("open"),
+            let (file, buf, path) = (
+                self.file.take(),
                 std::mem::take(&mut self.buf),
+                self.path.clone(),
             );
             let (file, buf, r) = tokio::task::spawn_blocking(move || {
-                let r = file.write_all(&buf);
-                (file, buf, r)
+                let r = match file {
+                    Some(f) => Ok(f),
+                    None => std::fs::File::create(&path),
+                }
+                .and_then(|mut f| f.write_all(&buf).map(|()| f));
+                match r {
+                    Ok(f) => (Some(f), buf, Ok(())),
+                    Err(e) => (None, buf, Err(e)),
+                }
             })
             .await
             .expect("no panic");
-            self.file = Some(file);
+            self.file = file;
             self.buf = buf;
             self.buf.clear();
             r?;
@@ -616,10 +623,7 @@ impl Connection {
                 return inc;
             }
         };
-        match PartFile::create(self.spool.new_part_path(), header).await {
-            Ok(part) => inc.part = Some(part),
-            Err(e) => inc.refusal = Some(io_status(&e)),
-        }
+        inc.part = Some(PartFile::new(self.spool.new_part_path(), header));
         inc
     }
 
@@ -663,77 +667,85 @@ impl Connection {
         }
     }
 
+    /// One blocking step: identify the instance (from memory when it was small enough to stay
+    /// there), check it against the command, write and fsync it, move it into its study
+    /// folder and fsync the folder. The spool's read lock is held so the study folder cannot
+    /// be frozen for emission halfway.
     async fn write_and_identify(&self, part: PartFile, command: &Command) -> Finish {
-        let PartFile {
-            path,
-            file,
-            buf,
-            total,
-        } = part;
-        let file = file.expect("open");
-        let p = path.clone();
-        let written = tokio::task::spawn_blocking(move || -> Result<Identity, Finish> {
-            let mut file = file;
-            file.write_all(&buf)
-                .and_then(|()| file.sync_all())
-                .map_err(|e| {
-                    let (s, w) = io_status(&e);
-                    Finish::Refused(s, w)
-                })?;
-            drop(file);
-            identify(&p)
-        })
-        .await
-        .expect("no panic");
-        let id = match written {
-            Ok(id) => id,
-            Err(refused) => {
-                let _ = std::fs::remove_file(&path);
-                return refused;
-            }
-        };
-        if id.sop_instance != command.affected_sop_instance_uid {
-            let _ = std::fs::remove_file(&path);
-            return Finish::Refused(
-                Status::DataSetMismatch,
-                "SOP Instance UID differs from the command's".into(),
-            );
-        }
-        if id.sop_class != command.affected_sop_class_uid {
-            let _ = std::fs::remove_file(&path);
-            return Finish::Refused(
-                Status::DataSetMismatch,
-                "SOP Class UID differs from the command's".into(),
-            );
-        }
-        let sop = match Uid::new(&id.sop_instance) {
-            Ok(u) => u,
-            Err(e) => {
-                let _ = std::fs::remove_file(&path);
-                return Finish::Refused(Status::CannotUnderstand, format!("SOP Instance UID: {e}"));
-            }
-        };
         let guard = self.assembler.structure.clone().read_owned().await;
         let spool = self.spool.clone();
-        let (study, series) = (id.study.clone(), id.series.clone());
-        let committed = tokio::task::spawn_blocking(move || {
-            let r = spool.commit(&path, &study, &series, &sop);
-            if r.is_err() {
-                let _ = std::fs::remove_file(&path);
-            }
+        let (sop_instance, sop_class) = (
+            command.affected_sop_instance_uid.clone(),
+            command.affected_sop_class_uid.clone(),
+        );
+        let total = part.total;
+        tokio::task::spawn_blocking(move || {
+            let PartFile {
+                path, file, buf, ..
+            } = part;
+            let streamed = file.is_some();
+            let result = (|| -> Result<Identity, Finish> {
+                let in_memory = if streamed {
+                    None
+                } else {
+                    Some(identify(Source::Bytes(&buf))?)
+                };
+                let mut f = match file {
+                    Some(f) => f,
+                    None => std::fs::File::create(&path).map_err(|e| refused_io(&e))?,
+                };
+                f.write_all(&buf)
+                    .and_then(|()| f.sync_all())
+                    .map_err(|e| refused_io(&e))?;
+                drop(f);
+                let id = match in_memory {
+                    Some(id) => id,
+                    None => identify(Source::File(&path))?,
+                };
+                if id.sop_instance != sop_instance {
+                    return Err(Finish::Refused(
+                        Status::DataSetMismatch,
+                        "SOP Instance UID differs from the command's".into(),
+                    ));
+                }
+                if id.sop_class != sop_class {
+                    return Err(Finish::Refused(
+                        Status::DataSetMismatch,
+                        "SOP Class UID differs from the command's".into(),
+                    ));
+                }
+                let sop = Uid::new(&id.sop_instance).map_err(|e| {
+                    Finish::Refused(Status::CannotUnderstand, format!("SOP Instance UID: {e}"))
+                })?;
+                spool
+                    .commit(&path, &id.study, &id.series, &sop)
+                    .map_err(|e| refused_io(&e))?;
+                Ok(id)
+            })();
             drop(guard);
-            r
+            match result {
+                Ok(id) => Finish::Stored(id, total),
+                Err(refused) => {
+                    let _ = std::fs::remove_file(&path);
+                    refused
+                }
+            }
         })
         .await
-        .expect("no panic");
-        match committed {
-            Ok(_) => Finish::Stored(id, total),
-            Err(e) => {
-                let (s, w) = io_status(&e);
-                Finish::Refused(s, w)
-            }
-        }
+        .expect("no panic")
     }
+}
+
+fn refused_io(e: &std::io::Error) -> Finish {
+    let (s, w) = io_status(e);
+    Finish::Refused(s, w)
+}
+
+/// Where to read a received instance's header from.
+enum Source<'a> {
+    /// The whole Part-10 file in memory (preamble included).
+    Bytes(&'a [u8]),
+    File(&'a std::path::Path),
 }
 
 enum End {
@@ -806,17 +818,21 @@ fn file_header(
     Ok(out)
 }
 
-/// Read back the header of a written instance (up to Pixel Data) for its identifying UIDs.
-fn identify(path: &std::path::Path) -> Result<Identity, Finish> {
-    let obj = OpenFileOptions::new()
-        .read_until(tags::PIXEL_DATA)
-        .open_file(path)
-        .map_err(|e| {
-            Finish::Refused(
-                Status::CannotUnderstand,
-                format!("data set cannot be parsed: {}", first_line(&e.to_string())),
-            )
-        })?;
+/// Read the header of a received instance (up to Pixel Data) for its identifying UIDs.
+fn identify(source: Source<'_>) -> Result<Identity, Finish> {
+    let options = OpenFileOptions::new().read_until(tags::PIXEL_DATA);
+    let parsed = match source {
+        Source::Bytes(b) => options
+            .read_preamble(ReadPreamble::Never)
+            .from_reader(b.get(128..).unwrap_or_default()),
+        Source::File(p) => options.open_file(p),
+    };
+    let obj = parsed.map_err(|e| {
+        Finish::Refused(
+            Status::CannotUnderstand,
+            format!("data set cannot be parsed: {}", first_line(&e.to_string())),
+        )
+    })?;
     let get = |tag| -> Option<String> {
         obj.element(tag)
             .ok()
