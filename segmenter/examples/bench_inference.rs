@@ -14,24 +14,36 @@ use std::time::Instant;
 use tract_onnx::prelude::*;
 
 fn arg(args: &[String], name: &str) -> Option<String> {
-    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1).cloned())
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1).cloned())
 }
 
 fn main() -> TractResult<()> {
     let args: Vec<String> = std::env::args().collect();
-    let model_dir = PathBuf::from(arg(&args, "--model").unwrap_or_else(|| "models/brats-synth-unet2d".into()));
+    let model_dir =
+        PathBuf::from(arg(&args, "--model").unwrap_or_else(|| "models/brats-synth-unet2d".into()));
     let input = PathBuf::from(arg(&args, "--input").expect("--input VOLUME.f32"));
-    let threads: usize = arg(&args, "--threads").map(|s| s.parse().unwrap()).unwrap_or(1);
-    let repeat: usize = arg(&args, "--repeat").map(|s| s.parse().unwrap()).unwrap_or(3);
+    let threads: usize = arg(&args, "--threads")
+        .map(|s| s.parse().unwrap())
+        .unwrap_or(1);
+    let repeat: usize = arg(&args, "--repeat")
+        .map(|s| s.parse().unwrap())
+        .unwrap_or(3);
     let output = arg(&args, "--output").map(PathBuf::from);
     // --batch B: run B slices per call (input fact [B, C, H, W]; the graph's ops are batch-agnostic even though
     // the ONNX declares N = 1). Exploratory only: the manifest's contract is N = 1.
-    let batch: usize = arg(&args, "--batch").map(|s| s.parse().unwrap()).unwrap_or(1);
+    let batch: usize = arg(&args, "--batch")
+        .map(|s| s.parse().unwrap())
+        .unwrap_or(1);
 
     if threads > 1 {
-        tract_linalg::multithread::set_default_executor(tract_linalg::multithread::Executor::multithread(threads));
+        tract_linalg::multithread::set_default_executor(
+            tract_linalg::multithread::Executor::multithread(threads),
+        );
     }
-    let manifest: toml::Value = toml::from_str(&std::fs::read_to_string(model_dir.join("model.toml"))?)?;
+    let manifest: toml::Value =
+        toml::from_str(&std::fs::read_to_string(model_dir.join("model.toml"))?)?;
     let onnx = manifest["model"]["onnx"].as_str().expect("model.onnx");
     let shape: Vec<usize> = manifest["model"]["input_shape"]
         .as_array()
@@ -52,14 +64,26 @@ fn main() -> TractResult<()> {
     let load_s = t_load.elapsed().as_secs_f64();
 
     let bytes = std::fs::read(&input)?;
-    let data: Vec<f32> = bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
-    assert_eq!(data.len() % per_slice, 0, "input is not a whole number of slices");
+    let data: Vec<f32> = bytes
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect();
+    assert_eq!(
+        data.len() % per_slice,
+        0,
+        "input is not a whole number of slices"
+    );
     let slices = data.len() / per_slice;
     let calls = slices.div_ceil(batch);
     let mut padded = data.clone();
     padded.resize(calls * batch * per_slice, 0.0);
     let inputs: Vec<Tensor> = (0..calls)
-        .map(|k| Tensor::from_shape(&shape, &padded[k * batch * per_slice..(k + 1) * batch * per_slice]))
+        .map(|k| {
+            Tensor::from_shape(
+                &shape,
+                &padded[k * batch * per_slice..(k + 1) * batch * per_slice],
+            )
+        })
         .collect::<TractResult<_>>()?;
 
     model.run(tvec!(inputs[0].clone().into()))?; // warm-up
@@ -71,7 +95,8 @@ fn main() -> TractResult<()> {
             state.run_plan_with_eval(tvec!(x.clone().into()), |ctx, st, node, input| {
                 let t = Instant::now();
                 let r = tract_onnx::tract_core::plan::eval(ctx, st, node, input);
-                *per_op.entry(node.op().name().to_string()).or_default() += t.elapsed().as_secs_f64();
+                *per_op.entry(node.op().name().to_string()).or_default() +=
+                    t.elapsed().as_secs_f64();
                 r
             })?;
         }

@@ -12,12 +12,25 @@ fn model_dir() -> PathBuf {
 
 fn read_f32(path: &Path) -> Vec<f32> {
     let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    assert_eq!(bytes.len() % 4, 0, "{}: not a whole number of f32", path.display());
-    bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
+    assert_eq!(
+        bytes.len() % 4,
+        0,
+        "{}: not a whole number of f32",
+        path.display()
+    );
+    bytes
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect()
 }
 
 fn shape4(v: &serde_json::Value) -> [usize; 4] {
-    let a: Vec<usize> = v.as_array().expect("shape array").iter().map(|x| x.as_u64().unwrap() as usize).collect();
+    let a: Vec<usize> = v
+        .as_array()
+        .expect("shape array")
+        .iter()
+        .map(|x| x.as_u64().unwrap() as usize)
+        .collect();
     [a[0], a[1], a[2], a[3]]
 }
 
@@ -42,8 +55,14 @@ fn tract_matches_onnxruntime_on_golden_pair() -> TractResult<()> {
         .collect();
     assert_eq!(m_in, in_shape.to_vec(), "manifest input_shape vs golden");
 
-    let input = read_f32(&dir.join("golden").join(meta["input_file"].as_str().unwrap()));
-    let expected = read_f32(&dir.join("golden").join(meta["output_file"].as_str().unwrap()));
+    let input = read_f32(
+        &dir.join("golden")
+            .join(meta["input_file"].as_str().unwrap()),
+    );
+    let expected = read_f32(
+        &dir.join("golden")
+            .join(meta["output_file"].as_str().unwrap()),
+    );
     assert_eq!(input.len(), in_shape.iter().product::<usize>());
     let expected = Array4::from_shape_vec(out_shape, expected).expect("output shape");
 
@@ -69,7 +88,15 @@ fn tract_matches_onnxruntime_on_golden_pair() -> TractResult<()> {
     let mut label_mismatch = 0usize;
     for j in 0..rows {
         for i in 0..cols {
-            let am = |v: &ArrayView4<f32>| (0..classes).fold(0, |best, c| if v[[0, c, j, i]] > v[[0, best, j, i]] { c } else { best });
+            let am = |v: &ArrayView4<f32>| {
+                (0..classes).fold(0, |best, c| {
+                    if v[[0, c, j, i]] > v[[0, best, j, i]] {
+                        c
+                    } else {
+                        best
+                    }
+                })
+            };
             if am(&got) != am(&expected.view()) {
                 label_mismatch += 1;
             }

@@ -133,7 +133,11 @@ struct Segment {
 
 /// The regex subset the manifest may use: no look-around, no back-references (the Rust `regex` crate's syntax).
 fn regex_is_portable(p: &str) -> bool {
-    !(p.contains("(?=") || p.contains("(?!") || p.contains("(?<=") || p.contains("(?<!") || p.contains("\\1"))
+    !(p.contains("(?=")
+        || p.contains("(?!")
+        || p.contains("(?<=")
+        || p.contains("(?<!")
+        || p.contains("\\1"))
 }
 
 #[test]
@@ -144,7 +148,11 @@ fn shipped_manifest_deserializes_and_is_consistent() {
     assert_eq!(m.schema_version, 1);
     assert!(dir.join(&m.model.onnx).is_file(), "onnx file present");
     assert_eq!(m.model.onnx_sha256.len(), 64);
-    assert!(m.model.onnx_sha256.chars().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
+    assert!(m
+        .model
+        .onnx_sha256
+        .chars()
+        .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
 
     // channels 0..n in order, names unique, match_order a permutation of them
     let n = m.inputs.len();
@@ -157,14 +165,32 @@ fn shipped_manifest_deserializes_and_is_consistent() {
     }
     let names: BTreeSet<_> = m.inputs.iter().map(|i| i.name.clone()).collect();
     assert_eq!(names.len(), n);
-    assert_eq!(m.selection.match_order.iter().cloned().collect::<BTreeSet<_>>(), names);
+    assert_eq!(
+        m.selection
+            .match_order
+            .iter()
+            .cloned()
+            .collect::<BTreeSet<_>>(),
+        names
+    );
     assert!(names.contains(&m.geometry.reference_input));
     assert!(m.selection.min_slices >= 1);
 
     // shapes
     assert_eq!(m.geometry.kind, "slice2d");
-    assert_eq!(m.model.input_shape, vec![1, n, m.geometry.size[0], m.geometry.size[1]]);
-    assert_eq!(m.model.output_shape, vec![1, m.output.classes.len(), m.geometry.size[0], m.geometry.size[1]]);
+    assert_eq!(
+        m.model.input_shape,
+        vec![1, n, m.geometry.size[0], m.geometry.size[1]]
+    );
+    assert_eq!(
+        m.model.output_shape,
+        vec![
+            1,
+            m.output.classes.len(),
+            m.geometry.size[0],
+            m.geometry.size[1]
+        ]
+    );
     assert!(m.geometry.spacing_mm.iter().all(|s| *s > 0.0));
     assert_eq!(m.normalisation.method, "zscore_above_mean");
     assert_eq!(m.output.kind, "logits");
@@ -172,13 +198,26 @@ fn shipped_manifest_deserializes_and_is_consistent() {
     // classes: 0 is background, every other class has exactly one segment
     assert_eq!(m.output.classes[0], 0);
     let seg_labels: Vec<u8> = m.segments.iter().map(|s| s.label).collect();
-    let non_bg: Vec<u8> = m.output.classes.iter().copied().filter(|c| *c != 0).collect();
+    let non_bg: Vec<u8> = m
+        .output
+        .classes
+        .iter()
+        .copied()
+        .filter(|c| *c != 0)
+        .collect();
     assert_eq!(seg_labels, non_bg);
     for s in &m.segments {
         assert_eq!(s.category.scheme, "SCT");
         assert_eq!(s.category.value, "49755003");
         assert!(["SCT", "NCIt"].contains(&s.type_.scheme.as_str()));
     }
-    let types: Vec<(&str, &str)> = m.segments.iter().map(|s| (s.type_.scheme.as_str(), s.type_.value.as_str())).collect();
-    assert_eq!(types, vec![("SCT", "6574001"), ("SCT", "79654002"), ("NCIt", "C113842")]);
+    let types: Vec<(&str, &str)> = m
+        .segments
+        .iter()
+        .map(|s| (s.type_.scheme.as_str(), s.type_.value.as_str()))
+        .collect();
+    assert_eq!(
+        types,
+        vec![("SCT", "6574001"), ("SCT", "79654002"), ("NCIt", "C113842")]
+    );
 }
