@@ -180,19 +180,6 @@ fn send_raw(port: u16, bytes: &[u8], after_first_pdu: Option<Vec<u8>>) -> Observ
     observe(s, start, after_first_pdu)
 }
 
-/// dcmtk's `name` from PATH. Not `testkit::require_tool`: that prefers the peers venv, whose
-/// `echoscu`/`storescu` are pynetdicom's apps with a different command line.
-fn dcmtk_tool(name: &str) -> std::path::PathBuf {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .filter(|dir| !dir.to_string_lossy().contains(".venv"))
-        .map(|dir| dir.join(name))
-        .find(|p| p.is_file())
-        .unwrap_or_else(|| {
-            panic!("dcmtk's `{name}` is not installed: apt-get install dcmtk (scripts/install-test-deps.sh)")
-        })
-}
-
 fn echo_ok(echoscu: &std::path::Path, port: u16) -> (bool, String) {
     let out = Command::new(echoscu)
         .args(["-aet", "TESTSCU", "-aec", AET, "-to", "10", "-ta", "10"])
@@ -302,7 +289,7 @@ fn cases() -> Vec<Case> {
 
 #[test]
 fn malformed_pdus_are_refused_within_artim_and_the_node_keeps_serving() {
-    let echoscu = dcmtk_tool("echoscu");
+    let echoscu = testkit::require_tool("echoscu");
     let bin = segnode_bin();
     let data = tempfile::tempdir().expect("temp dir");
     let port = free_port();

@@ -48,7 +48,8 @@ pub fn require_venv_tool(name: &str) -> PathBuf {
 /// install step. The venv is not searched: pynetdicom installs its own `storescu`/`echoscu`.
 pub fn require_tool(name: &str) -> PathBuf {
     let path = std::env::var_os("PATH").unwrap_or_default();
-    for dir in std::env::split_paths(&path) {
+    // Skip an activated venv on PATH, for the same reason.
+    for dir in std::env::split_paths(&path).filter(|d| !d.to_string_lossy().contains(".venv")) {
         let p = dir.join(name);
         if p.is_file() {
             return p;
