@@ -220,42 +220,19 @@ mod tests {
             obj.element(tags::STATUS).unwrap().to_int::<u16>().unwrap(),
             0xA700
         );
-        assert_eq!(
-            obj.element(tags::MESSAGE_ID_BEING_RESPONDED_TO)
-                .unwrap()
-                .to_int::<u16>()
-                .unwrap(),
-            7
-        );
-        assert_eq!(
-            obj.element(tags::COMMAND_FIELD)
-                .unwrap()
-                .to_int::<u16>()
-                .unwrap(),
-            C_STORE_RSP
-        );
-        assert_eq!(
-            obj.element(tags::AFFECTED_SOP_INSTANCE_UID)
+        let u16_of = |tag| obj.element(tag).unwrap().to_int::<u16>().unwrap();
+        let str_of = |tag| {
+            obj.element(tag)
                 .unwrap()
                 .to_str()
                 .unwrap()
-                .trim_end_matches('\0'),
-            "1.2.3"
-        );
-        assert_eq!(
-            obj.element(tags::COMMAND_DATA_SET_TYPE)
-                .unwrap()
-                .to_int::<u16>()
-                .unwrap(),
-            NO_DATA_SET
-        );
-        assert_eq!(
-            obj.element(tags::ERROR_COMMENT)
-                .unwrap()
-                .to_str()
-                .unwrap()
-                .trim(),
-            "disk below threshold"
-        );
+                .trim_end_matches(['\0', ' '])
+                .to_string()
+        };
+        assert_eq!(u16_of(tags::MESSAGE_ID_BEING_RESPONDED_TO), 7);
+        assert_eq!(u16_of(tags::COMMAND_FIELD), C_STORE_RSP);
+        assert_eq!(u16_of(tags::COMMAND_DATA_SET_TYPE), NO_DATA_SET);
+        assert_eq!(str_of(tags::AFFECTED_SOP_INSTANCE_UID), "1.2.3");
+        assert_eq!(str_of(tags::ERROR_COMMENT), "disk below threshold");
     }
 }
