@@ -163,21 +163,7 @@ fn every_transfer_syntax_is_accepted_and_stored_as_received() {
         let sent = dir.path().join(format!("sent-{name}"));
         convert(how, &orig, &sent);
         let (rc, out) = if *flag == "dcmsend" {
-            let (port, dir) = (node.port.to_string(), sent.display().to_string());
-            node.dcmtk(
-                "dcmsend",
-                &[
-                    "-aet",
-                    "TESTSCU",
-                    "-aec",
-                    "SEGNODE",
-                    "+sd",
-                    "+r",
-                    "127.0.0.1",
-                    &port,
-                    &dir,
-                ],
-            )
+            node.send("dcmsend", "TESTSCU", &[], &[&sent])
         } else {
             node.storescu("TESTSCU", &[flag], &sent)
         };
@@ -343,21 +329,7 @@ fn a_duplicate_instance_is_stored_once_and_a_reopened_study_gets_a_new_job() {
         std::fs::copy(&f, to.join(&name)).unwrap();
     }
     // Series 1 twice in one association: stored once.
-    let (rc, out) = node.dcmtk(
-        "storescu",
-        &[
-            "-aet",
-            "TESTSCU",
-            "-aec",
-            "SEGNODE",
-            "+sd",
-            "+r",
-            "127.0.0.1",
-            &node.port.to_string(),
-            &first.display().to_string(),
-            &first.display().to_string(),
-        ],
-    );
+    let (rc, out) = node.send("storescu", "TESTSCU", &[], &[&first, &first]);
     assert_eq!(rc, 0, "{out}");
     let jobs1 = wait_jobs(&node, 1);
     assert_eq!(jobs1[0].objects.len(), 5);

@@ -117,35 +117,13 @@ fn uid_value(uid: &str) -> PrimitiveValue {
     PrimitiveValue::from(s)
 }
 
-pub fn echo_response(rq: &Command) -> Vec<u8> {
-    encode(InMemDicomObject::command_from_element_iter([
-        DataElement::new(
-            tags::AFFECTED_SOP_CLASS_UID,
-            VR::UI,
-            uid_value(&rq.affected_sop_class_uid),
-        ),
-        DataElement::new(tags::COMMAND_FIELD, VR::US, dicom_value!(U16, [C_ECHO_RSP])),
-        DataElement::new(
-            tags::MESSAGE_ID_BEING_RESPONDED_TO,
-            VR::US,
-            dicom_value!(U16, [rq.message_id]),
-        ),
-        DataElement::new(
-            tags::COMMAND_DATA_SET_TYPE,
-            VR::US,
-            dicom_value!(U16, [NO_DATA_SET]),
-        ),
-        DataElement::new(
-            tags::STATUS,
-            VR::US,
-            dicom_value!(U16, [Status::Success.code()]),
-        ),
-    ]))
-}
-
-/// A C-STORE-RSP; `comment` becomes Error Comment (0000,0902) on failures (at most 64 chars).
-pub fn store_response(rq: &Command, status: Status, comment: Option<&str>) -> Vec<u8> {
-    let mut elements = vec![
+/// The elements every response carries (PS3.7 9.3.1.2, 9.3.5.2), in tag order.
+fn response_elements(
+    rq: &Command,
+    command_field: u16,
+    status: Status,
+) -> Vec<DataElement<InMemDicomObject>> {
+    vec![
         DataElement::new(
             tags::AFFECTED_SOP_CLASS_UID,
             VR::UI,
@@ -154,7 +132,7 @@ pub fn store_response(rq: &Command, status: Status, comment: Option<&str>) -> Ve
         DataElement::new(
             tags::COMMAND_FIELD,
             VR::US,
-            dicom_value!(U16, [C_STORE_RSP]),
+            dicom_value!(U16, [command_field]),
         ),
         DataElement::new(
             tags::MESSAGE_ID_BEING_RESPONDED_TO,
@@ -167,7 +145,18 @@ pub fn store_response(rq: &Command, status: Status, comment: Option<&str>) -> Ve
             dicom_value!(U16, [NO_DATA_SET]),
         ),
         DataElement::new(tags::STATUS, VR::US, dicom_value!(U16, [status.code()])),
-    ];
+    ]
+}
+
+pub fn echo_response(rq: &Command) -> Vec<u8> {
+    encode(InMemDicomObject::command_from_element_iter(
+        response_elements(rq, C_ECHO_RSP, Status::Success),
+    ))
+}
+
+/// A C-STORE-RSP; `comment` becomes Error Comment (0000,0902) on failures (at most 64 chars).
+pub fn store_response(rq: &Command, status: Status, comment: Option<&str>) -> Vec<u8> {
+    let mut elements = response_elements(rq, C_STORE_RSP, status);
     if let (Some(c), false) = (comment, status == Status::Success) {
         let mut c: String = c
             .chars()

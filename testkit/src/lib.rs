@@ -303,12 +303,25 @@ impl Node {
 
     /// `storescu -aet CALLING -aec SEGNODE [extra] +sd +r 127.0.0.1 PORT PATH`.
     pub fn storescu(&self, calling: &str, extra: &[&str], path: &Path) -> (i32, String) {
+        self.send("storescu", calling, extra, &[path])
+    }
+
+    /// `TOOL -aet CALLING -aec SEGNODE [extra] +sd +r 127.0.0.1 PORT PATHS...` for dcmtk's
+    /// storescu or dcmsend (same command-line shape).
+    pub fn send(
+        &self,
+        tool: &str,
+        calling: &str,
+        extra: &[&str],
+        paths: &[&Path],
+    ) -> (i32, String) {
         let port = self.port.to_string();
-        let p = path.display().to_string();
+        let paths: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
         let mut args = vec!["-aet", calling, "-aec", "SEGNODE"];
         args.extend_from_slice(extra);
-        args.extend_from_slice(&["+sd", "+r", "127.0.0.1", &port, &p]);
-        self.dcmtk("storescu", &args)
+        args.extend_from_slice(&["+sd", "+r", "127.0.0.1", &port]);
+        args.extend(paths.iter().map(String::as_str));
+        self.dcmtk(tool, &args)
     }
 
     pub fn echoscu(&self, calling: &str, called: &str) -> (i32, String) {
