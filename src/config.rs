@@ -16,6 +16,50 @@ pub struct FileConfig {
     pub scp: ScpSection,
     pub queue: QueueSection,
     pub aws: AwsSection,
+    pub worker: WorkerSection,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WorkerSection {
+    /// Model folder (holding model.toml); default: the bundled brats-synth-unet2d.
+    pub model: Option<PathBuf>,
+    /// Worker tasks in this process (`serve`, `worker`); they share one model.
+    pub workers: usize,
+    /// Threads for tract's matrix kernels (process-wide).
+    pub inference_threads: usize,
+    /// `AET@HOST:PORT` destinations every SEG is sent to (C-STORE).
+    pub destinations: Vec<String>,
+    /// Our AE title when sending; default: the SCP's AE title.
+    pub calling_ae_title: Option<String>,
+    /// Seconds a job stays hidden per heartbeat; above the p99 job time.
+    pub visibility_timeout_secs: f64,
+    /// Seconds before a failed job is tried again.
+    pub retry_delay_secs: f64,
+    /// C-STORE attempts per destination within one job attempt, and the first backoff.
+    pub delivery_attempts: u32,
+    pub delivery_backoff_secs: f64,
+    pub delivery_timeout_secs: f64,
+    /// Seconds shutdown waits for a job in progress before handing it back to the queue.
+    pub shutdown_grace_secs: f64,
+}
+
+impl Default for WorkerSection {
+    fn default() -> Self {
+        WorkerSection {
+            model: None,
+            workers: 1,
+            inference_threads: 1,
+            destinations: Vec::new(),
+            calling_ae_title: None,
+            visibility_timeout_secs: 120.0,
+            retry_delay_secs: 10.0,
+            delivery_attempts: 3,
+            delivery_backoff_secs: 2.0,
+            delivery_timeout_secs: 30.0,
+            shutdown_grace_secs: 60.0,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -152,7 +196,7 @@ impl FileConfig {
     }
 }
 
-fn secs(v: f64, what: &str) -> Result<Duration> {
+pub fn secs(v: f64, what: &str) -> Result<Duration> {
     if !(v.is_finite() && (0.0..1e7).contains(&v)) {
         bail!("{what} of {v} seconds is not a sensible duration");
     }

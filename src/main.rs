@@ -1,7 +1,10 @@
 //! `segnode`: the binary owns configuration, logging, exit codes and the wiring of the rooms.
 
 mod config;
+mod demo;
 mod http;
+mod segment_cmd;
+mod workers;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -10,10 +13,12 @@ use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 use config::FileConfig;
 use scp::Scp;
+use segmenter::worker::WorkerPool;
 use staging::{
     AwsSettings, JobQueue, LocalStore, ObjectStore, S3Settings, S3Store, SqliteQueue, SqsQueue,
     SqsSettings,
 };
+use tokio::sync::watch;
 use tracing::{error, info};
 
 #[derive(Parser, Debug)]
@@ -36,6 +41,86 @@ enum Command {
     Serve(ServeArgs),
     /// Run only the DICOM listener, staging to S3 and enqueueing on SQS (the at-scale entry point).
     Scp(ScpOnlyArgs),
+    /// Run only workers: take jobs from SQS, read studies from S3, deliver SEGs (the at-scale worker).
+    Worker(WorkerOnlyArgs),
+    /// Segment one study from a folder of DICOM files, offline (no network, no queue).
+    Segment(segment_cmd::SegmentArgs),
+    /// Start the node on embedded defaults, send it the bundled synthetic study, receive the SEG and
+    /// report timings, tumour volumes, Dice against the ground truth and a PNG montage.
+    Demo(demo::DemoArgs),
+}
+
+#[derive(Args, Debug, Clone, Default)]
+pub struct WorkerArgs {
+    /// Model folder (holding model.toml); default: the bundled brats-synth-unet2d.
+    #[arg(long, env = "SEGNODE_MODEL")]
+    model: Option<PathBuf>,
+    /// Worker tasks in this process (0: none, e.g. for a scaler to start).
+    #[arg(long, env = "SEGNODE_WORKERS")]
+    workers: Option<usize>,
+    /// Threads for inference kernels.
+    #[arg(long, env = "SEGNODE_INFERENCE_THREADS")]
+    inference_threads: Option<usize>,
+    /// Send every SEG to this AET@HOST:PORT (C-STORE); repeatable.
+    #[arg(
+        long = "destination",
+        value_name = "AET@HOST:PORT",
+        env = "SEGNODE_DESTINATIONS",
+        value_delimiter = ','
+    )]
+    destinations: Vec<String>,
+    /// Seconds a job stays hidden from other workers per heartbeat.
+    #[arg(long, env = "SEGNODE_VISIBILITY_TIMEOUT")]
+    visibility_timeout: Option<f64>,
+    /// Seconds before a failed job is tried again.
+    #[arg(long, env = "SEGNODE_RETRY_DELAY")]
+    retry_delay: Option<f64>,
+    /// C-STORE attempts per destination within one job attempt.
+    #[arg(long, env = "SEGNODE_DELIVERY_ATTEMPTS")]
+    delivery_attempts: Option<u32>,
+    /// Seconds before the second C-STORE attempt (doubled each time).
+    #[arg(long, env = "SEGNODE_DELIVERY_BACKOFF")]
+    delivery_backoff: Option<f64>,
+}
+
+impl WorkerArgs {
+    fn apply(&self, f: &mut FileConfig) {
+        let w = &mut f.worker;
+        if self.model.is_some() {
+            w.model = self.model.clone();
+        }
+        if let Some(v) = self.workers {
+            w.workers = v;
+        }
+        if let Some(v) = self.inference_threads {
+            w.inference_threads = v;
+        }
+        if !self.destinations.is_empty() {
+            w.destinations = self.destinations.clone();
+        }
+        if let Some(v) = self.visibility_timeout {
+            w.visibility_timeout_secs = v;
+        }
+        if let Some(v) = self.retry_delay {
+            w.retry_delay_secs = v;
+        }
+        if let Some(v) = self.delivery_attempts {
+            w.delivery_attempts = v;
+        }
+        if let Some(v) = self.delivery_backoff {
+            w.delivery_backoff_secs = v;
+        }
+    }
+}
+
+#[derive(Args, Debug)]
+struct WorkerOnlyArgs {
+    #[command(flatten)]
+    node: NodeArgs,
+    #[command(flatten)]
+    worker: WorkerArgs,
+    #[command(flatten)]
+    aws: AwsArgs,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -93,6 +178,8 @@ struct NodeArgs {
 struct ServeArgs {
     #[command(flatten)]
     node: NodeArgs,
+    #[command(flatten)]
+    worker: WorkerArgs,
 }
 
 #[derive(Args, Debug)]
@@ -204,21 +291,81 @@ async fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Serve(args) => {
             args.node.apply(&mut file);
-            let data = &file.node.data_dir;
-            std::fs::create_dir_all(data)
-                .with_context(|| format!("cannot create data dir {}", data.display()))?;
-            let store: Arc<dyn ObjectStore> = Arc::new(LocalStore::open(data.join("store"))?);
-            let queue: Arc<dyn JobQueue> = Arc::new(SqliteQueue::open(
-                data.join("queue.sqlite"),
-                file.queue.max_receives,
-            )?);
-            run_scp(&file, store, queue).await
+            args.worker.apply(&mut file);
+            let (store, queue) = local_backends(&file)?;
+            let shutdown = shutdown_channel();
+            // `--workers 0`: a listener only (jobs wait on the queue for workers elsewhere).
+            let pool = if file.worker.workers > 0 {
+                Some(workers::start_pool(
+                    &file,
+                    store.clone(),
+                    queue.clone(),
+                    shutdown.clone(),
+                )?)
+            } else {
+                None
+            };
+            run_scp(&file, store, queue, pool.clone(), shutdown).await?;
+            if let Some(pool) = pool {
+                pool.join().await;
+            }
+            info!("stopped");
+            Ok(())
         }
         Command::Scp(args) => {
             args.node.apply(&mut file);
             args.aws.apply(&mut file);
             let (store, queue) = aws_backends(&file).await?;
-            run_scp(&file, store, queue).await
+            run_scp(&file, store, queue, None, shutdown_channel()).await?;
+            info!("stopped");
+            Ok(())
+        }
+        Command::Worker(args) => {
+            args.node.apply(&mut file);
+            args.worker.apply(&mut file);
+            args.aws.apply(&mut file);
+            let (store, queue) = aws_backends(&file).await?;
+            let shutdown = shutdown_channel();
+            let pool = workers::start_pool(&file, store, queue.clone(), shutdown.clone())?;
+            serve_http(&file, queue, None, Some(pool.clone()))?;
+            wait_for(shutdown).await;
+            pool.join().await;
+            info!("stopped");
+            Ok(())
+        }
+        Command::Segment(args) => segment_cmd::run(args, &mut file),
+        Command::Demo(args) => demo::run(args, &mut file).await,
+    }
+}
+
+pub(crate) fn local_backends(
+    file: &FileConfig,
+) -> Result<(Arc<dyn ObjectStore>, Arc<dyn JobQueue>)> {
+    let data = &file.node.data_dir;
+    std::fs::create_dir_all(data)
+        .with_context(|| format!("cannot create data dir {}", data.display()))?;
+    let store: Arc<dyn ObjectStore> = Arc::new(LocalStore::open(data.join("store"))?);
+    let queue: Arc<dyn JobQueue> = Arc::new(SqliteQueue::open(
+        data.join("queue.sqlite"),
+        file.queue.max_receives,
+    )?);
+    Ok((store, queue))
+}
+
+/// A channel that turns true on SIGINT/SIGTERM.
+pub(crate) fn shutdown_channel() -> watch::Receiver<bool> {
+    let (tx, rx) = watch::channel(false);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        let _ = tx.send(true);
+    });
+    rx
+}
+
+pub(crate) async fn wait_for(mut rx: watch::Receiver<bool>) {
+    while !*rx.borrow() {
+        if rx.changed().await.is_err() {
+            return;
         }
     }
 }
@@ -250,61 +397,87 @@ async fn aws_backends(file: &FileConfig) -> Result<(Arc<dyn ObjectStore>, Arc<dy
     Ok((store, queue))
 }
 
-async fn run_scp(
+pub(crate) async fn run_scp(
     file: &FileConfig,
     store: Arc<dyn ObjectStore>,
     queue: Arc<dyn JobQueue>,
+    pool: Option<Arc<WorkerPool>>,
+    shutdown: watch::Receiver<bool>,
 ) -> Result<()> {
     let scp_config = file.scp_config()?;
     info!(store = %store.location(), queue = %queue.location(), spool = %scp_config.spool_dir.display(), "starting");
     let scp = Scp::bind(scp_config, store, queue.clone()).await?;
-    let metrics = scp.metrics();
-    let assembler = scp.assembler();
-    if !file.node.http.is_empty() && file.node.http != "off" {
-        let addr = file
-            .node
-            .http
-            .parse()
-            .with_context(|| format!("invalid --http address {}", file.node.http))?;
-        let q = queue.clone();
-        let backlog = Arc::new(std::sync::Mutex::new(staging::Backlog::default()));
-        let b2 = backlog.clone();
-        // The queue is async and remote for SQS: refresh its depth in the background and
-        // serve the last reading, so a scrape never waits on AWS.
-        tokio::spawn(async move {
-            loop {
-                if let Ok(b) = q.backlog().await {
-                    *b2.lock().unwrap() = b;
-                }
-                tokio::time::sleep(std::time::Duration::from_secs(5)).await;
-            }
-        });
-        let endpoints = Arc::new(http::Endpoints {
-            metrics: Box::new(move || {
-                let mut out = String::new();
-                metrics.render(&mut out);
-                let b = *backlog.lock().unwrap();
-                out.push_str(&format!(
-                    "# HELP segnode_queue_messages Job queue depth.\n# TYPE segnode_queue_messages gauge\nsegnode_queue_messages{{state=\"visible\"}} {}\nsegnode_queue_messages{{state=\"in_flight\"}} {}\n",
-                    b.visible, b.in_flight
-                ));
-                out
-            }),
-            health: Box::new(move || {
-                Ok(format!(
-                    "ok\nstudies_outstanding {}\n",
-                    assembler.outstanding()
-                ))
-            }),
-        });
-        tokio::spawn(async move {
-            if let Err(e) = http::serve(addr, endpoints).await {
-                error!("{e:#}");
-            }
-        });
+    serve_http(file, queue, Some(&scp), pool)?;
+    scp.serve(wait_for(shutdown)).await;
+    Ok(())
+}
+
+/// Starts /metrics and /healthz (unless --http off) for whatever runs in this process.
+fn serve_http(
+    file: &FileConfig,
+    queue: Arc<dyn JobQueue>,
+    scp: Option<&Scp>,
+    pool: Option<Arc<WorkerPool>>,
+) -> Result<()> {
+    if file.node.http.is_empty() || file.node.http == "off" {
+        return Ok(());
     }
-    scp.serve(shutdown_signal()).await;
-    info!("stopped");
+    let addr = file
+        .node
+        .http
+        .parse()
+        .with_context(|| format!("invalid --http address {}", file.node.http))?;
+    let backlog = Arc::new(std::sync::Mutex::new(staging::Backlog::default()));
+    let b2 = backlog.clone();
+    // The queue is async and remote for SQS: refresh its depth in the background and
+    // serve the last reading, so a scrape never waits on AWS.
+    tokio::spawn(async move {
+        loop {
+            if let Ok(b) = queue.backlog().await {
+                *b2.lock().unwrap() = b;
+            }
+            tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+        }
+    });
+    let scp_metrics = scp.map(|s| s.metrics());
+    let assembler = scp.map(|s| s.assembler());
+    let pool_metrics = pool.clone();
+    let endpoints = Arc::new(http::Endpoints {
+        metrics: Box::new(move || {
+            let mut out = String::new();
+            if let Some(m) = &scp_metrics {
+                m.render(&mut out);
+            }
+            if let Some(p) = &pool_metrics {
+                p.context().metrics.render(&mut out);
+            }
+            let b = *backlog.lock().unwrap();
+            out.push_str(&format!(
+                "# HELP segnode_queue_messages Job queue depth.\n# TYPE segnode_queue_messages gauge\nsegnode_queue_messages{{state=\"visible\"}} {}\nsegnode_queue_messages{{state=\"in_flight\"}} {}\n",
+                b.visible, b.in_flight
+            ));
+            out
+        }),
+        health: Box::new(move || {
+            let mut body = "ok\n".to_string();
+            if let Some(a) = &assembler {
+                body.push_str(&format!("studies_outstanding {}\n", a.outstanding()));
+            }
+            if let Some(p) = &pool {
+                body.push_str(&format!(
+                    "workers {}\nworkers_busy {}\n",
+                    p.size(),
+                    p.busy()
+                ));
+            }
+            Ok(body)
+        }),
+    });
+    tokio::spawn(async move {
+        if let Err(e) = http::serve(addr, endpoints).await {
+            error!("{e:#}");
+        }
+    });
     Ok(())
 }
 

@@ -18,7 +18,7 @@ fn stored_instances(node: &Node) -> Vec<PathBuf> {
 #[test]
 fn echo_succeeds_and_a_wrong_called_ae_is_rejected() {
     let dir = tempfile::tempdir().unwrap();
-    let node = Node::serve(&dir.path().join("data"), &[]);
+    let node = Node::listener(&dir.path().join("data"), &[]);
     let (rc, out) = node.echoscu("TESTSCU", "SEGNODE");
     assert_eq!(rc, 0, "{out}");
     let (rc, out) = node.echoscu("TESTSCU", "NOTSEGNODE");
@@ -29,7 +29,7 @@ fn echo_succeeds_and_a_wrong_called_ae_is_rejected() {
 #[test]
 fn calling_ae_allowlist_checks_title_and_host() {
     let dir = tempfile::tempdir().unwrap();
-    let node = Node::serve(
+    let node = Node::listener(
         &dir.path().join("data"),
         &[
             "--allow-calling",
@@ -145,7 +145,7 @@ fn ts_and_pixels(files: &[PathBuf]) -> Vec<(String, String)> {
 #[test]
 fn every_transfer_syntax_is_accepted_and_stored_as_received() {
     let dir = tempfile::tempdir().unwrap();
-    let node = Node::serve(&dir.path().join("data"), &["--quiet-period", "2"]);
+    let node = Node::listener(&dir.path().join("data"), &["--quiet-period", "2"]);
     for (i, (name, how, flag, ts)) in SYNTAXES.iter().enumerate() {
         let seed = (100 + i).to_string();
         let bits = if name.starts_with("jpeg-baseline") {
@@ -202,7 +202,7 @@ fn every_transfer_syntax_is_accepted_and_stored_as_received() {
 #[test]
 fn concurrent_associations_all_succeed_and_each_study_gets_one_job() {
     let dir = tempfile::tempdir().unwrap();
-    let node = Node::serve(&dir.path().join("data"), &["--quiet-period", "5"]);
+    let node = Node::listener(&dir.path().join("data"), &["--quiet-period", "5"]);
     let series: Vec<PathBuf> = (0..8)
         .map(|i| {
             let p = dir.path().join(format!("s{i}"));
@@ -266,7 +266,7 @@ fn concurrent_associations_all_succeed_and_each_study_gets_one_job() {
 #[test]
 fn association_limit_rejects_with_local_limit_exceeded_then_recovers() {
     let dir = tempfile::tempdir().unwrap();
-    let node = Node::serve(&dir.path().join("data"), &["--max-associations", "2"]);
+    let node = Node::listener(&dir.path().join("data"), &["--max-associations", "2"]);
     // Two associations held open by pynetdicom, then a third is refused.
     let hold = r#"
 import sys, time
@@ -307,7 +307,7 @@ for a in assocs:
 #[test]
 fn a_duplicate_instance_is_stored_once_and_a_reopened_study_gets_a_new_job() {
     let dir = tempfile::tempdir().unwrap();
-    let node = Node::serve(&dir.path().join("data"), &["--quiet-period", "4"]);
+    let node = Node::listener(&dir.path().join("data"), &["--quiet-period", "4"]);
     let study = dir.path().join("study");
     make_series(
         &study,

@@ -46,7 +46,7 @@ fn kill_9_mid_study_loses_no_acknowledged_instance_and_makes_one_job() {
             "3",
         ],
     );
-    let mut node = Node::serve(&dir.path().join("data"), &["--quiet-period", "5"]);
+    let mut node = Node::listener(&dir.path().join("data"), &["--quiet-period", "5"]);
 
     let mut scu = Command::new(require_tool("storescu"))
         .env("TCP_NODELAY", "1")
@@ -181,7 +181,7 @@ fn low_disk_refuses_associations_and_stores_with_a700_then_recovers() {
     let _fs = Tmpfs::mount(&mnt, 64);
     let series = dir.path().join("series");
     make_series(&series, &["--slices", "3", "--size", "64", "--seed", "600"]);
-    let node = Node::serve(
+    let node = Node::listener(
         &mnt.join("data"),
         &["--min-free-disk-mb", "24", "--quiet-period", "600"],
     );

@@ -46,7 +46,7 @@ fn invalid_uids_get_c000_and_never_become_paths() {
     let dir = tempfile::tempdir().unwrap();
     let series = dir.path().join("s");
     make_series(&series, &["--slices", "3", "--size", "32", "--seed", "800"]);
-    let node = Node::serve(&dir.path().join("data"), &["--quiet-period", "600"]);
+    let node = Node::listener(&dir.path().join("data"), &["--quiet-period", "600"]);
     let files = files_under(&series);
     let statuses = send_edited(
         &node,
@@ -73,7 +73,7 @@ fn objects_over_the_size_limit_get_a700() {
     make_series(&big, &["--slices", "1", "--size", "1024", "--seed", "801"]); // 2 MiB of pixels
     let small = dir.path().join("small");
     make_series(&small, &["--slices", "1", "--size", "64", "--seed", "802"]);
-    let node = Node::serve(
+    let node = Node::listener(
         &dir.path().join("data"),
         &["--max-object-mb", "1", "--quiet-period", "600"],
     );
@@ -99,7 +99,7 @@ fn config_file_with_flag_overrides_and_metrics_endpoint() {
     std::fs::write(
         &cfg,
         format!(
-            "[node]\ndata_dir = \"{}\"\nhttp = \"127.0.0.1:{http}\"\n\n[scp]\nae_title = \"FROMFILE\"\nport = {dicom}\nquiet_period_secs = 3\n",
+            "[node]\ndata_dir = \"{}\"\nhttp = \"127.0.0.1:{http}\"\n\n[scp]\nae_title = \"FROMFILE\"\nport = {dicom}\nquiet_period_secs = 3\n\n[worker]\nworkers = 0\n",
             data.display()
         ),
     )

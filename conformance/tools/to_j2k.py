@@ -10,5 +10,5 @@ src, dst = sys.argv[1], sys.argv[2]
 os.makedirs(dst, exist_ok=True)
 for name in sorted(os.listdir(src)):
     ds = pydicom.dcmread(os.path.join(src, name))
-    ds.compress(JPEG2000Lossless)
+    ds.compress(JPEG2000Lossless, generate_instance_uid=False)  # a twin: same UIDs, like dcmtk
     ds.save_as(os.path.join(dst, name), enforce_file_format=True)

@@ -1,1 +1,28 @@
-//! segmenter
+//! # segmenter
+//!
+//! The worker side of segnode: a queued study becomes a DICOM-SEG on the destinations.
+//!
+//! - [`manifest`]: the model manifest (`models/<name>/model.toml`), validated, ONNX checksum verified;
+//! - [`study`], [`select`]: the job's instances grouped by series, series matched to input channels;
+//! - [`volume`]: pixels decoded (every transfer syntax the SCP accepts) and stacked on a checked grid;
+//! - [`preprocess`], [`model`], [`postprocess`]: resampling and normalisation as the manifest says,
+//!   tract-onnx inference, argmax back on the reference grid and clean-up;
+//! - [`pipeline`]: all of the above for one study, with per-stage timings, ending in SEG bytes.
+
+pub mod error;
+pub mod manifest;
+pub mod model;
+pub mod pipeline;
+pub mod postprocess;
+pub mod preprocess;
+pub mod select;
+pub mod study;
+pub mod volume;
+
+pub use error::SegmentError;
+pub use manifest::Manifest;
+pub use model::{set_inference_threads, Model};
+pub use pipeline::{segment_study, Outcome, SegSettings, StageTimings};
+pub mod deliver;
+pub mod metrics;
+pub mod worker;

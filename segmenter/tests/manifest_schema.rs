@@ -1,135 +1,11 @@
 //! The model manifest (models/<name>/model.toml) deserializes into typed structs with no unknown fields, and its
 //! contents are consistent (channels, shapes, classes, segments, regexes usable by a Rust matcher).
-//! These structs are the schema documented in the manifest's comments; the segmenter proper can adopt them.
+//! The structs are the segmenter's own (`segmenter::manifest`), so this checks what the worker reads.
 
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use serde::Deserialize;
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-#[allow(dead_code)]
-struct Manifest {
-    schema_version: u32,
-    model: ModelInfo,
-    algorithm: Algorithm,
-    anatomic_region: Option<Code>,
-    selection: Selection,
-    inputs: Vec<Input>,
-    geometry: Geometry,
-    normalisation: Normalisation,
-    output: Output,
-    segments: Vec<Segment>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-#[allow(dead_code)]
-struct ModelInfo {
-    name: String,
-    version: String,
-    description: String,
-    onnx: String,
-    onnx_sha256: String,
-    input_name: String,
-    output_name: String,
-    input_shape: Vec<usize>,
-    output_shape: Vec<usize>,
-    intended_use: String,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-#[allow(dead_code)]
-struct Algorithm {
-    name: String,
-    version: String,
-    family: Code,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-#[allow(dead_code)]
-struct Code {
-    scheme: String,
-    value: String,
-    meaning: String,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Selection {
-    match_order: Vec<String>,
-    min_slices: usize,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-#[allow(dead_code)]
-struct Input {
-    channel: usize,
-    name: String,
-    series_description: Vec<String>,
-    exclude: Vec<String>,
-    fallback: Fallback,
-}
-
-#[derive(Debug, Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-#[allow(dead_code)]
-struct Fallback {
-    echo_time_ms: Option<[f64; 2]>,
-    repetition_time_ms: Option<[f64; 2]>,
-    inversion_time_ms: Option<[f64; 2]>,
-    no_inversion: Option<bool>,
-    contrast_agent: Option<bool>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-#[allow(dead_code)]
-struct Geometry {
-    kind: String,
-    reference_input: String,
-    spacing_mm: [f64; 2],
-    size: [usize; 2],
-    inter_series_interpolation: String,
-    in_plane_interpolation: String,
-    outside_value: f32,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-#[allow(dead_code)]
-struct Normalisation {
-    method: String,
-    scope: String,
-    std_floor: f64,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-#[allow(dead_code)]
-struct Output {
-    kind: String,
-    activation: String,
-    classes: Vec<u8>,
-    resample_back: String,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-#[allow(dead_code)]
-struct Segment {
-    label: u8,
-    name: String,
-    description: String,
-    category: Code,
-    #[serde(rename = "type")]
-    type_: Code,
-    colour_rgb: [u8; 3],
-}
+use segmenter::manifest::ManifestFile as Manifest;
 
 /// The regex subset the manifest may use: no look-around, no back-references (the Rust `regex` crate's syntax).
 fn regex_is_portable(p: &str) -> bool {
@@ -206,6 +82,15 @@ fn shipped_manifest_deserializes_and_is_consistent() {
         .filter(|c| *c != 0)
         .collect();
     assert_eq!(seg_labels, non_bg);
+    // regions are unions of known labels
+    for r in &m.regions {
+        assert!(
+            r.labels.iter().all(|l| non_bg.contains(l)),
+            "region {}",
+            r.name
+        );
+    }
+    assert!(m.postprocess.min_component_ml >= 0.0);
     for s in &m.segments {
         assert_eq!(s.category.scheme, "SCT");
         assert_eq!(s.category.value, "49755003");

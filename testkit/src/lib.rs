@@ -220,6 +220,14 @@ impl Node {
         Node::start("serve", data_dir, extra)
     }
 
+    /// `segnode serve` without workers: the listener and the queue only, so a test can look at the
+    /// jobs it emits before anyone takes them.
+    pub fn listener(data_dir: &Path, extra: &[&str]) -> Node {
+        let mut args = vec!["--workers", "0"];
+        args.extend_from_slice(extra);
+        Node::start("serve", data_dir, &args)
+    }
+
     /// Start `segnode SUBCOMMAND` (`serve` or `scp`) the same way.
     pub fn start(subcommand: &str, data_dir: &Path, extra: &[&str]) -> Node {
         let port = free_port();

@@ -1,0 +1,475 @@
+//! The node's main job, black box: a 4-series MR study goes in by C-STORE, a DICOM-SEG comes out at
+//! a real destination (dcmtk storescp, Orthanc). dciodvfy checks the SEG, highdicom reads it and its
+//! masks are scored against the study's ground truth. Then the failure paths: a worker killed
+//! mid-job, a destination that refuses, a study without FLAIR, compressed twins.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use staging::{JobQueue, SqliteQueue};
+use testkit::{
+    free_port, require_tool, wait_for_port, wait_until, workspace_root, ChildGuard, Node,
+};
+
+const SEG_CLASS: &str = "1.2.840.10008.5.1.4.1.1.66.4";
+
+fn study(name: &str) -> PathBuf {
+    workspace_root().join("testdata/studies").join(name)
+}
+
+/// A dcmtk storescp destination writing into its own folder.
+struct Storescp {
+    port: u16,
+    out: tempfile::TempDir,
+    _child: ChildGuard,
+}
+
+impl Storescp {
+    fn start(extra: &[&str]) -> Storescp {
+        let out = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let child = ChildGuard::spawn(
+            Command::new(require_tool("storescp"))
+                .args(["-aet", "VIEWER", "-od"])
+                .arg(out.path())
+                .args(["+xa", "-pdu", "131072"])
+                .args(extra)
+                .arg(port.to_string())
+                .env("TCP_NODELAY", "1")
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null()),
+        );
+        wait_for_port(port, Duration::from_secs(20));
+        Storescp {
+            port,
+            out,
+            _child: child,
+        }
+    }
+
+    fn destination(&self) -> String {
+        format!("VIEWER@127.0.0.1:{}", self.port)
+    }
+
+    /// SEG files received so far (storescp writes the file when the C-STORE completes).
+    fn segs(&self) -> Vec<PathBuf> {
+        testkit::files_under(self.out.path())
+            .into_iter()
+            .filter(|p| {
+                std::fs::read(p)
+                    .map(|b| {
+                        let head = &b[..b.len().min(1024)];
+                        head.windows(SEG_CLASS.len())
+                            .any(|w| w == SEG_CLASS.as_bytes())
+                    })
+                    .unwrap_or(false)
+            })
+            .collect()
+    }
+}
+
+fn python_json(args: &[&str]) -> serde_json::Value {
+    let out = Command::new(testkit::python())
+        .arg(workspace_root().join("conformance/tools/check_seg.py"))
+        .args(args)
+        .output()
+        .expect("python");
+    assert!(
+        out.status.success(),
+        "check_seg.py {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("check_seg.py prints JSON")
+}
+
+/// (WT, TC, ET) Dice of the model card for this study (eval_test_studies.json), rounded down to 3 places.
+fn card_floor(name: &str) -> [f64; 3] {
+    let v: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            workspace_root().join("models/brats-synth-unet2d/eval_test_studies.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let case = v["cases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["case"].as_str().unwrap().ends_with(name))
+        .expect("study in the model card");
+    ["WT", "TC", "ET"].map(|r| (case[r].as_f64().unwrap() * 1000.0).floor() / 1000.0)
+}
+
+fn dciodvfy_errors(path: &Path) -> (usize, String) {
+    let out = Command::new(require_tool("dciodvfy"))
+        .arg(path)
+        .output()
+        .expect("dciodvfy");
+    let text = String::from_utf8_lossy(&out.stderr).to_string();
+    (
+        text.lines().filter(|l| l.starts_with("Error")).count(),
+        text,
+    )
+}
+
+fn serve_with(data: &Path, destination: &str, extra: &[&str]) -> Node {
+    let mut args = vec![
+        "--quiet-period",
+        "3",
+        "--destination",
+        destination,
+        "--retry-delay",
+        "1",
+    ];
+    args.extend_from_slice(extra);
+    Node::serve(data, &args)
+}
+
+fn send_study(node: &Node, dir: &Path) {
+    let (rc, out) = node.send("dcmsend", "MODALITY", &[], &[dir]);
+    assert_eq!(rc, 0, "dcmsend: {out}");
+}
+
+fn wait_seg(viewer: &Storescp, node: &Node) -> PathBuf {
+    wait_until(Duration::from_secs(300), "a SEG at the destination", || {
+        let s = viewer.segs();
+        if s.is_empty() && node.log_text().contains("dead-lettering") {
+            panic!("the job was dead-lettered:\n{}", node.log_text());
+        }
+        s.into_iter().next()
+    })
+}
+
+fn dead_letters(node: &Node) -> Vec<staging::DeadLetter> {
+    let q = SqliteQueue::open(node.data_dir.join("queue.sqlite"), 3).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    rt.block_on(q.dead_letters(10)).unwrap()
+}
+
+#[test]
+fn study_to_storescp_seg_validates_and_matches_truth() {
+    let name = "synth-007-axial-rle";
+    let viewer = Storescp::start(&[]);
+    let data = tempfile::tempdir().unwrap();
+    let node = serve_with(&data.path().join("node"), &viewer.destination(), &[]);
+    send_study(&node, &study(name).join("dicom"));
+    let seg = wait_seg(&viewer, &node);
+
+    let (errors, report) = dciodvfy_errors(&seg);
+    assert_eq!(errors, 0, "dciodvfy on the delivered SEG:\n{report}");
+
+    let got = python_json(&[seg.to_str().unwrap(), study(name).to_str().unwrap()]);
+    let floor = card_floor(name);
+    eprintln!("highdicom: {got}; model card floor {floor:?}");
+    for (i, r) in ["WT", "TC", "ET"].iter().enumerate() {
+        let d = got[r].as_f64().unwrap();
+        assert!(d >= floor[i], "Dice {r} {d:.4} < model card {}", floor[i]);
+    }
+    assert_eq!(
+        got["segments"],
+        serde_json::json!(["Necrotic core", "Oedema", "Enhancing tumour"])
+    );
+    // The SEG references the FLAIR series, as the manifest says.
+    let truth: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(study(name).join("truth/truth.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        got["referenced_series"],
+        truth["reference_series_instance_uid"]
+    );
+    // The same SEG is kept in the results store.
+    let results = testkit::files_under(&node.data_dir.join("store/results"));
+    assert_eq!(results.len(), 1, "{results:?}");
+    assert_eq!(
+        results[0].file_stem().unwrap().to_str(),
+        got["sop_instance_uid"].as_str(),
+        "the results store holds the SEG that was delivered"
+    );
+}
+
+/// Orthanc 1.10 as a PACS: its REST API shows a SEG series in the study afterwards.
+#[test]
+fn study_to_orthanc_shows_a_seg_series() {
+    let orthanc = require_tool("Orthanc");
+    let dir = tempfile::tempdir().unwrap();
+    let (dicom_port, http_port) = (free_port(), free_port());
+    let cfg = dir.path().join("orthanc.json");
+    std::fs::write(
+        &cfg,
+        serde_json::json!({
+            "Name": "TEST", "StorageDirectory": dir.path().join("db"), "IndexDirectory": dir.path().join("db"),
+            "DicomAet": "ORTHANC", "DicomPort": dicom_port, "HttpPort": http_port,
+            "RemoteAccessAllowed": false, "AuthenticationEnabled": false, "DicomCheckCalledAet": true,
+            "DicomAlwaysAllowEcho": true, "DicomAlwaysAllowStore": true,
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let mut orthanc = ChildGuard::spawn(
+        Command::new(orthanc)
+            .arg(&cfg)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null()),
+    );
+    wait_for_port(dicom_port, Duration::from_secs(30));
+    wait_for_port(http_port, Duration::from_secs(30));
+    let data = dir.path().join("node");
+    let node = serve_with(&data, &format!("ORTHANC@127.0.0.1:{dicom_port}"), &[]);
+    let name = "synth-007-axial-rle";
+    send_study(&node, &study(name).join("dicom"));
+    let study_uid = serde_json::from_str::<serde_json::Value>(
+        &std::fs::read_to_string(study(name).join("study.json")).unwrap(),
+    )
+    .unwrap()["study_instance_uid"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let seg_series = wait_until(Duration::from_secs(300), "a SEG series in Orthanc", || {
+        if node.log_text().contains("dead-lettering") {
+            panic!("dead-lettered:\n{}", node.log_text());
+        }
+        let series = http_get_json(http_port, "/series?expand")?;
+        series.as_array()?.iter().find_map(|s| {
+            let modality = s["MainDicomTags"]["Modality"].as_str()?;
+            (modality == "SEG").then(|| s.clone())
+        })
+    });
+    // In the same study as the MR images, one instance.
+    let parent = seg_series["ParentStudy"].as_str().unwrap();
+    let st = http_get_json(http_port, &format!("/studies/{parent}")).unwrap();
+    assert_eq!(
+        st["MainDicomTags"]["StudyInstanceUID"].as_str(),
+        Some(study_uid.as_str())
+    );
+    assert_eq!(seg_series["Instances"].as_array().unwrap().len(), 1);
+    orthanc.terminate(Duration::from_secs(10));
+}
+
+fn http_get_json(port: u16, path: &str) -> Option<serde_json::Value> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).ok()?;
+    let text = String::from_utf8_lossy(&buf);
+    let body = text.split_once("\r\n\r\n")?.1;
+    serde_json::from_str(body).ok()
+}
+
+/// SIGKILL while the worker holds the job: the job comes back after its visibility timeout and the
+/// destination ends up with exactly one SEG SOP Instance UID.
+#[test]
+fn worker_killed_mid_job_redoes_it_with_the_same_seg_uid() {
+    let viewer = Storescp::start(&[]);
+    let data = tempfile::tempdir().unwrap();
+    let mut node = serve_with(
+        &data.path().join("node"),
+        &viewer.destination(),
+        &["--visibility-timeout", "5"],
+    );
+    send_study(&node, &study("synth-007-axial-rle").join("dicom"));
+    wait_until(
+        Duration::from_secs(120),
+        "the worker to take the job",
+        || node.log_text().contains("job received").then_some(()),
+    );
+    node.kill();
+    assert!(
+        viewer.segs().is_empty(),
+        "delivered before the kill; the test proves nothing"
+    );
+    node.restart();
+    wait_seg(&viewer, &node);
+    // Let the job be deleted, then count what reached the destination.
+    wait_until(Duration::from_secs(120), "the job to be done", || {
+        node.log_text().contains("job done").then_some(())
+    });
+    let uids: BTreeSet<String> = viewer
+        .segs()
+        .iter()
+        .map(|p| {
+            let out = Command::new(require_tool("dcmdump"))
+                .args(["+P", "0008,0018", "-q"])
+                .arg(p)
+                .output()
+                .unwrap();
+            String::from_utf8_lossy(&out.stdout).to_string()
+        })
+        .collect();
+    assert_eq!(
+        uids.len(),
+        1,
+        "distinct SEG UIDs at the destination: {uids:?}"
+    );
+    assert!(dead_letters(&node).is_empty());
+}
+
+/// A destination that refuses every association: retried within the attempt and across receives,
+/// then the job is in the dead-letter queue with the reason.
+#[test]
+fn refusing_destination_is_retried_then_dead_lettered_with_the_reason() {
+    let viewer = Storescp::start(&["--refuse"]);
+    let data = tempfile::tempdir().unwrap();
+    let node = serve_with(
+        &data.path().join("node"),
+        &viewer.destination(),
+        &[
+            "--max-receives",
+            "2",
+            "--delivery-attempts",
+            "2",
+            "--delivery-backoff",
+            "0.2",
+        ],
+    );
+    send_study(&node, &study("synth-007-axial-rle").join("dicom"));
+    let dl = wait_until(Duration::from_secs(300), "a dead letter", || {
+        let d = dead_letters(&node);
+        (!d.is_empty()).then_some(d)
+    });
+    assert_eq!(dl.len(), 1);
+    let reason = &dl[0].reason;
+    assert!(reason.contains("failed 2 times"), "{reason}");
+    assert!(reason.contains(&viewer.destination()), "{reason}");
+    let log = node.log_text();
+    assert!(
+        log.contains("C-STORE failed; retrying"),
+        "no retry within the attempt:\n{log}"
+    );
+    assert!(log.contains("released for another attempt"), "{log}");
+    assert!(viewer.segs().is_empty());
+}
+
+/// Three of the four contrasts: the job goes to the dead-letter queue on its first receive, with a
+/// message that names what is missing and what was there.
+#[test]
+fn study_without_flair_is_dead_lettered_at_once() {
+    let viewer = Storescp::start(&[]);
+    let data = tempfile::tempdir().unwrap();
+    let node = serve_with(&data.path().join("node"), &viewer.destination(), &[]);
+    let s = study("synth-007-axial-rle").join("dicom");
+    let (rc, out) = node.send(
+        "dcmsend",
+        "MODALITY",
+        &[],
+        &[&s.join("01_T1"), &s.join("02_T1CE"), &s.join("03_T2")],
+    );
+    assert_eq!(rc, 0, "{out}");
+    let dl = wait_until(Duration::from_secs(120), "a dead letter", || {
+        let d = dead_letters(&node);
+        (!d.is_empty()).then_some(d)
+    });
+    assert_eq!(
+        dl[0].receive_count, 1,
+        "no retries for a study that cannot succeed"
+    );
+    let reason = &dl[0].reason;
+    assert!(reason.contains("no FLAIR series found"), "{reason}");
+    assert!(
+        reason.contains("AX T2 TSE"),
+        "names the series present: {reason}"
+    );
+    assert!(viewer.segs().is_empty());
+}
+
+fn segment_offline(dir: &Path, out: &Path) {
+    let o = Command::new(testkit::segnode_bin())
+        .arg("segment")
+        .arg(dir)
+        .arg("-o")
+        .arg(out)
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "segnode segment {}: {}{}",
+        dir.display(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+fn transcode(tool: &str, from: &Path, to: &Path) {
+    if tool == "to_j2k" {
+        // pydicom + pylibjpeg-openjpeg (dcmtk 3.6.7 has no JPEG 2000 encoder); one folder at a time.
+        for series in std::fs::read_dir(from).unwrap() {
+            let series = series.unwrap().path();
+            let o = Command::new(testkit::python())
+                .arg(workspace_root().join("conformance/tools/to_j2k.py"))
+                .arg(&series)
+                .arg(to.join(series.file_name().unwrap()))
+                .output()
+                .unwrap();
+            assert!(
+                o.status.success(),
+                "to_j2k.py: {}",
+                String::from_utf8_lossy(&o.stderr)
+            );
+        }
+        return;
+    }
+    for f in testkit::files_under(from) {
+        let dst = to.join(f.strip_prefix(from).unwrap());
+        std::fs::create_dir_all(dst.parent().unwrap()).unwrap();
+        let o = Command::new(require_tool(tool))
+            .arg(&f)
+            .arg(&dst)
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "{tool} {}: {}",
+            f.display(),
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+}
+
+/// The same study as RLE, uncompressed, JPEG-LS and JPEG 2000 (all lossless) gives the same SEG;
+/// and the JPEG-LS oblique study the same as its uncompressed twin.
+#[test]
+fn compressed_twins_segment_the_same() {
+    let dir = tempfile::tempdir().unwrap();
+    let rle = study("synth-007-axial-rle").join("dicom");
+    let native = dir.path().join("native");
+    transcode("dcmdrle", &rle, &native);
+    let jls = dir.path().join("jls");
+    transcode("dcmcjpls", &native, &jls);
+    let j2k = dir.path().join("j2k");
+    transcode("to_j2k", &native, &j2k);
+    let mut segs = Vec::new();
+    for (name, d) in [
+        ("rle", &rle),
+        ("native", &native),
+        ("jls", &jls),
+        ("j2k", &j2k),
+    ] {
+        let out = dir.path().join(format!("{name}.seg.dcm"));
+        segment_offline(d, &out);
+        segs.push(out);
+    }
+    for other in &segs[1..] {
+        let r = python_json(&["--same", segs[0].to_str().unwrap(), other.to_str().unwrap()]);
+        assert_eq!(r["same_pixels"], true, "{}: {r}", other.display());
+        assert_eq!(r["same_frames"], true, "{}: {r}", other.display());
+        assert_eq!(r["same_uid"], true, "{}: {r}", other.display());
+    }
+    let jls042 = study("synth-042-oblique-jpegls").join("dicom");
+    let native042 = dir.path().join("native042");
+    transcode("dcmdjpls", &jls042, &native042);
+    let a = dir.path().join("042-jls.seg.dcm");
+    let b = dir.path().join("042-native.seg.dcm");
+    segment_offline(&jls042, &a);
+    segment_offline(&native042, &b);
+    let r = python_json(&["--same", a.to_str().unwrap(), b.to_str().unwrap()]);
+    assert_eq!(r["same_pixels"], true, "{r}");
+    assert_eq!(r["same_frames"], true, "{r}");
+}

@@ -1,0 +1,54 @@
+//! What can go wrong between a job and a delivered SEG, and whether trying again can help.
+
+/// A failed step. [`SegmentError::is_permanent`] tells the worker whether the job goes to the
+/// dead-letter queue at once (the study itself is unusable: retrying gives the same answer) or is
+/// released for another attempt (I/O, network, a destination that is down).
+#[derive(Debug, thiserror::Error)]
+pub enum SegmentError {
+    #[error("model manifest {path}: {message}")]
+    Manifest { path: String, message: String },
+    #[error("model {model}: {message}")]
+    Model { model: String, message: String },
+    #[error("{0}")]
+    MissingSeries(String),
+    #[error("series {series_uid}: {message}")]
+    Geometry { series_uid: String, message: String },
+    #[error("instance {sop_uid}: {message}")]
+    Instance { sop_uid: String, message: String },
+    #[error(
+        "cannot decode pixel data of {sop_uid} (transfer syntax {transfer_syntax}): {message}"
+    )]
+    Decode {
+        sop_uid: String,
+        transfer_syntax: String,
+        message: String,
+    },
+    #[error("the job is not usable: {0}")]
+    BadJob(String),
+    #[error("building the DICOM-SEG: {0}")]
+    Seg(#[from] dicom_seg::SegError),
+    #[error("staging store: {0}")]
+    Store(String),
+    #[error("delivery to {destination}: {message}")]
+    Delivery {
+        destination: String,
+        message: String,
+    },
+    #[error("{0}")]
+    Io(String),
+}
+
+impl SegmentError {
+    /// True when the same input will fail the same way again.
+    pub fn is_permanent(&self) -> bool {
+        matches!(
+            self,
+            SegmentError::MissingSeries(_)
+                | SegmentError::Geometry { .. }
+                | SegmentError::Instance { .. }
+                | SegmentError::Decode { .. }
+                | SegmentError::BadJob(_)
+                | SegmentError::Seg(_)
+        )
+    }
+}

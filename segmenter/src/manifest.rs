@@ -1,0 +1,451 @@
+//! The model manifest (`models/<name>/model.toml`): everything the segmenter knows about a model.
+//! The schema is documented in the shipped manifest's comments; unknown fields are rejected so a typo
+//! is an error, not a silent default.
+
+use std::path::{Path, PathBuf};
+
+use regex::Regex;
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+
+use crate::error::SegmentError;
+
+/// The only manifest schema this segmenter understands.
+pub const SCHEMA_VERSION: u32 = 1;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ManifestFile {
+    pub schema_version: u32,
+    pub model: ModelInfo,
+    pub algorithm: Algorithm,
+    pub anatomic_region: Option<Code>,
+    pub selection: Selection,
+    pub inputs: Vec<Input>,
+    pub geometry: Geometry,
+    pub normalisation: Normalisation,
+    pub output: Output,
+    #[serde(default)]
+    pub postprocess: Postprocess,
+    #[serde(default)]
+    pub regions: Vec<Region>,
+    pub segments: Vec<Segment>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelInfo {
+    pub name: String,
+    pub version: String,
+    pub description: String,
+    pub onnx: String,
+    pub onnx_sha256: String,
+    pub input_name: String,
+    pub output_name: String,
+    pub input_shape: Vec<usize>,
+    pub output_shape: Vec<usize>,
+    pub intended_use: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Algorithm {
+    pub name: String,
+    pub version: String,
+    pub family: Code,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Code {
+    pub scheme: String,
+    pub value: String,
+    pub meaning: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Selection {
+    pub match_order: Vec<String>,
+    pub min_slices: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Input {
+    pub channel: usize,
+    pub name: String,
+    pub series_description: Vec<String>,
+    pub exclude: Vec<String>,
+    #[serde(default)]
+    pub fallback: Fallback,
+}
+
+/// Attribute conditions tried when no Series Description matches; every condition stated must hold.
+#[derive(Debug, Clone, Deserialize, Default, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Fallback {
+    pub echo_time_ms: Option<[f64; 2]>,
+    pub repetition_time_ms: Option<[f64; 2]>,
+    pub inversion_time_ms: Option<[f64; 2]>,
+    pub no_inversion: Option<bool>,
+    pub contrast_agent: Option<bool>,
+}
+
+impl Fallback {
+    pub fn is_empty(&self) -> bool {
+        *self == Fallback::default()
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Geometry {
+    pub kind: String,
+    pub reference_input: String,
+    pub spacing_mm: [f64; 2],
+    pub size: [usize; 2],
+    pub inter_series_interpolation: String,
+    pub in_plane_interpolation: String,
+    pub outside_value: f32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Normalisation {
+    pub method: String,
+    pub scope: String,
+    pub std_floor: f64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Output {
+    pub kind: String,
+    pub activation: String,
+    pub classes: Vec<u8>,
+    pub resample_back: String,
+}
+
+/// Clean-up after the argmax. Optional section; absent means no clean-up.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Postprocess {
+    /// Connected components (26-connected) of the union of all labels smaller than this many mL are removed.
+    #[serde(default)]
+    pub min_component_ml: f64,
+}
+
+/// A named union of labels (e.g. BraTS WT/TC/ET), reported with volumes and, in the demo, Dice.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Region {
+    pub name: String,
+    pub labels: Vec<u8>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Segment {
+    pub label: u8,
+    pub name: String,
+    pub description: String,
+    pub category: Code,
+    #[serde(rename = "type")]
+    pub type_: Code,
+    pub colour_rgb: [u8; 3],
+}
+
+/// An input channel's Series Description rules, compiled.
+#[derive(Debug, Clone)]
+pub struct ChannelRule {
+    pub channel: usize,
+    pub name: String,
+    pub include: Vec<Regex>,
+    pub exclude: Vec<Regex>,
+    pub fallback: Fallback,
+}
+
+/// A manifest that was read, validated and whose ONNX file was found with the stated checksum.
+#[derive(Debug, Clone)]
+pub struct Manifest {
+    pub file: ManifestFile,
+    /// Folder holding model.toml (the ONNX path is relative to it).
+    pub dir: PathBuf,
+    pub onnx_path: PathBuf,
+    /// Rules in channel order.
+    pub rules: Vec<ChannelRule>,
+    /// Index into `rules` of the reference input.
+    pub reference_channel: usize,
+}
+
+fn invalid(path: &Path, msg: impl Into<String>) -> SegmentError {
+    SegmentError::Manifest {
+        path: path.display().to_string(),
+        message: msg.into(),
+    }
+}
+
+impl Manifest {
+    /// Reads `model.toml` from `path` (a file, or a folder holding `model.toml`), validates it and
+    /// verifies the ONNX file's SHA-256.
+    pub fn load(path: &Path) -> Result<Self, SegmentError> {
+        let file_path = if path.is_dir() {
+            path.join("model.toml")
+        } else {
+            path.to_path_buf()
+        };
+        let text = std::fs::read_to_string(&file_path)
+            .map_err(|e| invalid(&file_path, format!("cannot read: {e}")))?;
+        let file: ManifestFile =
+            toml::from_str(&text).map_err(|e| invalid(&file_path, e.to_string()))?;
+        let dir = file_path
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("."));
+        let m = Self::from_parts(file, dir, &file_path)?;
+        m.verify_onnx()?;
+        Ok(m)
+    }
+
+    fn from_parts(
+        file: ManifestFile,
+        dir: PathBuf,
+        file_path: &Path,
+    ) -> Result<Self, SegmentError> {
+        let bad = |m: String| invalid(file_path, m);
+        if file.schema_version != SCHEMA_VERSION {
+            return Err(bad(format!(
+                "schema_version {} is not supported (this segnode reads version {SCHEMA_VERSION})",
+                file.schema_version
+            )));
+        }
+        if file.geometry.kind != "slice2d" {
+            return Err(bad(format!(
+                "geometry.kind {:?} is not supported (supported: \"slice2d\")",
+                file.geometry.kind
+            )));
+        }
+        for (what, value, want) in [
+            (
+                "normalisation.method",
+                &file.normalisation.method,
+                "zscore_above_mean",
+            ),
+            ("normalisation.scope", &file.normalisation.scope, "volume"),
+            ("output.kind", &file.output.kind, "logits"),
+            (
+                "output.resample_back",
+                &file.output.resample_back,
+                "bilinear_logits_argmax",
+            ),
+            (
+                "geometry.inter_series_interpolation",
+                &file.geometry.inter_series_interpolation,
+                "trilinear",
+            ),
+            (
+                "geometry.in_plane_interpolation",
+                &file.geometry.in_plane_interpolation,
+                "bilinear",
+            ),
+        ] {
+            if value != want {
+                return Err(bad(format!(
+                    "{what} {value:?} is not supported (supported: {want:?})"
+                )));
+            }
+        }
+        let n = file.inputs.len();
+        if n == 0 {
+            return Err(bad("no [[inputs]]".into()));
+        }
+        let mut rules = Vec::with_capacity(n);
+        for (i, inp) in file.inputs.iter().enumerate() {
+            if inp.channel != i {
+                return Err(bad(format!(
+                    "[[inputs]] must be listed in channel order: entry {i} ({}) says channel {}",
+                    inp.name, inp.channel
+                )));
+            }
+            let compile = |ps: &[String]| -> Result<Vec<Regex>, SegmentError> {
+                ps.iter()
+                    .map(|p| {
+                        Regex::new(p)
+                            .map_err(|e| bad(format!("input {}: regex {p:?}: {e}", inp.name)))
+                    })
+                    .collect()
+            };
+            rules.push(ChannelRule {
+                channel: i,
+                name: inp.name.clone(),
+                include: compile(&inp.series_description)?,
+                exclude: compile(&inp.exclude)?,
+                fallback: inp.fallback.clone(),
+            });
+        }
+        let mut names: Vec<&str> = rules.iter().map(|r| r.name.as_str()).collect();
+        names.sort_unstable();
+        names.dedup();
+        if names.len() != n {
+            return Err(bad("input names must be unique".into()));
+        }
+        let mut order = file.selection.match_order.clone();
+        order.sort_unstable();
+        if order != names {
+            return Err(bad(format!(
+                "selection.match_order {:?} must name every input exactly once ({names:?})",
+                file.selection.match_order
+            )));
+        }
+        let reference_channel = rules
+            .iter()
+            .position(|r| r.name == file.geometry.reference_input)
+            .ok_or_else(|| {
+                bad(format!(
+                    "geometry.reference_input {:?} is not an input",
+                    file.geometry.reference_input
+                ))
+            })?;
+        let [h, w] = file.geometry.size;
+        if file.model.input_shape != [1, n, h, w] {
+            return Err(bad(format!(
+                "model.input_shape {:?} must be [1, {n}, {h}, {w}] (inputs and geometry.size)",
+                file.model.input_shape
+            )));
+        }
+        let k = file.output.classes.len();
+        if file.model.output_shape != [1, k, h, w] {
+            return Err(bad(format!(
+                "model.output_shape {:?} must be [1, {k}, {h}, {w}] (output.classes and geometry.size)",
+                file.model.output_shape
+            )));
+        }
+        if !file
+            .geometry
+            .spacing_mm
+            .iter()
+            .all(|s| s.is_finite() && *s > 0.0)
+        {
+            return Err(bad("geometry.spacing_mm must be positive".into()));
+        }
+        if file.output.classes.first() != Some(&0) {
+            return Err(bad("output.classes must start with 0 (background)".into()));
+        }
+        let labels: Vec<u8> = file.output.classes[1..].to_vec();
+        let seg_labels: Vec<u8> = file.segments.iter().map(|s| s.label).collect();
+        if labels != seg_labels {
+            return Err(bad(format!(
+                "[[segments]] labels {seg_labels:?} must list every non-background class in order ({labels:?})"
+            )));
+        }
+        for r in &file.regions {
+            if r.labels.iter().any(|l| !labels.contains(l)) {
+                return Err(bad(format!("region {} names an unknown label", r.name)));
+            }
+        }
+        if file.output.activation != "softmax" && file.output.activation != "none" {
+            return Err(bad(format!(
+                "output.activation {:?} is not supported (softmax, none)",
+                file.output.activation
+            )));
+        }
+        let min_ml = file.postprocess.min_component_ml;
+        if min_ml.is_nan() || min_ml < 0.0 {
+            return Err(bad("postprocess.min_component_ml must be >= 0".into()));
+        }
+        let onnx_path = dir.join(&file.model.onnx);
+        Ok(Manifest {
+            file,
+            dir,
+            onnx_path,
+            rules,
+            reference_channel,
+        })
+    }
+
+    fn verify_onnx(&self) -> Result<(), SegmentError> {
+        let bytes = std::fs::read(&self.onnx_path).map_err(|e| SegmentError::Manifest {
+            path: self.onnx_path.display().to_string(),
+            message: format!("cannot read the model file: {e}"),
+        })?;
+        let got = hex(&Sha256::digest(&bytes));
+        if got != self.file.model.onnx_sha256.to_ascii_lowercase() {
+            return Err(SegmentError::Manifest {
+                path: self.onnx_path.display().to_string(),
+                message: format!(
+                    "SHA-256 {got} does not match model.onnx_sha256 {} in the manifest; \
+                     the model file is not the one the manifest describes",
+                    self.file.model.onnx_sha256
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    pub fn name(&self) -> &str {
+        &self.file.model.name
+    }
+
+    pub fn version(&self) -> &str {
+        &self.file.model.version
+    }
+
+    pub fn channels(&self) -> usize {
+        self.rules.len()
+    }
+
+    /// Label value of each output channel.
+    pub fn classes(&self) -> &[u8] {
+        &self.file.output.classes
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shipped() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/brats-synth-unet2d")
+    }
+
+    #[test]
+    fn shipped_manifest_loads() {
+        let m = Manifest::load(&shipped()).unwrap();
+        assert_eq!(m.channels(), 4);
+        assert_eq!(m.rules[m.reference_channel].name, "FLAIR");
+        assert_eq!(m.classes(), &[0, 1, 2, 3]);
+    }
+
+    #[test]
+    fn checksum_mismatch_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = std::fs::read_to_string(shipped().join("model.toml")).unwrap();
+        std::fs::write(dir.path().join("model.toml"), &text).unwrap();
+        let onnx = std::fs::read(shipped().join("brats_synth_unet2d.onnx")).unwrap();
+        let mut tampered = onnx.clone();
+        *tampered.last_mut().unwrap() ^= 1;
+        std::fs::write(dir.path().join("brats_synth_unet2d.onnx"), tampered).unwrap();
+        let e = Manifest::load(dir.path()).unwrap_err().to_string();
+        assert!(e.contains("does not match"), "{e}");
+        std::fs::write(dir.path().join("brats_synth_unet2d.onnx"), onnx).unwrap();
+        Manifest::load(dir.path()).unwrap();
+    }
+
+    #[test]
+    fn unknown_field_and_wrong_schema_are_errors() {
+        let text = std::fs::read_to_string(shipped().join("model.toml")).unwrap();
+        let typo = text.replace("min_slices = ", "min_slice = ");
+        assert!(toml::from_str::<ManifestFile>(&typo).is_err());
+        let v2 = text.replace("schema_version = 1", "schema_version = 2");
+        let file: ManifestFile = toml::from_str(&v2).unwrap();
+        let e = Manifest::from_parts(file, shipped(), Path::new("model.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("schema_version 2"), "{e}");
+    }
+}

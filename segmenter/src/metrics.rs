@@ -1,0 +1,87 @@
+//! Worker counters and per-stage durations, rendered as Prometheus text by the binary.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+/// The stages a job goes through, in order.
+pub const STAGES: [&str; 7] = [
+    "fetch",
+    "decode",
+    "preprocess",
+    "inference",
+    "postprocess",
+    "encode",
+    "deliver",
+];
+
+#[derive(Debug, Default)]
+struct StageStat {
+    count: AtomicU64,
+    sum_us: AtomicU64,
+    last_us: AtomicU64,
+}
+
+#[derive(Debug, Default)]
+pub struct WorkerMetrics {
+    pub jobs_done: AtomicU64,
+    /// Attempts that failed and were released for another try.
+    pub jobs_failed: AtomicU64,
+    pub jobs_dead_lettered: AtomicU64,
+    pub busy_workers: AtomicU64,
+    pub workers: AtomicU64,
+    stages: [StageStat; 7],
+}
+
+impl WorkerMetrics {
+    pub fn record(&self, stage: &str, d: Duration) {
+        if let Some(i) = STAGES.iter().position(|s| *s == stage) {
+            let us = d.as_micros() as u64;
+            let s = &self.stages[i];
+            s.count.fetch_add(1, Ordering::Relaxed);
+            s.sum_us.fetch_add(us, Ordering::Relaxed);
+            s.last_us.store(us, Ordering::Relaxed);
+        }
+    }
+
+    /// Prometheus text exposition format.
+    pub fn render(&self, out: &mut String) {
+        use std::fmt::Write;
+        let c = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let _ = writeln!(out, "# HELP segnode_jobs_total Jobs by outcome (failed = released for a retry).\n# TYPE segnode_jobs_total counter");
+        for (outcome, v) in [
+            ("done", c(&self.jobs_done)),
+            ("failed", c(&self.jobs_failed)),
+            ("dead_lettered", c(&self.jobs_dead_lettered)),
+        ] {
+            let _ = writeln!(out, "segnode_jobs_total{{outcome=\"{outcome}\"}} {v}");
+        }
+        let _ = writeln!(out, "# HELP segnode_workers Worker tasks, and how many hold a job.\n# TYPE segnode_workers gauge");
+        let _ = writeln!(
+            out,
+            "segnode_workers{{state=\"running\"}} {}",
+            c(&self.workers)
+        );
+        let _ = writeln!(
+            out,
+            "segnode_workers{{state=\"busy\"}} {}",
+            c(&self.busy_workers)
+        );
+        let _ = writeln!(out, "# HELP segnode_stage_seconds Time spent per job stage.\n# TYPE segnode_stage_seconds summary");
+        for (name, s) in STAGES.iter().zip(&self.stages) {
+            let _ = writeln!(
+                out,
+                "segnode_stage_seconds_sum{{stage=\"{name}\"}} {:.6}\nsegnode_stage_seconds_count{{stage=\"{name}\"}} {}",
+                c(&s.sum_us) as f64 / 1e6,
+                c(&s.count)
+            );
+        }
+        let _ = writeln!(out, "# HELP segnode_stage_last_seconds Duration of each stage in the last job.\n# TYPE segnode_stage_last_seconds gauge");
+        for (name, s) in STAGES.iter().zip(&self.stages) {
+            let _ = writeln!(
+                out,
+                "segnode_stage_last_seconds{{stage=\"{name}\"}} {:.6}",
+                c(&s.last_us) as f64 / 1e6
+            );
+        }
+    }
+}

@@ -1,0 +1,306 @@
+//! One study in, one DICOM-SEG out: selection -> volumes -> preprocessing -> inference ->
+//! postprocessing -> SEG. No I/O: the caller brings the instances and takes the bytes.
+
+use std::time::{Duration, Instant};
+
+use dicom_object::DefaultDicomObject;
+use dicom_seg::{
+    AlgorithmIdentification, CodedConcept, ContentIdentification, Equipment, Masks,
+    SegmentDescription, SegmentNumber, SegmentationBuilder, Uid,
+};
+use ndarray::{Array3, Axis};
+
+use crate::error::SegmentError;
+use crate::manifest::{Code, Manifest};
+use crate::model::Model;
+use crate::postprocess::{label_counts, remove_small_components};
+use crate::preprocess::{
+    normalise_zscore_above_mean, resample_trilinear, stack_channels, ModelGrid,
+};
+use crate::select::{select, MatchedBy};
+use crate::study::Study;
+use crate::volume::{Grid, Volume};
+
+/// Wall time of each stage of one study.
+#[derive(Debug, Clone, Default)]
+pub struct StageTimings {
+    /// Parsing, grouping, selection, pixel decoding and stacking.
+    pub decode: Duration,
+    /// Resampling onto the reference and model grids, normalisation.
+    pub preprocess: Duration,
+    pub inference: Duration,
+    /// Back to the reference grid, argmax, clean-up.
+    pub postprocess: Duration,
+    /// Building and encoding the DICOM-SEG.
+    pub encode: Duration,
+}
+
+impl StageTimings {
+    pub fn stages(&self) -> [(&'static str, Duration); 5] {
+        [
+            ("decode", self.decode),
+            ("preprocess", self.preprocess),
+            ("inference", self.inference),
+            ("postprocess", self.postprocess),
+            ("encode", self.encode),
+        ]
+    }
+}
+
+/// The channel each series went to.
+#[derive(Debug, Clone)]
+pub struct ChosenSeries {
+    pub channel: String,
+    pub series_uid: String,
+    pub summary: String,
+    pub matched_by: MatchedBy,
+}
+
+/// A measured segment or region.
+#[derive(Debug, Clone)]
+pub struct Measured {
+    pub name: String,
+    pub labels: Vec<u8>,
+    pub voxels: usize,
+    pub ml: f64,
+}
+
+/// The result of one study.
+#[derive(Debug)]
+pub struct Outcome {
+    pub study_uid: String,
+    pub seg_sop_instance_uid: String,
+    pub seg_series_instance_uid: String,
+    /// Part-10 bytes of the SEG.
+    pub seg: Vec<u8>,
+    pub seg_frames: usize,
+    pub chosen: Vec<ChosenSeries>,
+    /// Labels on the reference grid, slices ascending along the normal.
+    pub labels: Array3<u8>,
+    /// The reference series' pixels (same indexing), for pictures.
+    pub reference: Array3<f32>,
+    /// SOP Instance UID (and frame number for multi-frame sources) of each slice of `labels`.
+    pub slice_sources: Vec<(String, Option<u32>)>,
+    pub grid: Grid,
+    pub segments: Vec<Measured>,
+    pub regions: Vec<Measured>,
+    pub components_removed: usize,
+    pub timings: StageTimings,
+}
+
+/// What goes into the SEG besides the masks.
+#[derive(Debug, Clone)]
+pub struct SegSettings {
+    pub equipment: Equipment,
+    /// Series Number of the SEG; default 1000 + the reference series' number (or 1000).
+    pub series_number: Option<i32>,
+}
+
+impl SegSettings {
+    pub fn segnode(version: &str) -> Self {
+        SegSettings {
+            equipment: Equipment {
+                manufacturer: "segnode".into(),
+                model_name: "segnode".into(),
+                device_serial_number: "0".into(),
+                software_versions: version.into(),
+            },
+            series_number: None,
+        }
+    }
+}
+
+fn code(c: &Code) -> CodedConcept {
+    CodedConcept::new(c.scheme.clone(), c.value.clone(), c.meaning.clone())
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    s.chars().take(max).collect()
+}
+
+/// Segments a study with `model`. `seg_uid_seed` fixes the SEG's SOP Instance UID (the job id: a
+/// redelivered job gives the same UID).
+pub fn segment_study(
+    model: &Model,
+    instances: Vec<DefaultDicomObject>,
+    seg_uid_seed: &str,
+    settings: &SegSettings,
+) -> Result<Outcome, SegmentError> {
+    let manifest: &Manifest = model.manifest();
+    let mut t = StageTimings::default();
+
+    let started = Instant::now();
+    let study = Study::from_instances(instances)?;
+    let selection = select(manifest, &study)?;
+    let chosen: Vec<ChosenSeries> = manifest
+        .rules
+        .iter()
+        .zip(&selection.series)
+        .zip(&selection.matched_by)
+        .map(|((rule, &s), by)| ChosenSeries {
+            channel: rule.name.clone(),
+            series_uid: study.series[s].uid.clone(),
+            summary: study.series[s].summary(),
+            matched_by: by.clone(),
+        })
+        .collect();
+    let volumes: Vec<Volume> = selection
+        .series
+        .iter()
+        .map(|&s| Volume::from_series(&study.series[s]))
+        .collect::<Result<_, _>>()?;
+    t.decode = started.elapsed();
+
+    let started = Instant::now();
+    let reference = &volumes[manifest.reference_channel];
+    let g = &manifest.file.geometry;
+    let grid = reference.grid.clone();
+    for (v, c) in volumes.iter().zip(&chosen) {
+        if v.source.frame_of_reference_uid() != reference.source.frame_of_reference_uid() {
+            return Err(SegmentError::Geometry {
+                series_uid: c.series_uid.clone(),
+                message: format!(
+                    "Frame of Reference {} differs from the {} series' {}: the series cannot be \
+                     aligned by patient coordinates",
+                    v.source.frame_of_reference_uid(),
+                    g.reference_input,
+                    reference.source.frame_of_reference_uid()
+                ),
+            });
+        }
+    }
+    let model_grid = ModelGrid {
+        size: g.size,
+        spacing: g.spacing_mm,
+    };
+    let channels: Vec<Array3<f32>> = volumes
+        .iter()
+        .map(|v| {
+            let on_ref = resample_trilinear(v.data.view(), &v.grid, &grid, g.outside_value);
+            let mut x = model_grid.from_reference(on_ref.view(), &grid, g.outside_value);
+            normalise_zscore_above_mean(&mut x, manifest.file.normalisation.std_floor);
+            x
+        })
+        .collect();
+    let input = stack_channels(&channels);
+    drop(channels);
+    t.preprocess = started.elapsed();
+
+    let started = Instant::now();
+    let logits = model.run(input.view())?;
+    t.inference = started.elapsed();
+
+    let started = Instant::now();
+    let mut labels = model_grid.labels_on_reference(logits.view(), &grid, manifest.classes());
+    let min_voxels = (manifest.file.postprocess.min_component_ml / grid.voxel_ml()).ceil() as usize;
+    let components_removed = remove_small_components(&mut labels, min_voxels);
+    let counts = label_counts(&labels);
+    let measure = |name: &str, ls: &[u8]| {
+        let voxels: usize = ls.iter().map(|&l| counts[l as usize]).sum();
+        Measured {
+            name: name.to_string(),
+            labels: ls.to_vec(),
+            voxels,
+            ml: voxels as f64 * grid.voxel_ml(),
+        }
+    };
+    let segments: Vec<Measured> = manifest
+        .file
+        .segments
+        .iter()
+        .map(|s| measure(&s.name, &[s.label]))
+        .collect();
+    let regions: Vec<Measured> = manifest
+        .file
+        .regions
+        .iter()
+        .map(|r| measure(&r.name, &r.labels))
+        .collect();
+    t.postprocess = started.elapsed();
+
+    let started = Instant::now();
+    // Masks are indexed like the source's frames; label value -> segment number (manifest order).
+    let mut segment_of_label = [0u16; 256];
+    for (n, s) in manifest.file.segments.iter().enumerate() {
+        segment_of_label[s.label as usize] = n as u16 + 1;
+    }
+    let mut masks = Array3::<u16>::zeros((grid.slices, grid.rows, grid.cols));
+    for (k, &frame) in reference.frame_of_slice.iter().enumerate() {
+        masks.index_axis_mut(Axis(0), frame).assign(
+            &labels
+                .index_axis(Axis(0), k)
+                .mapv(|l| segment_of_label[l as usize]),
+        );
+    }
+    let a = &manifest.file.algorithm;
+    let algorithm = AlgorithmIdentification {
+        family: code(&a.family),
+        name: truncate(&a.name, 64),
+        version: truncate(&a.version, 64),
+        parameters: None,
+        source: Some("segnode".into()),
+    };
+    let reference_series = &study.series[selection.series[manifest.reference_channel]];
+    let mut builder = SegmentationBuilder::new(
+        &reference.source,
+        settings.equipment.clone(),
+        ContentIdentification::new(
+            "TUMOUR_SEG",
+            Some(truncate(&manifest.file.model.description, 64)),
+            Some("segnode".into()),
+        )?,
+    )
+    .series(
+        settings
+            .series_number
+            .unwrap_or(1000 + reference_series.number.unwrap_or(0) as i32),
+        Some(truncate(
+            &format!("Tumour SEG ({} {})", manifest.name(), manifest.version()),
+            64,
+        )),
+    )
+    .sop_instance_uid(Uid::derived_from(seg_uid_seed));
+    for (n, s) in manifest.file.segments.iter().enumerate() {
+        let [r, gg, b] = s.colour_rgb;
+        builder = builder.segment(
+            SegmentDescription::automatic(
+                SegmentNumber::new(n as u16 + 1).expect("n + 1 > 0"),
+                truncate(&s.name, 64),
+                code(&s.category),
+                code(&s.type_),
+                algorithm.clone(),
+            )
+            .with_description(s.description.clone())
+            .with_srgb(r, gg, b),
+        );
+    }
+    let seg = builder.build(Masks::Labels(masks.view()))?;
+    let bytes = seg.to_bytes()?;
+    t.encode = started.elapsed();
+
+    let reference_data = reference.data.clone();
+    let slice_sources = reference
+        .frame_of_slice
+        .iter()
+        .map(|&f| {
+            let fr = &reference.source.frames()[f];
+            (fr.sop_instance_uid.to_string(), fr.frame_number)
+        })
+        .collect();
+    Ok(Outcome {
+        study_uid: study.study_uid.clone(),
+        seg_sop_instance_uid: seg.sop_instance_uid().to_string(),
+        seg_series_instance_uid: seg.series_instance_uid().to_string(),
+        seg_frames: seg.number_of_frames(),
+        seg: bytes,
+        chosen,
+        labels,
+        reference: reference_data,
+        slice_sources,
+        grid,
+        segments,
+        regions,
+        components_removed,
+        timings: t,
+    })
+}

@@ -1,0 +1,443 @@
+//! The worker loop: receive a job, keep it hidden while working (heartbeat), segment, store the SEG
+//! under `results/`, deliver it to every destination, and only then delete the job. A failure
+//! releases the job for another attempt; a study that can never succeed, or a job out of attempts,
+//! goes to the dead-letter queue with the reason.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use staging::{Job, JobQueue, ObjectKey, ObjectStore, Received, Uid};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tracing::{error, info, warn, Instrument};
+
+use crate::deliver::{c_store, DeliveryOptions, Destination};
+use crate::error::SegmentError;
+use crate::metrics::WorkerMetrics;
+use crate::model::Model;
+use crate::pipeline::{segment_study, Outcome, SegSettings};
+use crate::study::parse_instance;
+
+/// Called when a worker takes or finishes a job (e.g. ECS task scale-in protection on/off).
+pub trait BusyHook: Send + Sync {
+    fn busy_changed(&self, busy_workers: usize);
+}
+
+#[derive(Clone)]
+pub struct WorkerConfig {
+    /// How long a received job stays hidden; renewed every `visibility / 3` while working.
+    pub visibility: Duration,
+    /// Long-poll wait of one receive.
+    pub poll_wait: Duration,
+    /// Delay before a failed job is visible again.
+    pub retry_delay: Duration,
+    /// How long shutdown waits for a job in progress before releasing it.
+    pub shutdown_grace: Duration,
+    /// Destinations for every job, besides those a job names itself.
+    pub destinations: Vec<Destination>,
+    pub delivery: DeliveryOptions,
+    pub seg: SegSettings,
+    pub busy_hook: Option<Arc<dyn BusyHook>>,
+}
+
+impl std::fmt::Debug for WorkerConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WorkerConfig")
+            .field("visibility", &self.visibility)
+            .field("destinations", &self.destinations)
+            .finish_non_exhaustive()
+    }
+}
+
+impl WorkerConfig {
+    pub fn new(version: &str) -> Self {
+        WorkerConfig {
+            visibility: Duration::from_secs(120),
+            poll_wait: Duration::from_secs(5),
+            retry_delay: Duration::from_secs(10),
+            shutdown_grace: Duration::from_secs(60),
+            destinations: Vec::new(),
+            delivery: DeliveryOptions::default(),
+            seg: SegSettings::segnode(version),
+            busy_hook: None,
+        }
+    }
+}
+
+/// Everything the workers share.
+#[derive(Clone)]
+pub struct WorkerContext {
+    pub model: Model,
+    pub store: Arc<dyn ObjectStore>,
+    pub queue: Arc<dyn JobQueue>,
+    pub config: WorkerConfig,
+    pub metrics: Arc<WorkerMetrics>,
+    busy: Arc<AtomicUsize>,
+}
+
+impl WorkerContext {
+    pub fn new(
+        model: Model,
+        store: Arc<dyn ObjectStore>,
+        queue: Arc<dyn JobQueue>,
+        config: WorkerConfig,
+    ) -> Self {
+        WorkerContext {
+            model,
+            store,
+            queue,
+            config,
+            metrics: Arc::new(WorkerMetrics::default()),
+            busy: Arc::new(AtomicUsize::new(0)),
+        }
+    }
+
+    fn set_busy(&self, delta: isize) {
+        let now = if delta > 0 {
+            self.busy.fetch_add(1, Ordering::SeqCst) + 1
+        } else {
+            self.busy.fetch_sub(1, Ordering::SeqCst) - 1
+        };
+        self.metrics
+            .busy_workers
+            .store(now as u64, Ordering::Relaxed);
+        if let Some(h) = &self.config.busy_hook {
+            h.busy_changed(now);
+        }
+    }
+
+    pub fn busy_workers(&self) -> usize {
+        self.busy.load(Ordering::SeqCst)
+    }
+}
+
+/// What became of one job attempt.
+#[derive(Debug)]
+pub enum Handled {
+    Done {
+        seg_sop_instance_uid: String,
+        delivered_to: Vec<String>,
+    },
+    Released(String),
+    DeadLettered(String),
+}
+
+async fn fetch_and_segment(
+    ctx: &WorkerContext,
+    job: &Job,
+) -> Result<(Outcome, Duration), SegmentError> {
+    let started = Instant::now();
+    let mut bytes = Vec::with_capacity(job.objects.len());
+    for o in &job.objects {
+        let b = ctx
+            .store
+            .get(&o.key)
+            .await
+            .map_err(|e| SegmentError::Store(format!("{}: {e}", o.key.as_str())))?;
+        bytes.push((o.key.as_str().to_string(), b));
+    }
+    let fetch = started.elapsed();
+    let model = ctx.model.clone();
+    let seed = job.job_id.clone();
+    let settings = ctx.config.seg.clone();
+    let outcome = tokio::task::spawn_blocking(move || {
+        let started = Instant::now();
+        let instances = bytes
+            .iter()
+            .map(|(name, b)| parse_instance(b, name))
+            .collect::<Result<Vec<_>, _>>()?;
+        drop(bytes);
+        let parse = started.elapsed();
+        let mut out = segment_study(&model, instances, &seed, &settings)?;
+        out.timings.decode += parse;
+        Ok::<_, SegmentError>(out)
+    })
+    .await
+    .map_err(|e| SegmentError::Io(format!("segmentation task failed: {e}")))??;
+    Ok((outcome, fetch))
+}
+
+/// Processes one received message to the end (done, released or dead-lettered).
+pub async fn handle(ctx: &WorkerContext, msg: Received) -> Handled {
+    let job = match Job::from_json(&msg.body) {
+        Ok(j) => j,
+        Err(e) => {
+            let reason = format!("not a segnode job message: {e}");
+            return dead_letter(ctx, &msg, reason).await;
+        }
+    };
+    let span = tracing::info_span!("job", job_id = %job.job_id, study = %job.study_uid, attempt = msg.receive_count);
+    handle_job(ctx, &msg, &job).instrument(span).await
+}
+
+async fn handle_job(ctx: &WorkerContext, msg: &Received, job: &Job) -> Handled {
+    info!(objects = job.objects.len(), "job received");
+
+    // Heartbeat: keep the message hidden while we work.
+    let heartbeat = {
+        let queue = ctx.queue.clone();
+        let receipt = msg.receipt.clone();
+        let visibility = ctx.config.visibility;
+        tokio::spawn(async move {
+            let every = (visibility / 3).max(Duration::from_millis(200));
+            loop {
+                tokio::time::sleep(every).await;
+                if let Err(e) = queue.extend(&receipt, visibility).await {
+                    warn!(error = %e, "cannot extend the job's visibility");
+                }
+            }
+        })
+    };
+    let result = run_job(ctx, job).await;
+    heartbeat.abort();
+    match result {
+        Ok((sop, delivered_to)) => match ctx.queue.delete(&msg.receipt).await {
+            Ok(()) => {
+                ctx.metrics.jobs_done.fetch_add(1, Ordering::Relaxed);
+                info!(seg = %sop, destinations = ?delivered_to, "job done");
+                Handled::Done {
+                    seg_sop_instance_uid: sop,
+                    delivered_to,
+                }
+            }
+            Err(e) => {
+                // Delivered, but the queue will show the job again: the redo yields the same SEG UID.
+                ctx.metrics.jobs_failed.fetch_add(1, Ordering::Relaxed);
+                warn!(error = %e, "job done but could not be deleted; it will be redone (same SEG UID)");
+                Handled::Released(e.to_string())
+            }
+        },
+        Err(e) => {
+            let reason = e.to_string();
+            if e.is_permanent() {
+                error!(error = %reason, "job cannot succeed; dead-lettering");
+                dead_letter(ctx, msg, reason).await
+            } else if msg.receive_count >= ctx.queue.max_receives() {
+                error!(error = %reason, "job failed on its last attempt; dead-lettering");
+                dead_letter(
+                    ctx,
+                    msg,
+                    format!("failed {} times; last error: {reason}", msg.receive_count),
+                )
+                .await
+            } else {
+                warn!(error = %reason, retry_in = ?ctx.config.retry_delay, "job failed; released for another attempt");
+                ctx.metrics.jobs_failed.fetch_add(1, Ordering::Relaxed);
+                if let Err(e) = ctx
+                    .queue
+                    .release(&msg.receipt, ctx.config.retry_delay)
+                    .await
+                {
+                    warn!(error = %e, "cannot release the job; it reappears when its visibility ends");
+                }
+                Handled::Released(reason)
+            }
+        }
+    }
+}
+
+async fn dead_letter(ctx: &WorkerContext, msg: &Received, reason: String) -> Handled {
+    ctx.metrics
+        .jobs_dead_lettered
+        .fetch_add(1, Ordering::Relaxed);
+    if let Err(e) = ctx.queue.dead_letter(msg, &reason).await {
+        error!(error = %e, "cannot dead-letter the job");
+    }
+    Handled::DeadLettered(reason)
+}
+
+async fn run_job(ctx: &WorkerContext, job: &Job) -> Result<(String, Vec<String>), SegmentError> {
+    let (outcome, fetch) = fetch_and_segment(ctx, job).await?;
+    let m = &ctx.metrics;
+    m.record("fetch", fetch);
+    for (stage, d) in outcome.timings.stages() {
+        m.record(stage, d);
+    }
+    let sop = outcome.seg_sop_instance_uid.clone();
+    let key = ObjectKey::result(
+        &job.study_uid,
+        &Uid::new(&sop).map_err(|e| SegmentError::Io(format!("SEG UID {sop}: {e}")))?,
+    );
+    let volumes: Vec<String> = outcome
+        .segments
+        .iter()
+        .map(|s| format!("{} {:.2} mL", s.name, s.ml))
+        .collect();
+    info!(
+        fetch_ms = fetch.as_millis() as u64,
+        decode_ms = outcome.timings.decode.as_millis() as u64,
+        preprocess_ms = outcome.timings.preprocess.as_millis() as u64,
+        inference_ms = outcome.timings.inference.as_millis() as u64,
+        postprocess_ms = outcome.timings.postprocess.as_millis() as u64,
+        encode_ms = outcome.timings.encode.as_millis() as u64,
+        seg = %sop,
+        frames = outcome.seg_frames,
+        volumes = ?volumes,
+        "segmented"
+    );
+    ctx.store
+        .put(&key, outcome.seg.clone().into())
+        .await
+        .map_err(|e| SegmentError::Store(format!("{}: {e}", key.as_str())))?;
+    let started = Instant::now();
+    let mut destinations = ctx.config.destinations.clone();
+    for d in &job.results.destinations {
+        let d: Destination = d.parse().map_err(|e: String| SegmentError::BadJob(e))?;
+        if !destinations.contains(&d) {
+            destinations.push(d);
+        }
+    }
+    let mut delivered = Vec::new();
+    for d in &destinations {
+        let status = c_store(&outcome.seg, d, &ctx.config.delivery)
+            .await
+            .map_err(|e| SegmentError::Delivery {
+                destination: d.to_string(),
+                message: e.to_string(),
+            })?;
+        info!(destination = %d, status = format!("0x{status:04X}"), "SEG delivered");
+        delivered.push(d.to_string());
+    }
+    m.record("deliver", started.elapsed());
+    Ok((sop, delivered))
+}
+
+/// One worker: receive and handle jobs until `stop` (this worker) or `shutdown` (all) says so.
+async fn worker_loop(
+    ctx: WorkerContext,
+    id: usize,
+    stop: Arc<AtomicBool>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    info!(worker = id, "worker started");
+    ctx.metrics.workers.fetch_add(1, Ordering::Relaxed);
+    while !stop.load(Ordering::SeqCst) && !*shutdown.borrow() {
+        let received = tokio::select! {
+            r = ctx.queue.receive(1, ctx.config.visibility, ctx.config.poll_wait) => r,
+            _ = shutdown.changed() => break,
+        };
+        let msgs = match received {
+            Ok(m) => m,
+            Err(e) => {
+                warn!(worker = id, error = %e, "receive failed; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        for msg in msgs {
+            ctx.set_busy(1);
+            let receipt = msg.receipt.clone();
+            let work = handle(&ctx, msg);
+            tokio::pin!(work);
+            let finished = tokio::select! {
+                _ = &mut work => true,
+                _ = wait_for_shutdown(shutdown.clone()) => false,
+            };
+            if !finished {
+                // Shutting down: give the job a grace period, then hand it back.
+                match tokio::time::timeout(ctx.config.shutdown_grace, &mut work).await {
+                    Ok(_) => {}
+                    Err(_) => {
+                        warn!(
+                            worker = id,
+                            "shutdown: job not finished in the grace period; released"
+                        );
+                        let _ = ctx.queue.release(&receipt, Duration::ZERO).await;
+                    }
+                }
+            }
+            ctx.set_busy(-1);
+        }
+    }
+    ctx.metrics.workers.fetch_sub(1, Ordering::Relaxed);
+    info!(worker = id, "worker stopped");
+}
+
+async fn wait_for_shutdown(mut rx: watch::Receiver<bool>) {
+    while !*rx.borrow() {
+        if rx.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+struct Slot {
+    stop: Arc<AtomicBool>,
+    handle: JoinHandle<()>,
+}
+
+/// N workers in this process sharing one model. Resizable: shrinking asks the newest workers to
+/// stop after their current job, so a busy worker is never killed.
+pub struct WorkerPool {
+    ctx: WorkerContext,
+    shutdown: watch::Receiver<bool>,
+    slots: Mutex<Vec<Slot>>,
+    next_id: AtomicUsize,
+}
+
+impl WorkerPool {
+    pub fn new(ctx: WorkerContext, shutdown: watch::Receiver<bool>) -> Self {
+        WorkerPool {
+            ctx,
+            shutdown,
+            slots: Mutex::new(Vec::new()),
+            next_id: AtomicUsize::new(1),
+        }
+    }
+
+    pub fn context(&self) -> &WorkerContext {
+        &self.ctx
+    }
+
+    /// Workers running (not asked to stop).
+    pub fn size(&self) -> usize {
+        let mut slots = self.slots.lock().unwrap();
+        slots.retain(|s| !s.handle.is_finished());
+        slots
+            .iter()
+            .filter(|s| !s.stop.load(Ordering::SeqCst))
+            .count()
+    }
+
+    pub fn busy(&self) -> usize {
+        self.ctx.busy_workers()
+    }
+
+    /// Grows or shrinks to `n` workers.
+    pub fn resize(&self, n: usize) {
+        let mut slots = self.slots.lock().unwrap();
+        slots.retain(|s| !s.handle.is_finished());
+        let running: Vec<usize> = (0..slots.len())
+            .filter(|&i| !slots[i].stop.load(Ordering::SeqCst))
+            .collect();
+        if running.len() < n {
+            for _ in running.len()..n {
+                let stop = Arc::new(AtomicBool::new(false));
+                let id = self.next_id.fetch_add(1, Ordering::SeqCst);
+                let handle = tokio::spawn(worker_loop(
+                    self.ctx.clone(),
+                    id,
+                    stop.clone(),
+                    self.shutdown.clone(),
+                ));
+                slots.push(Slot { stop, handle });
+            }
+        } else {
+            for &i in running.iter().rev().take(running.len() - n) {
+                slots[i].stop.store(true, Ordering::SeqCst);
+            }
+        }
+    }
+
+    /// Waits for every worker to end (after shutdown was signalled).
+    pub async fn join(&self) {
+        let handles: Vec<JoinHandle<()>> = {
+            let mut slots = self.slots.lock().unwrap();
+            slots.drain(..).map(|s| s.handle).collect()
+        };
+        for h in handles {
+            let _ = h.await;
+        }
+    }
+}

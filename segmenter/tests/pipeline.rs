@@ -1,0 +1,133 @@
+//! The whole pipeline on the committed synthetic studies (testdata/studies): series matched, pixels
+//! decoded (RLE, JPEG-LS), resampled, segmented by the shipped model, and the labels compared with the
+//! ground truth. The model card's figures for these two studies (Python + onnxruntime, same
+//! preprocessing) are the floor: geometry or preprocessing that drifts shows up as lost Dice.
+
+use std::path::{Path, PathBuf};
+
+use ndarray::Array3;
+use segmenter::postprocess::dice;
+use segmenter::study::parse_instance;
+use segmenter::{segment_study, Manifest, Model, SegSettings};
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn model() -> Model {
+    Model::load(Manifest::load(&root().join("models/brats-synth-unet2d")).unwrap()).unwrap()
+}
+
+fn instances(study: &Path) -> Vec<dicom_object::DefaultDicomObject> {
+    let mut files = testkit::files_under(&study.join("dicom"));
+    files.sort();
+    files
+        .iter()
+        .map(|f| parse_instance(&std::fs::read(f).unwrap(), &f.display().to_string()).unwrap())
+        .collect()
+}
+
+/// Ground-truth labels, re-ordered like the outcome's slices (by SOP Instance UID).
+fn truth(study: &Path, slice_sources: &[(String, Option<u32>)]) -> Array3<u8> {
+    let meta: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(study.join("truth/truth.json")).unwrap())
+            .unwrap();
+    let shape: Vec<usize> = meta["raw_shape"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap() as usize)
+        .collect();
+    let raw = std::fs::read(study.join("truth").join(meta["raw_file"].as_str().unwrap())).unwrap();
+    let raw = Array3::from_shape_vec((shape[0], shape[1], shape[2]), raw).unwrap();
+    let uids: Vec<&str> = meta["reference_sop_instance_uids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    let mut out = Array3::<u8>::zeros(raw.dim());
+    for (k, (sop, _)) in slice_sources.iter().enumerate() {
+        let src = uids.iter().position(|u| u == sop).expect("slice in truth");
+        out.index_axis_mut(ndarray::Axis(0), k)
+            .assign(&raw.index_axis(ndarray::Axis(0), src));
+    }
+    out
+}
+
+/// (WT, TC, ET) from the model card (models/brats-synth-unet2d/eval_test_studies.json), rounded down.
+fn card_floor(name: &str) -> [f64; 3] {
+    let v: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(root().join("models/brats-synth-unet2d/eval_test_studies.json"))
+            .unwrap(),
+    )
+    .unwrap();
+    let case = v["cases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["case"].as_str().unwrap().ends_with(name))
+        .unwrap();
+    ["WT", "TC", "ET"].map(|r| (case[r].as_f64().unwrap() * 1000.0).floor() / 1000.0)
+}
+
+fn check_study(name: &str) {
+    let dir = root().join("testdata/studies").join(name);
+    let out = segment_study(
+        &model(),
+        instances(&dir),
+        &format!("test-{name}"),
+        &SegSettings::segnode("test"),
+    )
+    .unwrap();
+    let gt = truth(&dir, &out.slice_sources);
+    assert_eq!(out.labels.dim(), gt.dim());
+    let got = [
+        dice(&out.labels, &gt, &[1, 2, 3]),
+        dice(&out.labels, &gt, &[1, 3]),
+        dice(&out.labels, &gt, &[3]),
+    ];
+    let floor = card_floor(name);
+    eprintln!(
+        "{name}: Dice WT {:.4} TC {:.4} ET {:.4} (model card {floor:?}); chosen {:?}; timings {:?}; {} components removed",
+        got[0], got[1], got[2],
+        out.chosen.iter().map(|c| (&c.channel, &c.summary)).collect::<Vec<_>>(),
+        out.timings, out.components_removed
+    );
+    for (r, (g, f)) in ["WT", "TC", "ET"].iter().zip(got.iter().zip(floor)) {
+        assert!(
+            *g >= f,
+            "{name}: Dice {r} {g:.4} below the model card's {f}"
+        );
+    }
+    // The channels went to the right series.
+    let chosen: Vec<(&str, &str)> = out
+        .chosen
+        .iter()
+        .map(|c| (c.channel.as_str(), c.summary.as_str()))
+        .collect();
+    assert!(chosen[3].1.contains("FLAIR"), "{chosen:?}");
+    assert!(
+        chosen[1].1.contains("POST") || chosen[1].1.contains("T1CE"),
+        "{chosen:?}"
+    );
+    // The SEG reads back onto the same slices with the same labels.
+    let back = dicom_seg::ReadSegmentation::from_bytes(&out.seg).unwrap();
+    assert_eq!(back.segments.len(), 3);
+    assert_eq!(
+        out.seg_sop_instance_uid,
+        dicom_seg::Uid::derived_from(&format!("test-{name}")).to_string()
+    );
+    let total: usize = out.segments.iter().map(|s| s.voxels).sum();
+    assert!(total > 0);
+}
+
+#[test]
+fn axial_rle_study_matches_truth() {
+    check_study("synth-007-axial-rle");
+}
+
+#[test]
+fn oblique_jpegls_study_matches_truth() {
+    check_study("synth-042-oblique-jpegls");
+}

@@ -1,0 +1,481 @@
+//! `segnode demo`: the node's main job in one command, on embedded defaults. It starts the node
+//! (DICOM listener, local store, SQLite queue, a worker), sends it the bundled synthetic MR study by
+//! C-STORE, and receives the SEG at a built-in destination (a second listener that accepts only
+//! Segmentation Storage), or at `--destination` (e.g. dcmtk storescp). Then it reports per-stage
+//! timings, tumour volumes, Dice against the study's ground truth, and writes a PNG montage.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use dicom_dictionary_std::uids;
+use ndarray::{Array3, Axis};
+use scp::Scp;
+use segmenter::deliver::{c_store_once, DeliveryOptions, Destination};
+use segmenter::postprocess::dice;
+use staging::{JobQueue, LocalStore, ObjectStore, SqliteQueue};
+
+use crate::config::FileConfig;
+use crate::segment_cmd::read_study_folder;
+use crate::workers;
+
+const BUNDLED_STUDY: &str = "testdata/studies/synth-007-axial-rle";
+
+#[derive(Args, Debug)]
+pub struct DemoArgs {
+    /// Study to send: a folder with dicom/ (and truth/ for Dice); default: the bundled synthetic study.
+    #[arg(long)]
+    pub study: Option<PathBuf>,
+    /// Working folder for the node's data (default: a temporary folder, removed afterwards).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Send the SEG to this AET@HOST:PORT instead of the built-in destination.
+    #[arg(long, value_name = "AET@HOST:PORT")]
+    pub destination: Option<String>,
+    /// Where to write the PNG montage (SEG over FLAIR; ground truth below).
+    #[arg(long, default_value = "segnode-demo.png")]
+    pub montage: PathBuf,
+    /// Model folder; default: the bundled brats-synth-unet2d.
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    /// Seconds of quiet before the node considers the study complete.
+    #[arg(long, default_value_t = 2.0)]
+    pub quiet_period: f64,
+}
+
+fn find_bundled(rel: &str) -> Option<PathBuf> {
+    let mut c = vec![PathBuf::from(rel)];
+    if let Ok(exe) = std::env::current_exe() {
+        if let Some(d) = exe.parent() {
+            c.push(d.join("../share/segnode").join(rel));
+            c.push(d.join("../..").join(rel));
+        }
+    }
+    c.push(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(rel));
+    c.into_iter().find(|p| p.is_dir())
+}
+
+fn step(n: usize, what: &str) {
+    println!("[{n}/6] {what}");
+}
+
+async fn wait_until<F: Fn() -> bool>(what: &str, timeout: Duration, f: F) -> Result<Duration> {
+    let started = Instant::now();
+    let mut last_dot = Instant::now();
+    while !f() {
+        if started.elapsed() > timeout {
+            bail!("timed out after {timeout:?} waiting for {what}");
+        }
+        if last_dot.elapsed() > Duration::from_secs(2) {
+            println!(
+                "      ... {what} ({:.0} s)",
+                started.elapsed().as_secs_f64()
+            );
+            last_dot = Instant::now();
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(started.elapsed())
+}
+
+pub async fn run(args: DemoArgs, file: &mut FileConfig) -> Result<()> {
+    let study_dir = match &args.study {
+        Some(s) => s.clone(),
+        None => find_bundled(BUNDLED_STUDY).with_context(|| {
+            format!("the bundled study {BUNDLED_STUDY} is not here; pass --study DIR")
+        })?,
+    };
+    let _tmp;
+    let data = match &args.data_dir {
+        Some(d) => d.clone(),
+        None => {
+            _tmp = tempfile::tempdir().context("cannot create a temporary folder")?;
+            _tmp.path().to_path_buf()
+        }
+    };
+    if args.model.is_some() {
+        file.worker.model = args.model.clone();
+    }
+
+    step(1, "loading the model");
+    let (shutdown_tx, shutdown) = tokio::sync::watch::channel(false);
+
+    // The destination first, so the node knows where to send.
+    let mut viewer_store: Option<Arc<LocalStore>> = None;
+    let destination: Destination = match &args.destination {
+        Some(d) => d.parse().map_err(anyhow::Error::msg)?,
+        None => {
+            let dir = data.join("viewer");
+            std::fs::create_dir_all(&dir)?;
+            let store = Arc::new(LocalStore::open(dir.join("store"))?);
+            let queue: Arc<dyn JobQueue> =
+                Arc::new(SqliteQueue::open(dir.join("queue.sqlite"), 3)?);
+            let mut c = scp::ScpConfig::new(dir.join("spool"));
+            c.ae_title = "DEMO_VIEWER".into();
+            c.bind = "127.0.0.1:0".parse().unwrap();
+            c.sop_classes = vec![uids::SEGMENTATION_STORAGE.to_string()];
+            c.quiet_period = Duration::from_millis(500);
+            let viewer = Scp::bind(c, store.clone() as Arc<dyn ObjectStore>, queue).await?;
+            let addr = viewer.local_addr();
+            let rx = shutdown.clone();
+            tokio::spawn(async move { viewer.serve(crate::wait_for(rx)).await });
+            viewer_store = Some(store);
+            Destination {
+                ae_title: "DEMO_VIEWER".into(),
+                host: "127.0.0.1".into(),
+                port: addr.port(),
+            }
+        }
+    };
+
+    file.node.data_dir = data.join("node");
+    file.scp.bind = "127.0.0.1".into();
+    file.scp.port = 0;
+    file.scp.quiet_period_secs = args.quiet_period;
+    file.worker.destinations = vec![destination.to_string()];
+    file.worker.workers = 1;
+    let (store, queue) = crate::local_backends(file)?;
+    let started = Instant::now();
+    let pool = workers::start_pool(file, store.clone(), queue.clone(), shutdown.clone())?;
+    println!(
+        "      model ready in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+
+    step(
+        2,
+        "starting the node (DICOM listener, local store, SQLite queue, 1 worker)",
+    );
+    let node = Scp::bind(file.scp_config()?, store.clone(), queue.clone()).await?;
+    let node_addr = node.local_addr();
+    let node_metrics = node.metrics();
+    let rx = shutdown.clone();
+    let node_task = tokio::spawn(async move { node.serve(crate::wait_for(rx)).await });
+    println!(
+        "      listening as {}@{node_addr}; results go to {destination}",
+        file.scp.ae_title
+    );
+
+    step(3, "sending the study by C-STORE");
+    let (instances, _) =
+        read_study_folder(&study_dir.join("dicom")).or_else(|_| read_study_folder(&study_dir))?;
+    let mut files = Vec::new();
+    collect_files(&study_dir.join("dicom"), &mut files)?;
+    files.sort();
+    let bytes: Vec<Vec<u8>> = files
+        .iter()
+        .map(std::fs::read)
+        .collect::<std::io::Result<_>>()?;
+    let refs: Vec<&[u8]> = bytes.iter().map(|b| b.as_slice()).collect();
+    let to_node = Destination {
+        ae_title: file.scp.ae_title.clone(),
+        host: "127.0.0.1".into(),
+        port: node_addr.port(),
+    };
+    let sent_at = Instant::now();
+    let statuses = c_store_once(
+        &refs,
+        &to_node,
+        &DeliveryOptions {
+            calling_ae_title: "DEMO_MODALITY".into(),
+            ..DeliveryOptions::default()
+        },
+    )
+    .await?;
+    let last_received = Instant::now();
+    println!(
+        "      {} instances accepted in {:.2} s ({} stored by the node)",
+        statuses.len(),
+        (last_received - sent_at).as_secs_f64(),
+        node_metrics.instances_stored.load(Ordering::Relaxed)
+    );
+
+    step(4, "waiting for the quiet period, segmentation and delivery");
+    let metrics = pool.context().metrics.clone();
+    let m2 = metrics.clone();
+    let waited = wait_until(
+        "the SEG to be accepted by the destination",
+        Duration::from_secs(600),
+        || {
+            m2.jobs_done.load(Ordering::Relaxed) >= 1
+                || m2.jobs_dead_lettered.load(Ordering::Relaxed) >= 1
+        },
+    )
+    .await?;
+    if metrics.jobs_dead_lettered.load(Ordering::Relaxed) > 0 {
+        let dl = queue.dead_letters(1).await?;
+        bail!(
+            "the job failed: {}",
+            dl.first()
+                .map(|d| d.reason.as_str())
+                .unwrap_or("see the log")
+        );
+    }
+    let mut text = String::new();
+    metrics.render(&mut text);
+    let stage = |name: &str| -> f64 {
+        text.lines()
+            .find(|l| l.starts_with(&format!("segnode_stage_last_seconds{{stage=\"{name}\"}}")))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0)
+    };
+    let pipeline = waited.as_secs_f64() - args.quiet_period;
+    println!(
+        "      last instance received -> SEG accepted: {:.2} s ({:.2} s after the {:.1} s quiet period)",
+        waited.as_secs_f64(),
+        pipeline,
+        args.quiet_period
+    );
+    for s in segmenter::metrics::STAGES {
+        println!("        {s:<12} {:>7.3} s", stage(s));
+    }
+
+    step(5, "reading the SEG back and checking it");
+    let seg_bytes = match &viewer_store {
+        Some(vs) => {
+            let vs = vs.clone();
+            wait_until(
+                "the destination to file the SEG",
+                Duration::from_secs(60),
+                || !find_seg(vs.root()).is_empty(),
+            )
+            .await?;
+            std::fs::read(&find_seg(vs.root())[0])?
+        }
+        None => {
+            let keys = store.list("results/").await?;
+            let k = keys.first().context("no SEG in the results store")?;
+            store.get(k).await?.to_vec()
+        }
+    };
+    let report = check_seg(&seg_bytes, instances, &study_dir, file)?;
+    println!("{}", report.text);
+    write_montage(&args.montage, &report)?;
+    println!("      montage: {}", args.montage.display());
+
+    step(6, "stopping");
+    let _ = shutdown_tx.send(true);
+    pool.join().await;
+    let _ = node_task.await;
+    Ok(())
+}
+
+fn collect_files(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
+    for e in std::fs::read_dir(dir).with_context(|| format!("cannot read {}", dir.display()))? {
+        let p = e?.path();
+        if p.is_dir() {
+            collect_files(&p, out)?;
+        } else {
+            let b = std::fs::read(&p)?;
+            if b.len() > 132 && &b[128..132] == b"DICM" {
+                out.push(p);
+            }
+        }
+    }
+    Ok(())
+}
+
+fn find_seg(root: &Path) -> Vec<PathBuf> {
+    let mut v = Vec::new();
+    let _ = collect_files(root, &mut v);
+    v
+}
+
+struct Report {
+    text: String,
+    flair: Array3<f32>,
+    predicted: Array3<u8>,
+    truth: Option<Array3<u8>>,
+    colours: Vec<(u8, [u8; 3])>,
+}
+
+/// Reads the delivered SEG onto the reference (FLAIR) series, measures volumes and Dice.
+fn check_seg(
+    seg: &[u8],
+    instances: Vec<dicom_object::DefaultDicomObject>,
+    study_dir: &Path,
+    file: &FileConfig,
+) -> Result<Report> {
+    let model_dir = workers::model_dir(file.worker.model.as_ref())?;
+    let manifest = segmenter::Manifest::load(&model_dir)?;
+    let read = dicom_seg::ReadSegmentation::from_bytes(seg)?;
+    // The reference series: the one the SEG references.
+    let study = segmenter::study::Study::from_instances(instances)?;
+    let referenced: std::collections::HashSet<String> = read
+        .frames
+        .iter()
+        .flat_map(|f| f.sources.iter().map(|s| s.sop_instance_uid.clone()))
+        .collect();
+    let series = study
+        .series
+        .iter()
+        .find(|s| {
+            s.instances
+                .iter()
+                .any(|o| crate::segment_cmd::sop_uid(o).is_some_and(|u| referenced.contains(&u)))
+        })
+        .context("the SEG references no series of the study")?;
+    let volume = segmenter::volume::Volume::from_series(series)?;
+    let masks = read.masks_on(&volume.source)?; // (segments, frames, rows, cols)
+    let (rows, cols) = (volume.grid.rows, volume.grid.cols);
+    let mut predicted = Array3::<u8>::zeros((volume.grid.slices, rows, cols));
+    for (n, seg) in read.segments.iter().enumerate() {
+        let label = manifest
+            .file
+            .segments
+            .get(seg.number.get() as usize - 1)
+            .map(|s| s.label)
+            .unwrap_or(0);
+        for (k, &frame) in volume.frame_of_slice.iter().enumerate() {
+            let m = masks.index_axis(Axis(0), n);
+            let m = m.index_axis(Axis(0), frame);
+            let mut p = predicted.index_axis_mut(Axis(0), k);
+            ndarray::Zip::from(&mut p).and(&m).for_each(|p, &m| {
+                if m != 0 {
+                    *p = label;
+                }
+            });
+        }
+    }
+    let voxel_ml = volume.grid.voxel_ml();
+    let mut text = format!(
+        "      SEG {}: {} segments, {} frames, on series {}",
+        read.sop_instance_uid,
+        read.segments.len(),
+        read.frames.len(),
+        series.summary()
+    );
+    let mut counts = [0usize; 256];
+    for &l in predicted.iter() {
+        counts[l as usize] += 1;
+    }
+    for s in &manifest.file.segments {
+        text.push_str(&format!(
+            "\n        {:<18} {:>7.2} mL",
+            s.name,
+            counts[s.label as usize] as f64 * voxel_ml
+        ));
+    }
+    let truth = load_truth(study_dir, &volume)?;
+    if let Some(gt) = &truth {
+        text.push_str("\n      Dice against the ground truth:");
+        for r in &manifest.file.regions {
+            text.push_str(&format!(
+                " {} {:.3}",
+                r.name,
+                dice(&predicted, gt, &r.labels)
+            ));
+        }
+    } else {
+        text.push_str("\n      (no truth/ folder: Dice not computed)");
+    }
+    Ok(Report {
+        text,
+        flair: volume.data.clone(),
+        predicted,
+        truth,
+        colours: manifest
+            .file
+            .segments
+            .iter()
+            .map(|s| (s.label, s.colour_rgb))
+            .collect(),
+    })
+}
+
+/// truth/labels_ref.u8 ([InstanceNumber-1][row][col]) re-ordered like the volume's slices.
+fn load_truth(study_dir: &Path, volume: &segmenter::volume::Volume) -> Result<Option<Array3<u8>>> {
+    let meta_path = study_dir.join("truth/truth.json");
+    if !meta_path.is_file() {
+        return Ok(None);
+    }
+    let meta: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&meta_path)?)?;
+    let uids: Vec<String> = meta["reference_sop_instance_uids"]
+        .as_array()
+        .context("truth.json: reference_sop_instance_uids")?
+        .iter()
+        .filter_map(|v| v.as_str().map(String::from))
+        .collect();
+    let raw = std::fs::read(
+        study_dir
+            .join("truth")
+            .join(meta["raw_file"].as_str().unwrap_or("labels_ref.u8")),
+    )?;
+    let (rows, cols) = (volume.grid.rows, volume.grid.cols);
+    if raw.len() != uids.len() * rows * cols {
+        bail!("truth labels do not match the reference grid");
+    }
+    let raw = Array3::from_shape_vec((uids.len(), rows, cols), raw)?;
+    let mut out = Array3::<u8>::zeros((volume.grid.slices, rows, cols));
+    for (k, &frame) in volume.frame_of_slice.iter().enumerate() {
+        let sop = volume.source.frames()[frame].sop_instance_uid.to_string();
+        let Some(src) = uids.iter().position(|u| *u == sop) else {
+            return Ok(None);
+        };
+        out.index_axis_mut(Axis(0), k)
+            .assign(&raw.index_axis(Axis(0), src));
+    }
+    Ok(Some(out))
+}
+
+/// Up to 8 slices across the tumour: FLAIR with the SEG on top, the ground truth below.
+fn write_montage(path: &Path, r: &Report) -> Result<()> {
+    let (slices, rows, cols) = r.predicted.dim();
+    let tumour: Vec<usize> = (0..slices)
+        .filter(|&k| r.predicted.index_axis(Axis(0), k).iter().any(|&l| l != 0))
+        .collect();
+    let picks: Vec<usize> = if tumour.is_empty() {
+        (0..8).map(|i| i * slices / 8).collect()
+    } else {
+        let n = tumour.len().min(8);
+        (0..n).map(|i| tumour[i * tumour.len() / n]).collect()
+    };
+    let mut v: Vec<f32> = r.flair.iter().copied().collect();
+    v.sort_by(f32::total_cmp);
+    let lo = v[v.len() / 100];
+    let hi = v[v.len() * 995 / 1000].max(lo + 1.0);
+    let scale = 2usize;
+    let bands = if r.truth.is_some() { 2 } else { 1 };
+    let (w, h) = (picks.len() * cols * scale, bands * rows * scale);
+    let mut img = vec![0u8; w * h * 3];
+    for band in 0..bands {
+        let labels = if band == 0 {
+            &r.predicted
+        } else {
+            r.truth.as_ref().expect("band 1 only with truth")
+        };
+        for (t, &k) in picks.iter().enumerate() {
+            for j in 0..rows {
+                for i in 0..cols {
+                    let g = ((r.flair[[k, j, i]] - lo) / (hi - lo)).clamp(0.0, 1.0) * 255.0;
+                    let mut px = [g, g, g];
+                    let l = labels[[k, j, i]];
+                    if let Some((_, c)) = r.colours.iter().find(|(lab, _)| *lab == l && l != 0) {
+                        for (p, c) in px.iter_mut().zip(c) {
+                            *p = 0.45 * *p + 0.55 * *c as f32;
+                        }
+                    }
+                    for dy in 0..scale {
+                        for dx in 0..scale {
+                            let x = t * cols * scale + i * scale + dx;
+                            let y = band * rows * scale + j * scale + dy;
+                            let o = (y * w + x) * 3;
+                            img[o..o + 3].copy_from_slice(&px.map(|p| p as u8));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    let f =
+        std::fs::File::create(path).with_context(|| format!("cannot write {}", path.display()))?;
+    let mut enc = png::Encoder::new(std::io::BufWriter::new(f), w as u32, h as u32);
+    enc.set_color(png::ColorType::Rgb);
+    enc.set_depth(png::BitDepth::Eight);
+    enc.write_header()?.write_image_data(&img)?;
+    Ok(())
+}

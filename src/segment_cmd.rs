@@ -1,0 +1,165 @@
+//! `segnode segment DIR -o seg.dcm`: one study from a folder, offline.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use segmenter::study::parse_instance;
+use segmenter::{segment_study, Outcome, SegSettings};
+use sha2::{Digest, Sha256};
+
+use crate::config::FileConfig;
+use crate::workers::load_model;
+
+#[derive(Args, Debug)]
+pub struct SegmentArgs {
+    /// Folder holding the study's DICOM files (searched recursively; other files are skipped).
+    pub study: PathBuf,
+    /// Where to write the DICOM-SEG.
+    #[arg(short, long)]
+    pub output: PathBuf,
+    /// Model folder (holding model.toml); default: the bundled brats-synth-unet2d.
+    #[arg(long, env = "SEGNODE_MODEL")]
+    pub model: Option<PathBuf>,
+    /// Threads for inference kernels.
+    #[arg(long)]
+    pub inference_threads: Option<usize>,
+    /// Also print the result as one JSON object on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn files_under(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
+    for e in std::fs::read_dir(dir)? {
+        let p = e?.path();
+        if p.is_dir() {
+            files_under(&p, out)?;
+        } else if p.is_file() {
+            out.push(p);
+        }
+    }
+    Ok(())
+}
+
+/// Reads every DICOM Part-10 file under `dir`; returns them and how many files were not DICOM.
+pub fn read_study_folder(dir: &Path) -> Result<(Vec<dicom_object::DefaultDicomObject>, usize)> {
+    let mut files = Vec::new();
+    files_under(dir, &mut files).with_context(|| format!("cannot read {}", dir.display()))?;
+    files.sort();
+    let mut instances = Vec::new();
+    let mut skipped = 0;
+    for f in &files {
+        let bytes = std::fs::read(f).with_context(|| format!("cannot read {}", f.display()))?;
+        let is_part10 = bytes.len() > 132 && &bytes[128..132] == b"DICM";
+        if !is_part10 || f.file_name().is_some_and(|n| n == "DICOMDIR") {
+            skipped += 1;
+            continue;
+        }
+        instances.push(parse_instance(&bytes, &f.display().to_string())?);
+    }
+    if instances.is_empty() {
+        bail!("no DICOM Part-10 files under {}", dir.display());
+    }
+    Ok((instances, skipped))
+}
+
+/// A stable seed for the SEG UID: the same study and model give the same SEG SOP Instance UID.
+pub fn offline_seed(instances: &[dicom_object::DefaultDicomObject], model: &str) -> String {
+    let mut uids: Vec<String> = instances
+        .iter()
+        .filter_map(|o| {
+            o.get(dicom_dictionary_std::tags::SOP_INSTANCE_UID)
+                .and_then(|e| e.to_str().ok())
+                .map(|s| s.trim_end_matches('\0').to_string())
+        })
+        .collect();
+    uids.sort();
+    let mut h = Sha256::new();
+    h.update(model.as_bytes());
+    for u in &uids {
+        h.update(b"\n");
+        h.update(u.as_bytes());
+    }
+    format!("segment:{:x}", h.finalize())
+}
+
+pub fn print_outcome(out: &Outcome) {
+    println!("study {}", out.study_uid);
+    for c in &out.chosen {
+        println!(
+            "  {:<6} <- series {} [{:?}]",
+            c.channel, c.summary, c.matched_by
+        );
+    }
+    let t = &out.timings;
+    println!(
+        "timings: decode {:.2} s, preprocess {:.2} s, inference {:.2} s, postprocess {:.2} s, encode {:.2} s",
+        t.decode.as_secs_f64(),
+        t.preprocess.as_secs_f64(),
+        t.inference.as_secs_f64(),
+        t.postprocess.as_secs_f64(),
+        t.encode.as_secs_f64()
+    );
+    for s in &out.segments {
+        println!(
+            "  segment {:<18} {:>8.2} mL ({} voxels)",
+            s.name, s.ml, s.voxels
+        );
+    }
+    for r in &out.regions {
+        println!("  region  {:<18} {:>8.2} mL", r.name, r.ml);
+    }
+    println!(
+        "SEG {} ({} frames, {} bytes, {} small components removed)",
+        out.seg_sop_instance_uid,
+        out.seg_frames,
+        out.seg.len(),
+        out.components_removed
+    );
+}
+
+pub fn run(args: SegmentArgs, file: &mut FileConfig) -> Result<()> {
+    if args.model.is_some() {
+        file.worker.model = args.model.clone();
+    }
+    if let Some(t) = args.inference_threads {
+        file.worker.inference_threads = t;
+    }
+    let model = load_model(file)?;
+    let (instances, skipped) = read_study_folder(&args.study)?;
+    if skipped > 0 {
+        eprintln!("skipped {skipped} files that are not DICOM Part-10");
+    }
+    let seed = offline_seed(
+        &instances,
+        &format!("{} {}", model.manifest().name(), model.manifest().version()),
+    );
+    let out = segment_study(
+        &model,
+        instances,
+        &seed,
+        &SegSettings::segnode(env!("CARGO_PKG_VERSION")),
+    )?;
+    std::fs::write(&args.output, &out.seg)
+        .with_context(|| format!("cannot write {}", args.output.display()))?;
+    print_outcome(&out);
+    println!("wrote {}", args.output.display());
+    if args.json {
+        let j = serde_json::json!({
+            "study_uid": out.study_uid,
+            "seg_sop_instance_uid": out.seg_sop_instance_uid,
+            "seg_frames": out.seg_frames,
+            "chosen": out.chosen.iter().map(|c| serde_json::json!({"channel": c.channel, "series_uid": c.series_uid})).collect::<Vec<_>>(),
+            "segments": out.segments.iter().map(|s| serde_json::json!({"name": s.name, "ml": s.ml, "voxels": s.voxels})).collect::<Vec<_>>(),
+            "timings_s": out.timings.stages().iter().map(|(n, d)| (n.to_string(), serde_json::json!(d.as_secs_f64()))).collect::<serde_json::Map<_, _>>(),
+        });
+        println!("{j}");
+    }
+    Ok(())
+}
+
+pub fn sop_uid(o: &dicom_object::DefaultDicomObject) -> Option<String> {
+    o.get(dicom_dictionary_std::tags::SOP_INSTANCE_UID)
+        .and_then(|e| e.to_str().ok())
+        .map(|s| s.trim_end_matches('\0').to_string())
+}
