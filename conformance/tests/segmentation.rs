@@ -10,66 +10,14 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+use common::Storescp;
 use staging::{JobQueue, SqliteQueue};
 use testkit::{
     free_port, require_tool, wait_for_port, wait_until, workspace_root, ChildGuard, Node,
 };
 
-const SEG_CLASS: &str = "1.2.840.10008.5.1.4.1.1.66.4";
-
 fn study(name: &str) -> PathBuf {
     workspace_root().join("testdata/studies").join(name)
-}
-
-/// A dcmtk storescp destination writing into its own folder.
-struct Storescp {
-    port: u16,
-    out: tempfile::TempDir,
-    _child: ChildGuard,
-}
-
-impl Storescp {
-    fn start(extra: &[&str]) -> Storescp {
-        let out = tempfile::tempdir().unwrap();
-        let port = free_port();
-        let child = ChildGuard::spawn(
-            Command::new(require_tool("storescp"))
-                .args(["-aet", "VIEWER", "-od"])
-                .arg(out.path())
-                .args(["+xa", "-pdu", "131072"])
-                .args(extra)
-                .arg(port.to_string())
-                .env("TCP_NODELAY", "1")
-                .stdout(std::process::Stdio::null())
-                .stderr(std::process::Stdio::null()),
-        );
-        wait_for_port(port, Duration::from_secs(20));
-        Storescp {
-            port,
-            out,
-            _child: child,
-        }
-    }
-
-    fn destination(&self) -> String {
-        format!("VIEWER@127.0.0.1:{}", self.port)
-    }
-
-    /// SEG files received so far (storescp writes the file when the C-STORE completes).
-    fn segs(&self) -> Vec<PathBuf> {
-        testkit::files_under(self.out.path())
-            .into_iter()
-            .filter(|p| {
-                std::fs::read(p)
-                    .map(|b| {
-                        let head = &b[..b.len().min(1024)];
-                        head.windows(SEG_CLASS.len())
-                            .any(|w| w == SEG_CLASS.as_bytes())
-                    })
-                    .unwrap_or(false)
-            })
-            .collect()
-    }
 }
 
 fn python_json(args: &[&str]) -> serde_json::Value {

@@ -1,9 +1,11 @@
 //! Helpers shared by the conformance test binaries.
 
+use std::path::PathBuf;
+use std::process::Command;
 use std::time::Duration;
 
 use staging::{Job, SqliteQueue};
-use testkit::{wait_until, Node};
+use testkit::{free_port, require_tool, wait_for_port, wait_until, ChildGuard, Node};
 
 /// The jobs now on the node's SQLite queue (peeked, not received).
 pub fn jobs(node: &Node) -> Vec<Job> {
@@ -26,4 +28,59 @@ pub fn wait_jobs(node: &Node, n: usize) -> Vec<Job> {
             (j.len() >= n).then_some(j)
         },
     )
+}
+
+const SEG_CLASS: &str = "1.2.840.10008.5.1.4.1.1.66.4";
+
+/// A dcmtk storescp destination writing into its own folder.
+#[allow(dead_code)] // not every test binary uses it
+pub struct Storescp {
+    pub port: u16,
+    pub out: tempfile::TempDir,
+    _child: ChildGuard,
+}
+
+#[allow(dead_code)]
+impl Storescp {
+    pub fn start(extra: &[&str]) -> Storescp {
+        let out = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let child = ChildGuard::spawn(
+            Command::new(require_tool("storescp"))
+                .args(["-aet", "VIEWER", "-od"])
+                .arg(out.path())
+                .args(["+xa", "-pdu", "131072"])
+                .args(extra)
+                .arg(port.to_string())
+                .env("TCP_NODELAY", "1")
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null()),
+        );
+        wait_for_port(port, Duration::from_secs(20));
+        Storescp {
+            port,
+            out,
+            _child: child,
+        }
+    }
+
+    pub fn destination(&self) -> String {
+        format!("VIEWER@127.0.0.1:{}", self.port)
+    }
+
+    /// SEG files received so far (storescp writes the file when the C-STORE completes).
+    pub fn segs(&self) -> Vec<PathBuf> {
+        testkit::files_under(self.out.path())
+            .into_iter()
+            .filter(|p| {
+                std::fs::read(p)
+                    .map(|b| {
+                        let head = &b[..b.len().min(1024)];
+                        head.windows(SEG_CLASS.len())
+                            .any(|w| w == SEG_CLASS.as_bytes())
+                    })
+                    .unwrap_or(false)
+            })
+            .collect()
+    }
 }
