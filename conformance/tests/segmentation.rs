@@ -421,3 +421,42 @@ fn compressed_twins_segment_the_same() {
     assert_eq!(r["same_pixels"], true, "{r}");
     assert_eq!(r["same_frames"], true, "{r}");
 }
+
+/// The four series as multi-frame Legacy Converted Enhanced MR images (highdicom; geometry in the
+/// functional groups): the same masks as from the single-frame twin, and a SEG dciodvfy accepts.
+#[test]
+fn enhanced_multiframe_sources_segment_the_same() {
+    let dir = tempfile::tempdir().unwrap();
+    let native = dir.path().join("native");
+    transcode(
+        "dcmdrle",
+        &study("synth-007-axial-rle").join("dicom"),
+        &native,
+    );
+    let enhanced = dir.path().join("enhanced");
+    let o = Command::new(testkit::python())
+        .arg(workspace_root().join("conformance/tools/to_enhanced.py"))
+        .arg(&native)
+        .arg(&enhanced)
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "to_enhanced.py: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert_eq!(
+        testkit::files_under(&enhanced).len(),
+        4,
+        "one file per series"
+    );
+    let a = dir.path().join("single.seg.dcm");
+    let b = dir.path().join("enhanced.seg.dcm");
+    segment_offline(&native, &a);
+    segment_offline(&enhanced, &b);
+    let r = python_json(&["--same", a.to_str().unwrap(), b.to_str().unwrap()]);
+    assert_eq!(r["same_pixels"], true, "{r}");
+    assert_eq!(r["frames"][0], r["frames"][1], "{r}");
+    let (errors, report) = dciodvfy_errors(&b);
+    assert_eq!(errors, 0, "dciodvfy on the SEG over Enhanced MR:\n{report}");
+}

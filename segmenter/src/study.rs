@@ -38,11 +38,15 @@ impl Series {
         )
     }
 
-    /// Classic MR Image Storage or Enhanced MR Image Storage.
+    /// MR Image Storage, Enhanced MR or Legacy Converted Enhanced MR Image Storage.
     pub fn is_mr_image(&self) -> bool {
         self.modality == "MR"
-            && (self.sop_class_uid == uids::MR_IMAGE_STORAGE
-                || self.sop_class_uid == uids::ENHANCED_MR_IMAGE_STORAGE)
+            && [
+                uids::MR_IMAGE_STORAGE,
+                uids::ENHANCED_MR_IMAGE_STORAGE,
+                uids::LEGACY_CONVERTED_ENHANCED_MR_IMAGE_STORAGE,
+            ]
+            .contains(&self.sop_class_uid.as_str())
     }
 }
 
