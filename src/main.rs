@@ -2,6 +2,7 @@
 
 mod config;
 mod http;
+mod scaler_cmd;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -36,6 +37,8 @@ enum Command {
     Serve(ServeArgs),
     /// Run only the DICOM listener, staging to S3 and enqueueing on SQS (the at-scale entry point).
     Scp(ScpOnlyArgs),
+    /// Size the workers by queue backlog: `run` (loop), `tick` (one evaluation), `simulate`.
+    Scaler(scaler_cmd::ScalerArgs),
 }
 
 #[derive(Args, Debug, Clone)]
@@ -220,6 +223,7 @@ async fn run(cli: Cli) -> Result<()> {
             let (store, queue) = aws_backends(&file).await?;
             run_scp(&file, store, queue).await
         }
+        Command::Scaler(args) => scaler_cmd::run(args, &file).await,
     }
 }
 

@@ -39,11 +39,11 @@ pub struct PolicyConfig {
 impl Default for PolicyConfig {
     fn default() -> Self {
         PolicyConfig {
-            target_per_task: 3.0,
+            target_per_task: 2.0,
             min_tasks: 0,
             max_tasks: 10,
             max_step_out: None,
-            stabilisation_secs: 300.0,
+            stabilisation_secs: 600.0,
             cooldown_secs: 60.0,
             idle_secs: 600.0,
             activation: 1,

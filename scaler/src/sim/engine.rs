@@ -66,7 +66,8 @@ pub struct Run {
     pub arrivals: Vec<f64>,
     /// Queue wait of each study (arrival to start of segmentation), same order.
     pub waits: Vec<f64>,
-    /// Seconds simulated: the trace, and until its last study is done.
+    /// Seconds simulated: the trace, until its last study is done, and for a policy until it
+    /// has scaled in to its floor (the idle tail is billed).
     pub horizon: f64,
     /// Sum over tasks of seconds from launch to stop.
     pub task_seconds: f64,
@@ -152,6 +153,7 @@ struct World<'a> {
     waits: Vec<f64>,
     done: usize,
     last_done: f64,
+    last_stop: f64,
 }
 
 impl World<'_> {
@@ -175,6 +177,7 @@ impl World<'_> {
 
     fn stop(&mut self, now: f64, id: usize) {
         self.tasks[id].stopped = Some(now);
+        self.last_stop = now;
         self.alive.retain(|&t| t != id);
     }
 
@@ -268,6 +271,7 @@ pub fn simulate(
         waits: vec![f64::NAN; n],
         done: 0,
         last_done: 0.0,
+        last_stop: 0.0,
     };
     for i in 0..n {
         let at = w.arrivals[i];
@@ -292,8 +296,11 @@ pub fn simulate(
     let cap = trace.duration + 7.0 * 86_400.0;
     let mut horizon = cap;
     while let Some(Reverse(At(now, _, event))) = w.events.pop() {
-        if w.done == n && now >= trace.duration {
-            horizon = trace.duration.max(w.last_done);
+        // The end: the trace is over and its last study done; a policy also gets to scale
+        // in to its floor, and the idle tail it pays for counts.
+        let floor = policy.as_ref().map_or(u32::MAX, |(p, _)| p.min_tasks);
+        if w.done == n && now >= trace.duration && w.alive.len() as u32 <= floor {
+            horizon = trace.duration.max(w.last_done).max(w.last_stop);
             break;
         }
         if now > cap {

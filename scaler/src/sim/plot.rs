@@ -4,6 +4,7 @@
 use std::path::Path;
 use std::sync::Once;
 
+use plotters::coord::CoordTranslate;
 use plotters::prelude::*;
 
 use super::engine::Run;
@@ -110,16 +111,20 @@ fn draw(path: &Path, title: &str, runs: &[&Run]) -> Result<(), Box<dyn std::erro
     }
     legend(&mut chart)?;
 
+    // Waits span seconds to hours between sizings: a log axis keeps both readable.
     let max_wait = runs
         .iter()
         .flat_map(|r| r.waits.iter().copied())
-        .fold(0.0, f64::max);
+        .fold(1.0, f64::max);
     let mut chart = ChartBuilder::on(&panels[2])
         .margin(10)
         .x_label_area_size(30)
         .y_label_area_size(60)
-        .caption("queue wait of each study, by arrival", (FAMILY, 16))
-        .build_cartesian_2d(x, 0.0..(max_wait * 1.05).max(1.0))?;
+        .caption(
+            "queue wait of each study, by arrival (log scale; 0 shown as 0.1 s)",
+            (FAMILY, 16),
+        )
+        .build_cartesian_2d(x, (0.1..max_wait * 1.5).log_scale())?;
     chart
         .configure_mesh()
         .x_desc("hours")
@@ -133,7 +138,7 @@ fn draw(path: &Path, title: &str, runs: &[&Run]) -> Result<(), Box<dyn std::erro
                 r.arrivals
                     .iter()
                     .zip(&r.waits)
-                    .map(|(a, w)| Circle::new((a / 3600.0, *w), 1, c.filled())),
+                    .map(|(a, w)| Circle::new((a / 3600.0, w.max(0.1)), 1, c.filled())),
             )?
             .label(r.label.clone())
             .legend(move |(x, y)| Circle::new((x + 10, y), 3, c.filled()));
@@ -143,12 +148,8 @@ fn draw(path: &Path, title: &str, runs: &[&Run]) -> Result<(), Box<dyn std::erro
     Ok(())
 }
 
-fn legend<'a, DB: DrawingBackend + 'a>(
-    chart: &mut ChartContext<
-        'a,
-        DB,
-        Cartesian2d<plotters::coord::types::RangedCoordf64, plotters::coord::types::RangedCoordf64>,
-    >,
+fn legend<'a, DB: DrawingBackend + 'a, CT: CoordTranslate>(
+    chart: &mut ChartContext<'a, DB, CT>,
 ) -> Result<(), DrawingAreaErrorKind<DB::ErrorType>> {
     chart
         .configure_series_labels()
