@@ -142,3 +142,39 @@ async fn dry_run_only_remembers_and_state_can_be_carried_over() {
     let d = c2.tick(30.0).await.unwrap();
     assert_eq!((d.desired, d.reason), (2, Reason::Stabilising));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_run_loop_resizes_a_live_pool_until_shutdown() {
+    let dir = tempfile::tempdir().unwrap();
+    let queue = Arc::new(SqliteQueue::open(dir.path().join("queue.sqlite"), 3).unwrap());
+    let pool = Arc::new(FakePool::default());
+    let controller = Controller::new(
+        queue.clone(),
+        Arc::new(LocalPoolTarget::new(pool.clone())),
+        policy(),
+    );
+    let metrics = controller.metrics();
+    for i in 0..3 {
+        queue.send(&format!("job {i}"), None).await.unwrap();
+    }
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    // What `segnode serve` does with its worker pool: spawn the loop beside it.
+    let handle = tokio::spawn(controller.run(Duration::from_millis(20), async {
+        let _ = stopped.await;
+    }));
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while pool.size() != 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the loop never grew the pool"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    stop.send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(30), handle)
+        .await
+        .expect("the loop stops on shutdown")
+        .unwrap();
+    assert_eq!(metrics.decisions(Action::ScaleOut), 1);
+    assert_eq!(metrics.errors(), 0);
+}
