@@ -186,6 +186,13 @@ pub fn decide(
     backlog: u64,
     current: u32,
 ) -> Decision {
+    // A fresh state (first run, lost state file, restarted loop) knows nothing of the past:
+    // take the running count as if it had just been recommended, so nothing is scaled in
+    // before a full window and idle period have been observed.
+    if *state == PolicyState::default() && current > 0 {
+        state.window.push((now, current.min(config.max_tasks)));
+        state.last_active = Some(now);
+    }
     // Work keeps (or wakes) the pool; below the activation threshold at zero it does not.
     let active = backlog > 0 && (current > 0 || backlog >= config.activation);
     if active {

@@ -300,3 +300,15 @@ fn invalid_configs_are_refused() {
         assert!(bad.validate().is_err(), "{bad:?}");
     }
 }
+
+#[test]
+fn a_fresh_state_does_not_drop_running_tasks_at_once() {
+    // A restarted scaler (or a lost tick state file) finds 4 tasks and an empty queue: it
+    // observes a full window and idle period before scaling in.
+    let c = config(); // window 60 s, idle 120 s
+    let mut s = PolicyState::default();
+    let ds = replay(&c, &mut s, 4, &ticks(0.0, 30.0, &[0, 0, 0, 0, 0, 0]));
+    assert_eq!(counts(&ds), vec![4, 4, 1, 1, 0, 0]);
+    assert_eq!(ds[0].reason, Reason::Stabilising);
+    assert_eq!(ds[4].reason, Reason::Idle);
+}
