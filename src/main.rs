@@ -3,6 +3,7 @@
 mod config;
 mod demo;
 mod http;
+mod scaler_cmd;
 mod segment_cmd;
 mod workers;
 
@@ -48,6 +49,8 @@ enum Command {
     /// Start the node on embedded defaults, send it the bundled synthetic study, receive the SEG and
     /// report timings, tumour volumes, Dice against the ground truth and a PNG montage.
     Demo(demo::DemoArgs),
+    /// Size the workers by queue backlog: `run` (loop), `tick` (one evaluation), `simulate`.
+    Scaler(scaler_cmd::ScalerArgs),
 }
 
 #[derive(Args, Debug, Clone, Default)]
@@ -180,6 +183,15 @@ struct ServeArgs {
     node: NodeArgs,
     #[command(flatten)]
     worker: WorkerArgs,
+    /// Size the worker pool by queue backlog (the scaler's policy, in process); --workers is then
+    /// the starting size.
+    #[arg(long, env = "SEGNODE_AUTOSCALE")]
+    autoscale: bool,
+    /// Seconds between two scaling decisions with --autoscale.
+    #[arg(long, default_value_t = 5.0, env = "SEGNODE_SCALE_INTERVAL")]
+    scale_interval: f64,
+    #[command(flatten)]
+    policy: scaler_cmd::PolicyArgs,
 }
 
 #[derive(Args, Debug)]
@@ -295,7 +307,7 @@ async fn run(cli: Cli) -> Result<()> {
             let (store, queue) = local_backends(&file)?;
             let shutdown = shutdown_channel();
             // `--workers 0`: a listener only (jobs wait on the queue for workers elsewhere).
-            let pool = if file.worker.workers > 0 {
+            let pool = if file.worker.workers > 0 || args.autoscale {
                 Some(workers::start_pool(
                     &file,
                     store.clone(),
@@ -305,7 +317,18 @@ async fn run(cli: Cli) -> Result<()> {
             } else {
                 None
             };
-            run_scp(&file, store, queue, pool.clone(), shutdown).await?;
+            let scaler_metrics = match (&pool, args.autoscale) {
+                (Some(pool), true) => Some(workers::start_local_scaler(
+                    pool.clone(),
+                    queue.clone(),
+                    args.policy.config()?,
+                    config::secs(args.scale_interval, "scale interval")?
+                        .max(std::time::Duration::from_millis(100)),
+                    shutdown.clone(),
+                )),
+                _ => None,
+            };
+            run_scp(&file, store, queue, pool.clone(), scaler_metrics, shutdown).await?;
             if let Some(pool) = pool {
                 pool.join().await;
             }
@@ -316,7 +339,7 @@ async fn run(cli: Cli) -> Result<()> {
             args.node.apply(&mut file);
             args.aws.apply(&mut file);
             let (store, queue) = aws_backends(&file).await?;
-            run_scp(&file, store, queue, None, shutdown_channel()).await?;
+            run_scp(&file, store, queue, None, None, shutdown_channel()).await?;
             info!("stopped");
             Ok(())
         }
@@ -327,7 +350,7 @@ async fn run(cli: Cli) -> Result<()> {
             let (store, queue) = aws_backends(&file).await?;
             let shutdown = shutdown_channel();
             let pool = workers::start_pool(&file, store, queue.clone(), shutdown.clone())?;
-            serve_http(&file, queue, None, Some(pool.clone()))?;
+            serve_http(&file, queue, None, Some(pool.clone()), None)?;
             wait_for(shutdown).await;
             pool.join().await;
             info!("stopped");
@@ -335,6 +358,7 @@ async fn run(cli: Cli) -> Result<()> {
         }
         Command::Segment(args) => segment_cmd::run(args, &mut file),
         Command::Demo(args) => demo::run(args, &mut file).await,
+        Command::Scaler(args) => scaler_cmd::run(args, &file).await,
     }
 }
 
@@ -402,12 +426,13 @@ pub(crate) async fn run_scp(
     store: Arc<dyn ObjectStore>,
     queue: Arc<dyn JobQueue>,
     pool: Option<Arc<WorkerPool>>,
+    scaler: Option<Arc<scaler::ScalerMetrics>>,
     shutdown: watch::Receiver<bool>,
 ) -> Result<()> {
     let scp_config = file.scp_config()?;
     info!(store = %store.location(), queue = %queue.location(), spool = %scp_config.spool_dir.display(), "starting");
     let scp = Scp::bind(scp_config, store, queue.clone()).await?;
-    serve_http(file, queue, Some(&scp), pool)?;
+    serve_http(file, queue, Some(&scp), pool, scaler)?;
     scp.serve(wait_for(shutdown)).await;
     Ok(())
 }
@@ -418,6 +443,7 @@ fn serve_http(
     queue: Arc<dyn JobQueue>,
     scp: Option<&Scp>,
     pool: Option<Arc<WorkerPool>>,
+    scaler: Option<Arc<scaler::ScalerMetrics>>,
 ) -> Result<()> {
     if file.node.http.is_empty() || file.node.http == "off" {
         return Ok(());
@@ -450,6 +476,9 @@ fn serve_http(
             }
             if let Some(p) = &pool_metrics {
                 p.context().metrics.render(&mut out);
+            }
+            if let Some(m) = &scaler {
+                m.render(&mut out);
             }
             let b = *backlog.lock().unwrap();
             out.push_str(&format!(

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use segmenter::deliver::{DeliveryOptions, Destination};
-use segmenter::worker::{WorkerConfig, WorkerContext, WorkerPool};
+use segmenter::worker::{BusyHook, WorkerConfig, WorkerContext, WorkerPool};
 use segmenter::{Manifest, Model};
 use staging::{JobQueue, ObjectStore};
 use tokio::sync::watch;
@@ -92,10 +92,91 @@ pub fn start_pool(
     shutdown: watch::Receiver<bool>,
 ) -> Result<Arc<WorkerPool>> {
     let model = load_model(file)?;
-    let config = worker_config(file)?;
+    let mut config = worker_config(file)?;
+    // Protect the task for a few visibility periods per job; it is renewed at every job start.
+    config.busy_hook = EcsProtectionHook::from_env(
+        (config.visibility * 4).max(std::time::Duration::from_secs(600)),
+    );
+    if config.busy_hook.is_some() {
+        info!("ECS task scale-in protection is on while a job is held");
+    }
     info!(workers = file.worker.workers, destinations = ?config.destinations.iter().map(|d| d.to_string()).collect::<Vec<_>>(), "starting workers");
     let ctx = WorkerContext::new(model, store, queue, config);
     let pool = Arc::new(WorkerPool::new(ctx, shutdown));
     pool.resize(file.worker.workers);
     Ok(pool)
+}
+
+/// Runs the scaler's control loop over this process's pool (`segnode serve --autoscale`).
+pub fn start_local_scaler(
+    pool: Arc<WorkerPool>,
+    queue: Arc<dyn JobQueue>,
+    policy: scaler::PolicyConfig,
+    interval: std::time::Duration,
+    shutdown: watch::Receiver<bool>,
+) -> Arc<scaler::ScalerMetrics> {
+    let target = Arc::new(scaler::LocalPoolTarget::new(Arc::new(ScalablePool(pool))));
+    let metrics = Arc::new(scaler::ScalerMetrics::default());
+    let controller = scaler::Controller::new(queue, target, policy).with_metrics(metrics.clone());
+    info!(?interval, "local autoscaler on");
+    tokio::spawn(controller.run(interval, crate::wait_for(shutdown)));
+    metrics
+}
+
+/// The segmenter's pool as the scaler's local target: `size` counts workers still finishing a job
+/// after being asked to stop, as the scaler's contract says; shrinking never stops a busy worker.
+pub struct ScalablePool(pub Arc<WorkerPool>);
+
+impl scaler::WorkerPool for ScalablePool {
+    fn size(&self) -> usize {
+        self.0.alive()
+    }
+    fn busy(&self) -> usize {
+        self.0.busy()
+    }
+    fn resize(&self, n: usize) {
+        info!(workers = n, "scaler: resizing the worker pool");
+        self.0.resize(n);
+    }
+}
+
+/// ECS task scale-in protection while any worker of this task holds a job (the ECS agent's
+/// endpoint; only when `ECS_AGENT_URI` is set, i.e. inside an ECS task).
+pub struct EcsProtectionHook {
+    protection: scaler::TaskProtection,
+    expires: std::time::Duration,
+    runtime: tokio::runtime::Handle,
+}
+
+impl EcsProtectionHook {
+    pub fn from_env(expires: std::time::Duration) -> Option<Arc<dyn BusyHook>> {
+        let uri = std::env::var("ECS_AGENT_URI").ok()?;
+        match scaler::TaskProtection::new(&uri) {
+            Ok(protection) => Some(Arc::new(EcsProtectionHook {
+                protection,
+                expires,
+                runtime: tokio::runtime::Handle::current(),
+            })),
+            Err(e) => {
+                tracing::warn!(error = %e, "ECS_AGENT_URI is set but unusable; no scale-in protection");
+                None
+            }
+        }
+    }
+}
+
+impl BusyHook for EcsProtectionHook {
+    fn busy_changed(&self, busy_workers: usize) {
+        let protection = self.protection.clone();
+        let (on, expires) = if busy_workers > 0 {
+            (true, self.expires)
+        } else {
+            (false, std::time::Duration::ZERO)
+        };
+        self.runtime.spawn(async move {
+            if let Err(e) = protection.set(on, expires).await {
+                tracing::warn!(error = %e, protected = on, "cannot set ECS task scale-in protection");
+            }
+        });
+    }
 }

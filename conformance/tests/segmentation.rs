@@ -460,3 +460,54 @@ fn enhanced_multiframe_sources_segment_the_same() {
     let (errors, report) = dciodvfy_errors(&b);
     assert_eq!(errors, 0, "dciodvfy on the SEG over Enhanced MR:\n{report}");
 }
+
+/// `serve --autoscale`: no worker while the queue is empty, one when a study's job arrives, none
+/// again after the idle period; the job is done before the worker goes.
+#[test]
+fn autoscaled_serve_grows_the_pool_for_a_job_and_shrinks_it_when_idle() {
+    let viewer = Storescp::start(&[]);
+    let data = tempfile::tempdir().unwrap();
+    let node = serve_with(
+        &data.path().join("node"),
+        &viewer.destination(),
+        &[
+            "--workers",
+            "0",
+            "--autoscale",
+            "--scale-interval",
+            "0.5",
+            "--min-tasks",
+            "0",
+            "--max-tasks",
+            "2",
+            "--target-per-task",
+            "1",
+            "--stabilisation-secs",
+            "2",
+            "--cooldown-secs",
+            "1",
+            "--idle-secs",
+            "3",
+        ],
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(
+        !node.log_text().contains("worker started"),
+        "a worker started with an empty queue:\n{}",
+        node.log_text()
+    );
+    send_study(&node, &study("synth-007-axial-rle").join("dicom"));
+    wait_seg(&viewer, &node);
+    let log = wait_until(Duration::from_secs(120), "the idle worker to stop", || {
+        let log = node.log_text();
+        log.contains("worker stopped").then_some(log)
+    });
+    let pos = |what: &str| {
+        log.find(what)
+            .unwrap_or_else(|| panic!("no {what:?} in\n{log}"))
+    };
+    assert!(pos("study complete: job enqueued") < pos("worker started"));
+    assert!(pos("worker started") < pos("job done"));
+    assert!(pos("job done") < pos("worker stopped"));
+    assert_eq!(log.matches("worker started").count(), 1, "{log}");
+}

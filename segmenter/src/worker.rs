@@ -404,6 +404,13 @@ impl WorkerPool {
         self.ctx.busy_workers()
     }
 
+    /// Worker tasks still alive, those asked to stop but finishing a job included.
+    pub fn alive(&self) -> usize {
+        let mut slots = self.slots.lock().unwrap();
+        slots.retain(|s| !s.handle.is_finished());
+        slots.len()
+    }
+
     /// Grows or shrinks to `n` workers.
     pub fn resize(&self, n: usize) {
         let mut slots = self.slots.lock().unwrap();

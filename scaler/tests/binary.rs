@@ -1,0 +1,265 @@
+//! `segnode scaler ...` as a black box: ticks against real SQS and ECS APIs (moto server on
+//! loopback) move an ECS service's desiredCount with the queue; a dry-run tick on the
+//! embedded SQLite queue; the simulator on a CSV trace.
+//!
+//! Real short windows (seconds) and polling with generous deadlines, no fake clock: the
+//! binary uses Unix time between ticks, as it does in production.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use scaler::{Action, Decision, Reason};
+use staging::{AwsSettings, JobQueue, SqliteQueue, SqsQueue};
+use testkit::{segnode_bin, Moto};
+
+/// Run `segnode scaler tick ARGS...`; the decision it prints.
+fn tick(args: &[&str]) -> Decision {
+    let out = Command::new(segnode_bin())
+        .arg("scaler")
+        .arg("tick")
+        .args(args)
+        .envs(Moto::env())
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("segnode runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "segnode scaler tick {args:?} failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("{e}: {stdout:?}"))
+}
+
+async fn desired_count(ecs: &aws_sdk_ecs::Client) -> i32 {
+    let out = ecs
+        .describe_services()
+        .cluster("segnode")
+        .services("workers")
+        .send()
+        .await
+        .unwrap();
+    out.services()[0].desired_count()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ticks_move_the_ecs_service_with_the_sqs_backlog() {
+    let moto = Moto::start();
+    let aws = AwsSettings {
+        region: Some("us-east-1".into()),
+        endpoint_url: Some(moto.endpoint()),
+    };
+    let sqs = SqsQueue::create_with_dead_letter(&aws, "segnode-jobs", 3, Duration::from_secs(600))
+        .await
+        .unwrap();
+    let queue = SqsQueue::connect(&aws, sqs.clone()).await;
+    let ecs = aws_sdk_ecs::Client::new(&staging::sdk_config(&aws).await);
+    ecs.create_cluster()
+        .cluster_name("segnode")
+        .send()
+        .await
+        .unwrap();
+    ecs.register_task_definition()
+        .family("segnode-worker")
+        .container_definitions(
+            aws_sdk_ecs::types::ContainerDefinition::builder()
+                .name("worker")
+                .image("segnode:latest")
+                .memory(512)
+                .command("worker")
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    ecs.create_service()
+        .cluster("segnode")
+        .service_name("workers")
+        .task_definition("segnode-worker")
+        .desired_count(0)
+        .send()
+        .await
+        .unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("scaler-state.json");
+    let endpoint = moto.endpoint();
+    let state_arg = state.display().to_string();
+    let args = [
+        "--queue-url",
+        &sqs.queue_url,
+        "--endpoint-url",
+        &endpoint,
+        "--region",
+        "us-east-1",
+        "--ecs-cluster",
+        "segnode",
+        "--ecs-service",
+        "workers",
+        "--state",
+        &state_arg,
+        "--target-per-task",
+        "2",
+        "--max-tasks",
+        "10",
+        "--stabilisation-secs",
+        "3",
+        "--cooldown-secs",
+        "0",
+        "--idle-secs",
+        "8",
+    ];
+
+    // Empty queue, service at zero: nothing to do.
+    let d = tick(&args);
+    assert_eq!((d.desired, d.action), (0, Action::Hold));
+    assert!(state.exists(), "tick keeps its state in the file");
+
+    // Five studies: ceil(5 / 2) = 3 tasks, at once.
+    for i in 0..5 {
+        queue.send(&format!("job {i}"), None).await.unwrap();
+    }
+    let d = tick(&args);
+    assert_eq!((d.backlog, d.desired, d.action), (5, 3, Action::ScaleOut));
+    assert_eq!(desired_count(&ecs).await, 3);
+
+    // Workers take two (in flight) and finish three: backlog 2, one task's worth. The
+    // window still remembers 3.
+    let got = queue
+        .receive(5, Duration::from_secs(600), Duration::ZERO)
+        .await
+        .unwrap();
+    assert_eq!(got.len(), 5);
+    for m in &got[2..] {
+        queue.delete(&m.receipt).await.unwrap();
+    }
+    let d = tick(&args);
+    assert_eq!(d.backlog, 2, "in-flight messages count: {d:?}");
+    assert_eq!(desired_count(&ecs).await, 3);
+
+    // After the 3 s window: down to 1, and not below while the two are in flight.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let d = tick(&args);
+        let count = desired_count(&ecs).await;
+        assert!(count >= 1, "never below the in-flight work: {d:?}");
+        if count == 1 {
+            assert_eq!((d.action, d.reason), (Action::ScaleIn, Reason::Stabilised));
+            break;
+        }
+        assert!(Instant::now() < deadline, "no scale-in after the window");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+
+    // The last two are done: one task stays for the idle period, then zero.
+    for m in &got[..2] {
+        queue.delete(&m.receipt).await.unwrap();
+    }
+    let mut held_while_idle = 0;
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let d = tick(&args);
+        assert_eq!(d.backlog, 0);
+        if desired_count(&ecs).await == 0 {
+            assert_eq!((d.action, d.reason), (Action::ScaleIn, Reason::Idle));
+            break;
+        }
+        assert_eq!(d.action, Action::Hold, "{d:?}");
+        held_while_idle += 1;
+        assert!(Instant::now() < deadline, "never went to zero");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert!(
+        held_while_idle >= 1,
+        "kept a task before the idle period ran out"
+    );
+
+    // One new study wakes the service from zero.
+    queue.send("late job", None).await.unwrap();
+    let d = tick(&args);
+    assert_eq!((d.desired, d.action), (1, Action::ScaleOut));
+    assert_eq!(desired_count(&ecs).await, 1);
+}
+
+#[tokio::test]
+async fn dry_run_tick_on_the_sqlite_queue() {
+    let dir = tempfile::tempdir().unwrap();
+    let queue = SqliteQueue::open(dir.path().join("queue.sqlite"), 3).unwrap();
+    for i in 0..9 {
+        queue.send(&format!("job {i}"), None).await.unwrap();
+    }
+    let state = dir.path().join("state.json");
+    let data = dir.path().display().to_string();
+    let state_arg = state.display().to_string();
+    let args = [
+        "--data-dir",
+        data.as_str(),
+        "--dry-run",
+        "--state",
+        &state_arg,
+        "--max-tasks",
+        "4",
+    ];
+    let d = tick(&args);
+    assert_eq!((d.backlog, d.desired, d.action), (9, 4, Action::ScaleOut));
+    // The dry run remembers what it "set": the next tick starts from 4.
+    let d = tick(&args);
+    assert_eq!((d.current, d.action), (4, Action::Hold));
+    let text = std::fs::read_to_string(&state).unwrap();
+    assert!(text.contains("\"dry_run_tasks\": 4"), "{text}");
+
+    // Without a target it refuses, naming the flags.
+    let out = Command::new(segnode_bin())
+        .args(["scaler", "tick", "--data-dir", &data, "--state", &state_arg])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--dry-run"));
+}
+
+#[test]
+fn simulate_a_csv_trace_and_plot_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("arrivals.csv");
+    // A burst of 40 studies in the first minute, 20 s each, then one an hour later.
+    let mut text = String::from("arrival_s,service_s\n");
+    for i in 0..40 {
+        text.push_str(&format!("{},20\n", i));
+    }
+    text.push_str("3600,20\n");
+    std::fs::write(&csv, text).unwrap();
+    let png = dir.path().join("plot.png");
+    let out = Command::new(segnode_bin())
+        .args(["scaler", "simulate", "--trace"])
+        .arg(&csv)
+        .args(["--price-per-task-hour", "0.1,1.5", "--plot"])
+        .arg(&png)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let row = |label: &str| {
+        stdout
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(label))
+            .unwrap_or_else(|| panic!("no {label} row in:\n{stdout}"))
+            .split_whitespace()
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+    };
+    let policy = row("policy");
+    assert_eq!(policy[1], "41", "every study counted: {policy:?}");
+    assert!(stdout.contains("$/study@1.5"), "{stdout}");
+    assert!(row("fixed").len() >= 12, "fixed pool with both prices");
+    assert_png(&png);
+}
+
+fn assert_png(path: &Path) {
+    let bytes = std::fs::read(path).unwrap();
+    assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n");
+}
