@@ -511,3 +511,33 @@ fn autoscaled_serve_grows_the_pool_for_a_job_and_shrinks_it_when_idle() {
     assert!(pos("job done") < pos("worker stopped"));
     assert_eq!(log.matches("worker started").count(), 1, "{log}");
 }
+
+/// SIGTERM while the worker holds a job: the node stops taking work, finishes the job (within the
+/// shutdown grace period), delivers the SEG, deletes the job and exits 0.
+#[test]
+fn sigterm_mid_job_finishes_it_then_exits_cleanly() {
+    let viewer = Storescp::start(&[]);
+    let data = tempfile::tempdir().unwrap();
+    let mut node = serve_with(&data.path().join("node"), &viewer.destination(), &[]);
+    send_study(&node, &study("synth-007-axial-rle").join("dicom"));
+    wait_until(
+        Duration::from_secs(120),
+        "the worker to take the job",
+        || node.log_text().contains("job received").then_some(()),
+    );
+    let status = node.terminate(Duration::from_secs(90));
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "exit {status:?}:\n{}",
+        node.log_text()
+    );
+    let log = node.log_text();
+    assert!(log.contains("job done"), "{log}");
+    assert_eq!(viewer.segs().len(), 1);
+    let q = SqliteQueue::open(node.data_dir.join("queue.sqlite"), 3).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let backlog = rt.block_on(q.backlog()).unwrap();
+    assert_eq!(backlog.total(), 0, "the finished job was deleted");
+}

@@ -85,3 +85,29 @@ impl WorkerMetrics {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_counters_and_stage_times_as_prometheus_text() {
+        let m = WorkerMetrics::default();
+        m.jobs_done.fetch_add(2, Ordering::Relaxed);
+        m.jobs_dead_lettered.fetch_add(1, Ordering::Relaxed);
+        m.record("inference", Duration::from_millis(1500));
+        m.record("inference", Duration::from_millis(500));
+        m.record("no-such-stage", Duration::from_secs(9));
+        let mut out = String::new();
+        m.render(&mut out);
+        assert!(
+            out.contains("segnode_jobs_total{outcome=\"done\"} 2\n"),
+            "{out}"
+        );
+        assert!(out.contains("segnode_jobs_total{outcome=\"dead_lettered\"} 1\n"));
+        assert!(out.contains("segnode_stage_seconds_sum{stage=\"inference\"} 2.000000\n"));
+        assert!(out.contains("segnode_stage_seconds_count{stage=\"inference\"} 2\n"));
+        assert!(out.contains("segnode_stage_last_seconds{stage=\"inference\"} 0.500000\n"));
+        assert!(out.contains("segnode_stage_seconds_count{stage=\"deliver\"} 0\n"));
+    }
+}

@@ -283,6 +283,11 @@ impl Node {
         self.child.kill();
     }
 
+    /// SIGTERM, then wait up to `timeout` for the exit (SIGKILL after that); the exit status.
+    pub fn terminate(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        self.child.terminate(timeout)
+    }
+
     /// Start again on the same port and data dir (after `kill`).
     pub fn restart(&mut self) {
         self.child.kill();
