@@ -48,11 +48,12 @@ for r in $(seq "$ROUNDS"); do
     RSS=$(awk '/VmHWM/ {print $2}' /proc/$NODE/status)
     for _ in $(seq 100); do grep -q "job done" "$D/node.log" && break; sleep 0.05; done
     kill "$NODE" "$SCP"; wait "$NODE" "$SCP" 2>/dev/null || true
-    ms() { grep -o "$1=[0-9]*" "$D/node.log" | head -1 | cut -d= -f2; }
+    ms() { sed 's/\x1b\[[0-9;]*m//g' "$D/node.log" | grep -o "$1=[0-9]*" | head -1 | cut -d= -f2; }
     DELIVER=$(python3 - "$D/node.log" <<'PY'
 import re, sys, datetime
 t = {}
 for line in open(sys.argv[1]):
+    line = re.sub(r"\x1b\[[0-9;]*m", "", line)
     m = re.match(r"(\S+Z)", line)
     if not m: continue
     ts = datetime.datetime.fromisoformat(m.group(1).replace("Z", "+00:00"))
@@ -68,3 +69,16 @@ PY
 done
 echo "stage columns in ms (deliver: log time between 'segmented' and 'SEG delivered', includes storing the result)."
 echo "pipeline = e2e - quiet period ($QUIET s); target < 20 s."
+
+# Peer, same run: the same study through the project's Python reference pipeline (pydicom decode, numpy
+# pre/postprocessing, onnxruntime; models/eval.py --study) against `segnode segment` (offline, same work plus
+# the SEG). Whole-process wall time for both, best of ROUNDS. Needs .venv-train (models/README.md).
+PEER_PY="$ROOT/.venv-train/bin/python"
+if [[ -x "$PEER_PY" ]]; then
+    best() { sort -n | head -1; }
+    OURS=$(for r in $(seq "$ROUNDS"); do S=$(now); "$BIN" segment "$STUDY/dicom" -o "$WORK/seg.dcm" --inference-threads 1 >/dev/null 2>&1; E=$(now); echo "$E - $S" | bc -l; done | best)
+    PEER=$(for r in $(seq "$ROUNDS"); do S=$(now); "$PEER_PY" "$ROOT/models/eval.py" --study "$STUDY" --threads 1 >/dev/null 2>&1; E=$(now); echo "$E - $S" | bc -l; done | best)
+    printf 'offline, one study, whole process, 1 inference thread: segnode segment %.2f s, python+onnxruntime %.2f s, ratio segnode/peer %.2f\n' "$OURS" "$PEER" "$(echo "$OURS / $PEER" | bc -l)"
+else
+    echo "peer skipped: $PEER_PY missing (create .venv-train as models/README.md says to compare with the Python reference)"
+fi
