@@ -131,3 +131,30 @@ fn axial_rle_study_matches_truth() {
 fn oblique_jpegls_study_matches_truth() {
     check_study("synth-042-oblique-jpegls");
 }
+
+/// A FLAIR slice lost in transit: the study is refused with a message that says so, permanently.
+#[test]
+fn a_missing_slice_is_a_clear_permanent_error() {
+    let dir = root().join("testdata/studies/synth-007-axial-rle");
+    let mut all = instances(&dir);
+    let flair_uid = "2.25.56281463486819709945257946676503405164";
+    let victim = all
+        .iter()
+        .position(|o| {
+            let series = o
+                .get(dicom_dictionary_std::tags::SERIES_INSTANCE_UID)
+                .and_then(|e| e.to_str().ok())
+                .map(|s| s.trim_end_matches('\0').to_string());
+            let n = o
+                .get(dicom_dictionary_std::tags::INSTANCE_NUMBER)
+                .and_then(|e| e.to_int::<i32>().ok());
+            series.as_deref() == Some(flair_uid) && n == Some(10)
+        })
+        .expect("FLAIR slice 10");
+    all.remove(victim);
+    let err = segment_study(&model(), all, "gap", &SegSettings::segnode("test")).unwrap_err();
+    let text = err.to_string();
+    assert!(err.is_permanent(), "{text}");
+    assert!(text.contains(flair_uid), "{text}");
+    assert!(text.contains("1 slice(s) missing"), "{text}");
+}
