@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs every real peer the test suite drives: dcmtk, dicom3tools, Orthanc (Debian),
-# and a Python venv (.venv-peers) with pydicom, highdicom, pynetdicom, dcmqi and the moto server.
+# and a Python venv (.venv-peers) with pydicom, highdicom, pynetdicom, dcmqi, the moto server and cfn-lint.
 # Idempotent: a second run only checks. Fails loudly if anything cannot be installed.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -22,11 +22,11 @@ fi
 if [ ! -x "$venv/bin/python" ]; then
   python3 -m venv "$venv"
 fi
-stamp="$venv/.segnode-peers-v2"
+stamp="$venv/.segnode-peers-v3"
 if [ ! -f "$stamp" ]; then
   "$venv/bin/pip" install -q --upgrade pip
   "$venv/bin/pip" install -q pydicom==3.0.2 highdicom==0.28.2 pynetdicom==3.0.4 dcmqi "moto[server]>=5.0,<6" \
-    nibabel numpy pillow pylibjpeg pylibjpeg-openjpeg
+    nibabel numpy pillow pylibjpeg pylibjpeg-openjpeg "cfn-lint>=1,<2"
   touch "$stamp"
 fi
 
@@ -35,4 +35,5 @@ for tool in storescu storescp echoscu dcmsend dcmcjpeg dcmcjpls dcmcrle dcmconv 
 done
 "$venv/bin/python" -c "import pydicom, highdicom, pynetdicom, moto, numpy" 
 test -x "$venv/bin/moto_server" || { echo "install-test-deps: moto_server missing in $venv" >&2; exit 1; }
+test -x "$venv/bin/cfn-lint" || { echo "install-test-deps: cfn-lint missing in $venv" >&2; exit 1; }
 echo "install-test-deps: ok ($venv)"

@@ -42,6 +42,10 @@ pub struct WorkerSection {
     pub delivery_timeout_secs: f64,
     /// Seconds shutdown waits for a job in progress before handing it back to the queue.
     pub shutdown_grace_secs: f64,
+    /// Most MiB one S3 upload may hold (the zip, and its files uncompressed; or the folder).
+    pub max_upload_mb: u64,
+    /// Most files in one S3 upload (zip entries or folder objects).
+    pub max_upload_files: usize,
 }
 
 impl Default for WorkerSection {
@@ -58,6 +62,8 @@ impl Default for WorkerSection {
             delivery_backoff_secs: 2.0,
             delivery_timeout_secs: 30.0,
             shutdown_grace_secs: 60.0,
+            max_upload_mb: 4096,
+            max_upload_files: 10_000,
         }
     }
 }

@@ -84,6 +84,12 @@ pub struct WorkerArgs {
     /// Seconds before the second C-STORE attempt (doubled each time).
     #[arg(long, env = "SEGNODE_DELIVERY_BACKOFF")]
     delivery_backoff: Option<f64>,
+    /// Most MiB an uploaded study (uploads/*.zip or folder) may hold, uncompressed.
+    #[arg(long, env = "SEGNODE_MAX_UPLOAD_MB")]
+    max_upload_mb: Option<u64>,
+    /// Most files an uploaded study may hold.
+    #[arg(long, env = "SEGNODE_MAX_UPLOAD_FILES")]
+    max_upload_files: Option<usize>,
 }
 
 impl WorkerArgs {
@@ -112,6 +118,12 @@ impl WorkerArgs {
         }
         if let Some(v) = self.delivery_backoff {
             w.delivery_backoff_secs = v;
+        }
+        if let Some(v) = self.max_upload_mb {
+            w.max_upload_mb = v;
+        }
+        if let Some(v) = self.max_upload_files {
+            w.max_upload_files = v;
         }
     }
 }

@@ -81,6 +81,13 @@ pub fn worker_config(file: &FileConfig) -> Result<WorkerConfig> {
         timeout: secs(w.delivery_timeout_secs, "delivery timeout")?,
         ..DeliveryOptions::default()
     };
+    if w.max_upload_mb == 0 || w.max_upload_files == 0 {
+        bail!("max upload size and file count must be at least 1");
+    }
+    c.upload = segmenter::upload::UploadLimits {
+        max_bytes: w.max_upload_mb.saturating_mul(1024 * 1024),
+        max_files: w.max_upload_files,
+    };
     Ok(c)
 }
 

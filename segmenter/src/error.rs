@@ -25,6 +25,8 @@ pub enum SegmentError {
     },
     #[error("the job is not usable: {0}")]
     BadJob(String),
+    #[error("upload {key}: {message}")]
+    Upload { key: String, message: String },
     #[error("building the DICOM-SEG: {0}")]
     Seg(#[from] dicom_seg::SegError),
     #[error("staging store: {0}")]
@@ -48,6 +50,7 @@ impl SegmentError {
                 | SegmentError::Instance { .. }
                 | SegmentError::Decode { .. }
                 | SegmentError::BadJob(_)
+                | SegmentError::Upload { .. }
                 | SegmentError::Seg(_)
         )
     }

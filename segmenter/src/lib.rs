@@ -25,4 +25,5 @@ pub use model::{set_inference_threads, Model};
 pub use pipeline::{segment_study, Outcome, SegSettings, StageTimings};
 pub mod deliver;
 pub mod metrics;
+pub mod upload;
 pub mod worker;

@@ -18,6 +18,7 @@ use crate::metrics::WorkerMetrics;
 use crate::model::Model;
 use crate::pipeline::{segment_study, Outcome, SegSettings};
 use crate::study::parse_instance;
+use crate::upload::{self, Message, S3Object, UploadLimits};
 
 /// Called when a worker takes or finishes a job (e.g. ECS task scale-in protection on/off).
 pub trait BusyHook: Send + Sync {
@@ -38,6 +39,8 @@ pub struct WorkerConfig {
     pub destinations: Vec<Destination>,
     pub delivery: DeliveryOptions,
     pub seg: SegSettings,
+    /// Bounds on an upload (S3 event path): bytes and files.
+    pub upload: UploadLimits,
     pub busy_hook: Option<Arc<dyn BusyHook>>,
 }
 
@@ -60,6 +63,7 @@ impl WorkerConfig {
             destinations: Vec::new(),
             delivery: DeliveryOptions::default(),
             seg: SegSettings::segnode(version),
+            upload: UploadLimits::default(),
             busy_hook: None,
         }
     }
@@ -121,6 +125,8 @@ pub enum Handled {
     },
     Released(String),
     DeadLettered(String),
+    /// Nothing to do (an S3 test event, an event about no created object); deleted.
+    Ignored(String),
 }
 
 async fn fetch_and_segment(
@@ -158,21 +164,45 @@ async fn fetch_and_segment(
     Ok((outcome, fetch))
 }
 
-/// Processes one received message to the end (done, released or dead-lettered).
+/// Processes one received message to the end (done, released or dead-lettered). The message is
+/// segnode's own job, or an S3 event notification about an upload (expanded into a job here).
 pub async fn handle(ctx: &WorkerContext, msg: Received) -> Handled {
-    let job = match Job::from_json(&msg.body) {
-        Ok(j) => j,
-        Err(e) => {
-            let reason = format!("not a segnode job message: {e}");
-            return dead_letter(ctx, &msg, reason).await;
+    match upload::parse_message(&msg.body) {
+        Ok(Message::Job(job)) => {
+            let span = tracing::info_span!("job", job_id = %job.job_id, study = %job.study_uid, attempt = msg.receive_count);
+            process(ctx, &msg, Work::Job(job)).instrument(span).await
         }
-    };
-    let span = tracing::info_span!("job", job_id = %job.job_id, study = %job.study_uid, attempt = msg.receive_count);
-    handle_job(ctx, &msg, &job).instrument(span).await
+        Ok(Message::S3Event(objects)) => {
+            let keys: Vec<&str> = objects.iter().map(|o| o.key.as_str()).collect();
+            let span = tracing::info_span!("upload", keys = ?keys, attempt = msg.receive_count);
+            process(ctx, &msg, Work::Uploads(objects))
+                .instrument(span)
+                .await
+        }
+        Ok(Message::S3TestEvent { bucket }) => {
+            let what = format!("S3 test event for bucket {bucket:?}");
+            info!("{what}: deleted");
+            if let Err(e) = ctx.queue.delete(&msg.receipt).await {
+                warn!(error = %e, "cannot delete the S3 test event");
+            }
+            Handled::Ignored(what)
+        }
+        Err(reason) => dead_letter(ctx, &msg, reason).await,
+    }
 }
 
-async fn handle_job(ctx: &WorkerContext, msg: &Received, job: &Job) -> Handled {
-    info!(objects = job.objects.len(), "job received");
+/// What a message asks a worker to do.
+enum Work {
+    Job(Job),
+    /// Objects of an S3 event notification: each upload becomes one job.
+    Uploads(Vec<S3Object>),
+}
+
+/// Does `work` while keeping the message hidden, then deletes, releases or dead-letters it.
+async fn process(ctx: &WorkerContext, msg: &Received, work: Work) -> Handled {
+    if let Work::Job(job) = &work {
+        info!(objects = job.objects.len(), "job received");
+    }
 
     // Heartbeat: keep the message hidden while we work.
     let heartbeat = {
@@ -189,10 +219,20 @@ async fn handle_job(ctx: &WorkerContext, msg: &Received, job: &Job) -> Handled {
             }
         })
     };
-    let result = run_job(ctx, job).await;
+    let result = match &work {
+        Work::Job(job) => run_job(ctx, job).await.map(Some),
+        Work::Uploads(objects) => run_uploads(ctx, objects).await,
+    };
     heartbeat.abort();
     match result {
-        Ok((sop, delivered_to)) => match ctx.queue.delete(&msg.receipt).await {
+        Ok(None) => match ctx.queue.delete(&msg.receipt).await {
+            Ok(()) => {
+                info!("no upload to process in this event; deleted");
+                Handled::Ignored("no ObjectCreated record".into())
+            }
+            Err(e) => Handled::Released(e.to_string()),
+        },
+        Ok(Some((sop, delivered_to))) => match ctx.queue.delete(&msg.receipt).await {
             Ok(()) => {
                 ctx.metrics.jobs_done.fetch_add(1, Ordering::Relaxed);
                 info!(seg = %sop, destinations = ?delivered_to, "job done");
@@ -235,6 +275,36 @@ async fn handle_job(ctx: &WorkerContext, msg: &Received, job: &Job) -> Handled {
             }
         }
     }
+}
+
+/// Expands every upload the event names into a job and runs it; None when the event names no
+/// created object (nothing to do).
+async fn run_uploads(
+    ctx: &WorkerContext,
+    objects: &[S3Object],
+) -> Result<Option<(String, Vec<String>)>, SegmentError> {
+    let mut last = None;
+    for o in objects {
+        if !o.is_created() {
+            info!(event = %o.event_name, key = %o.key, "not an ObjectCreated event; ignored");
+            continue;
+        }
+        let key = ctx
+            .store
+            .key_of_bucket_object(&o.bucket, &o.key)
+            .ok_or_else(|| SegmentError::Upload {
+                key: format!("s3://{}/{}", o.bucket, o.key),
+                message: format!(
+                    "is not an object of this worker's store ({})",
+                    ctx.store.location()
+                ),
+            })?;
+        let job = upload::expand(ctx.store.as_ref(), &key, o.size, &ctx.config.upload).await?;
+        let span = tracing::info_span!("job", job_id = %job.job_id, study = %job.study_uid);
+        info!(parent: &span, upload = %key, objects = job.objects.len(), "upload expanded into a job");
+        last = Some(run_job(ctx, &job).instrument(span).await?);
+    }
+    Ok(last)
 }
 
 async fn dead_letter(ctx: &WorkerContext, msg: &Received, reason: String) -> Handled {

@@ -23,6 +23,20 @@ pub struct KeyError {
 
 pub const INCOMING_PREFIX: &str = "incoming/";
 pub const RESULTS_PREFIX: &str = "results/";
+/// Where people (or their scripts) drop studies into the bucket: `uploads/<name>.zip`, or the
+/// files of a folder `uploads/<name>/...` followed by an empty `uploads/<name>/COMPLETE`.
+pub const UPLOADS_PREFIX: &str = "uploads/";
+/// The file name of the marker that says an uploaded folder is complete.
+pub const UPLOAD_COMPLETE_MARKER: &str = "COMPLETE";
+
+/// What an `uploads/` key stands for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UploadKey {
+    /// `uploads/<anything>.zip`: one archive holding the study.
+    Zip,
+    /// `uploads/<name>/COMPLETE`: the folder `uploads/<name>/` (this prefix) is complete.
+    Folder { prefix: String },
+}
 
 impl ObjectKey {
     pub fn new(key: impl Into<String>) -> Result<Self, KeyError> {
@@ -73,6 +87,25 @@ impl ObjectKey {
             return None;
         }
         Some((study, series, sop))
+    }
+
+    /// If this is an upload (`uploads/....zip` or `uploads/<name>/COMPLETE`), which kind.
+    /// The key itself was already checked by [`ObjectKey::new`] (no `.`/`..`/empty segment), so
+    /// a folder prefix derived from it cannot reach outside `uploads/`.
+    pub fn parse_upload(&self) -> Option<UploadKey> {
+        let rest = self.0.strip_prefix(UPLOADS_PREFIX)?;
+        if rest.to_ascii_lowercase().ends_with(".zip") && !rest.ends_with('/') {
+            return Some(UploadKey::Zip);
+        }
+        let folder = rest
+            .strip_suffix(UPLOAD_COMPLETE_MARKER)?
+            .strip_suffix('/')?;
+        if folder.is_empty() {
+            return None;
+        }
+        Some(UploadKey::Folder {
+            prefix: format!("{UPLOADS_PREFIX}{folder}/"),
+        })
     }
 
     pub fn as_str(&self) -> &str {
@@ -131,5 +164,32 @@ mod tests {
             assert!(ObjectKey::new(bad).is_err(), "{bad}");
         }
         assert!(ObjectKey::new("uploads/study 1/x.dcm").is_ok());
+    }
+
+    #[test]
+    fn upload_keys() {
+        let k = |s: &str| ObjectKey::new(s).unwrap().parse_upload();
+        assert_eq!(k("uploads/brain scan.zip"), Some(UploadKey::Zip));
+        assert_eq!(k("uploads/a/b/STUDY.ZIP"), Some(UploadKey::Zip));
+        assert_eq!(
+            k("uploads/study 7/COMPLETE"),
+            Some(UploadKey::Folder {
+                prefix: "uploads/study 7/".into()
+            })
+        );
+        assert_eq!(
+            k("uploads/site/a/COMPLETE"),
+            Some(UploadKey::Folder {
+                prefix: "uploads/site/a/".into()
+            })
+        );
+        // No folder name, not a marker, not under uploads/.
+        assert_eq!(k("uploads/COMPLETE"), None);
+        assert_eq!(k("uploads/study/x.dcm"), None);
+        assert_eq!(k("uploads/study/NOTCOMPLETE"), None);
+        assert_eq!(k("incoming/a.zip"), None);
+        assert_eq!(k("results/1.2/COMPLETE"), None);
+        // Traversal never gets this far.
+        assert!(ObjectKey::new("uploads/../incoming/COMPLETE").is_err());
     }
 }

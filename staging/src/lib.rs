@@ -15,7 +15,10 @@ pub mod uid;
 
 pub use aws::{sdk_config, AwsSettings};
 pub use job::{derive_job_id, Job, JobError, JobObject, ResultTarget, JOB_VERSION};
-pub use keys::{KeyError, ObjectKey, INCOMING_PREFIX, RESULTS_PREFIX};
+pub use keys::{
+    KeyError, ObjectKey, UploadKey, INCOMING_PREFIX, RESULTS_PREFIX, UPLOADS_PREFIX,
+    UPLOAD_COMPLETE_MARKER,
+};
 pub use queue::{Backlog, DeadLetter, JobQueue, QueueError, Receipt, Received};
 pub use s3::{S3Settings, S3Store};
 pub use sqlite_queue::{QueuedMessage, SqliteQueue};

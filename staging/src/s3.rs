@@ -316,4 +316,40 @@ impl ObjectStore for S3Store {
     fn location(&self) -> String {
         format!("s3://{}/{}", self.settings.bucket, self.settings.prefix)
     }
+
+    fn key_of_bucket_object(&self, bucket: &str, key: &str) -> Option<ObjectKey> {
+        if bucket != self.settings.bucket {
+            return None;
+        }
+        ObjectKey::new(key.strip_prefix(&self.settings.prefix)?).ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::aws::AwsSettings;
+
+    #[tokio::test]
+    async fn bucket_objects_map_to_keys_under_the_prefix_only() {
+        let aws = AwsSettings {
+            region: Some("us-east-1".into()),
+            endpoint_url: Some("http://127.0.0.1:9".into()),
+        };
+        let mut s = S3Settings::new("b");
+        s.prefix = "seg/".into();
+        let store = S3Store::connect(&aws, s).await;
+        assert_eq!(
+            store
+                .key_of_bucket_object("b", "seg/uploads/x.zip")
+                .map(String::from),
+            Some("uploads/x.zip".to_string())
+        );
+        assert_eq!(
+            store.key_of_bucket_object("other", "seg/uploads/x.zip"),
+            None
+        );
+        assert_eq!(store.key_of_bucket_object("b", "uploads/x.zip"), None);
+        assert_eq!(store.key_of_bucket_object("b", "seg/../x.zip"), None);
+    }
 }

@@ -54,6 +54,12 @@ pub trait ObjectStore: Send + Sync + Debug {
     async fn delete(&self, key: &ObjectKey) -> Result<(), StoreError>;
     /// Human-readable location for logs, e.g. `file:///var/lib/segnode/store` or `s3://bucket/prefix`.
     fn location(&self) -> String;
+    /// The key in this store of object `key` of S3 bucket `bucket` (as an S3 event notification
+    /// names it, already URL-decoded), or None when this store does not hold that bucket's object.
+    /// A local folder is taken to be a mount of the bucket (FSx for Lustre linked to it): same keys.
+    fn key_of_bucket_object(&self, _bucket: &str, key: &str) -> Option<ObjectKey> {
+        ObjectKey::new(key).ok()
+    }
 }
 
 /// A store in a local folder. Every write goes to a temporary file in the target folder, is

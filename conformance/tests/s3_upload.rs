@@ -1,0 +1,336 @@
+//! The S3-upload entry path against the moto server: a study uploaded to the bucket as
+//! `uploads/<name>.zip`, or as a folder `uploads/<name>/...` closed by an empty `COMPLETE`, makes
+//! the bucket's event notification (configured on the bucket, sent by moto as S3 would) put an S3
+//! event message on the job queue; `segnode worker`, a separate process, expands it into a job,
+//! writes the SEG under results/ and delivers it to a dcmtk storescp. The `s3:TestEvent` S3 sends
+//! when notifications are configured is deleted, not dead-lettered; a non-DICOM upload is
+//! dead-lettered with the reason.
+
+mod common;
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use aws_sdk_s3::types::{
+    Event, FilterRule, FilterRuleName, NotificationConfiguration, NotificationConfigurationFilter,
+    QueueConfiguration, S3KeyFilter,
+};
+use aws_sdk_sqs::types::QueueAttributeName;
+use common::Storescp;
+use staging::{
+    AwsSettings, JobQueue, ObjectKey, ObjectStore, S3Settings, S3Store, SqsQueue, SqsSettings,
+};
+use testkit::{wait_until, ChildGuard, Moto};
+
+const BUCKET: &str = "segnode-uploads";
+const STUDY_UID: &str = "2.25.293253754093074699753752768614597929384";
+
+fn study_dir() -> PathBuf {
+    testkit::workspace_root().join("testdata/studies/synth-007-axial-rle/dicom")
+}
+
+/// (name relative to the study folder, bytes) of every file of the bundled study.
+fn study_files() -> Vec<(String, Vec<u8>)> {
+    testkit::files_under(&study_dir())
+        .into_iter()
+        .map(|p| {
+            let name = p
+                .strip_prefix(study_dir())
+                .unwrap()
+                .to_string_lossy()
+                .into_owned();
+            (name, std::fs::read(&p).unwrap())
+        })
+        .collect()
+}
+
+fn zip_of(files: &[(String, Vec<u8>)]) -> Vec<u8> {
+    let mut w = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    let opts = zip::write::SimpleFileOptions::default()
+        .compression_method(zip::CompressionMethod::Deflated);
+    for (name, data) in files {
+        w.start_file(name.as_str(), opts).unwrap();
+        w.write_all(data).unwrap();
+    }
+    w.finish().unwrap().into_inner()
+}
+
+/// A bucket whose `uploads/` notifications (`.zip`, and `/COMPLETE` markers) go to a job queue
+/// with a dead-letter queue, as deploy/cloudformation.yaml sets them up, and a worker process.
+struct Setup {
+    _moto: Moto,
+    store: S3Store,
+    queue: SqsQueue,
+    viewer: Storescp,
+    worker: ChildGuard,
+    log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Setup {
+    async fn start() -> Setup {
+        let moto = Moto::start();
+        let aws = AwsSettings {
+            region: Some("us-east-1".into()),
+            endpoint_url: Some(moto.endpoint()),
+        };
+        let mut s3 = S3Settings::new(BUCKET);
+        s3.force_path_style = true;
+        let store = S3Store::connect(&aws, s3).await;
+        store
+            .client()
+            .create_bucket()
+            .bucket(BUCKET)
+            .send()
+            .await
+            .unwrap();
+        let sqs: SqsSettings =
+            SqsQueue::create_with_dead_letter(&aws, "segnode-jobs", 3, Duration::from_secs(60))
+                .await
+                .unwrap();
+        let queue = SqsQueue::connect(&aws, sqs.clone()).await;
+        let arn = queue
+            .client()
+            .get_queue_attributes()
+            .queue_url(&sqs.queue_url)
+            .attribute_names(QueueAttributeName::QueueArn)
+            .send()
+            .await
+            .unwrap()
+            .attributes()
+            .and_then(|a| a.get(&QueueAttributeName::QueueArn).cloned())
+            .unwrap();
+        let to_queue = |id: &str, suffix: &str| {
+            QueueConfiguration::builder()
+                .id(id)
+                .queue_arn(&arn)
+                .events(Event::from("s3:ObjectCreated:*"))
+                .filter(
+                    NotificationConfigurationFilter::builder()
+                        .key(
+                            S3KeyFilter::builder()
+                                .filter_rules(
+                                    FilterRule::builder()
+                                        .name(FilterRuleName::Prefix)
+                                        .value("uploads/")
+                                        .build(),
+                                )
+                                .filter_rules(
+                                    FilterRule::builder()
+                                        .name(FilterRuleName::Suffix)
+                                        .value(suffix)
+                                        .build(),
+                                )
+                                .build(),
+                        )
+                        .build(),
+                )
+                .build()
+                .unwrap()
+        };
+        store
+            .client()
+            .put_bucket_notification_configuration()
+            .bucket(BUCKET)
+            .notification_configuration(
+                NotificationConfiguration::builder()
+                    .queue_configurations(to_queue("zip-uploads", ".zip"))
+                    .queue_configurations(to_queue("folder-uploads", "/COMPLETE"))
+                    .build(),
+            )
+            .send()
+            .await
+            .unwrap();
+
+        let viewer = Storescp::start(&[]);
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("worker.log");
+        let out = std::fs::File::create(&log).unwrap();
+        let worker = ChildGuard::spawn(
+            Command::new(testkit::segnode_bin())
+                .arg("worker")
+                .arg("--data-dir")
+                .arg(dir.path().join("worker"))
+                .args(["--http", "off", "--destination", &viewer.destination()])
+                .args(["--bucket", BUCKET, "--path-style"])
+                .args(["--queue-url", &sqs.queue_url])
+                .args(["--dlq-url", sqs.dead_letter_queue_url.as_deref().unwrap()])
+                .args(["--endpoint-url", &moto.endpoint(), "--region", "us-east-1"])
+                .env("RUST_LOG", "info")
+                // Plain field=value log lines: the test reads the SEG UIDs from them.
+                .env("NO_COLOR", "1")
+                .stdout(Stdio::null())
+                .stderr(out),
+        );
+        Setup {
+            _moto: moto,
+            store,
+            queue,
+            viewer,
+            worker,
+            log,
+            _dir: dir,
+        }
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    async fn put(&self, key: &str, data: Vec<u8>) {
+        self.store
+            .put(&ObjectKey::new(key).unwrap(), data.into())
+            .await
+            .unwrap();
+    }
+
+    /// Waits for `n` SEGs at the destination (the worker must not dead-letter anything meanwhile).
+    async fn wait_segs(&self, n: usize) -> Vec<PathBuf> {
+        let deadline = Instant::now() + Duration::from_secs(300);
+        loop {
+            let text = self.log_text();
+            assert!(!text.contains("dead-lettering"), "worker log:\n{text}");
+            let segs = self.viewer.segs();
+            if segs.len() >= n {
+                return segs;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no SEG at the destination; worker log:\n{text}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    async fn wait_queue_empty(&self) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let b = self.queue.backlog().await.unwrap();
+            if b.total() == 0 {
+                return;
+            }
+            assert!(Instant::now() < deadline, "messages still queued: {b:?}");
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    }
+
+    /// The one SEG under results/<study>/, and every staged instance under incoming/<study>/.
+    async fn check_bucket(&self) -> ObjectKey {
+        let results = self.store.list("results/").await.unwrap();
+        assert_eq!(results.len(), 1, "{results:?}");
+        assert!(
+            results[0]
+                .as_str()
+                .starts_with(&format!("results/{STUDY_UID}/")),
+            "{results:?}"
+        );
+        let staged = self
+            .store
+            .list(&format!("incoming/{STUDY_UID}/"))
+            .await
+            .unwrap();
+        assert_eq!(staged.len(), study_files().len());
+        results[0].clone()
+    }
+
+    fn stop(mut self) {
+        let status = self.worker.terminate(Duration::from_secs(30));
+        assert!(
+            status.is_some_and(|s| s.success()),
+            "worker exit: {status:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_zip_uploaded_to_the_bucket_comes_back_as_a_seg() {
+    let s = Setup::start().await;
+    // A space in the name: S3 (and moto) URL-encode it as '+' in the event.
+    s.put("uploads/synth 007.zip", zip_of(&study_files())).await;
+    let segs = s.wait_segs(1).await;
+    assert!(std::fs::metadata(&segs[0]).unwrap().len() > 1000);
+    s.check_bucket().await;
+    s.wait_queue_empty().await;
+    // Configuring the notification made S3 send its s3:TestEvent: deleted, not dead-lettered.
+    assert!(
+        s.log_text().contains("S3 test event"),
+        "worker log:\n{}",
+        s.log_text()
+    );
+    assert!(s.queue.dead_letters(10).await.unwrap().is_empty());
+
+    // A zip of something else is dead-lettered at once, with the reason.
+    let junk = zip_of(&[("report.pdf".into(), b"%PDF-1.4 not DICOM".to_vec())]);
+    s.put("uploads/report.zip", junk).await;
+    let dead = wait_until(Duration::from_secs(60), "a dead letter", || {
+        let rt = tokio::runtime::Handle::current();
+        let q = s.queue.clone();
+        let d = std::thread::spawn(move || rt.block_on(q.dead_letters(10)))
+            .join()
+            .unwrap()
+            .unwrap();
+        (!d.is_empty()).then_some(d)
+    });
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert!(
+        dead[0].reason.contains("uploads/report.zip")
+            && dead[0]
+                .reason
+                .contains("\"report.pdf\" is not a DICOM Part-10 file"),
+        "{}",
+        dead[0].reason
+    );
+    assert!(dead[0].body.contains("\"Records\""), "{}", dead[0].body);
+    s.stop();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_folder_closed_by_a_complete_marker_comes_back_as_a_seg_once() {
+    let s = Setup::start().await;
+    // The files alone trigger nothing (the notification filters on the marker).
+    for (name, data) in study_files() {
+        s.put(&format!("uploads/synth-007/{name}"), data).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(s.viewer.segs().is_empty());
+    assert_eq!(s.queue.backlog().await.unwrap().total(), 0);
+    s.put("uploads/synth-007/COMPLETE", Vec::new()).await;
+    let first = s.wait_segs(1).await;
+    let result = s.check_bucket().await;
+    s.wait_queue_empty().await;
+
+    // The same event delivered again (S3 delivers at least once) gives the same SEG UID: the
+    // bucket still holds one result and the destination receives a duplicate, not a new SEG.
+    let event = serde_json::json!({"Records": [{
+        "eventVersion": "2.1", "eventSource": "aws:s3", "awsRegion": "us-east-1",
+        "eventName": "ObjectCreated:Put",
+        "s3": {"s3SchemaVersion": "1.0", "bucket": {"name": BUCKET, "arn": format!("arn:aws:s3:::{BUCKET}")},
+               "object": {"key": "uploads/synth-007/COMPLETE", "size": 0}}
+    }]});
+    s.queue.send(&event.to_string(), None).await.unwrap();
+    let done = wait_until(Duration::from_secs(300), "the event done twice", || {
+        let text = s.log_text();
+        assert!(!text.contains("dead-lettering"), "worker log:\n{text}");
+        let segs: Vec<String> = text
+            .lines()
+            .filter(|l| l.contains("job done"))
+            .filter_map(|l| l.split("seg=").nth(1))
+            .map(|rest| rest.split_whitespace().next().unwrap().to_string())
+            .collect();
+        (segs.len() >= 2).then_some(segs)
+    });
+    assert_eq!(s.check_bucket().await, result);
+    let sop = result
+        .as_str()
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .trim_end_matches(".dcm")
+        .to_string();
+    assert_eq!(done, vec![sop.clone(), sop], "SEG UIDs of the two runs");
+    assert!(!first.is_empty());
+    s.wait_queue_empty().await;
+    s.stop();
+}

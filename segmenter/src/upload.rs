@@ -1,0 +1,802 @@
+//! The S3-upload entry path: studies dropped into the bucket instead of sent by C-STORE.
+//!
+//! Someone uploads `uploads/<anything>.zip` (the DICOM files of one study), or the files of a
+//! folder `uploads/<name>/...` followed by an empty `uploads/<name>/COMPLETE`. The bucket's event
+//! notification puts an S3 event message on the job queue. A worker reads it here
+//! ([`parse_message`]), expands the upload into an ordinary job ([`expand`]): every DICOM file is
+//! parsed, its UIDs validated, and it is staged under `incoming/<study>/<series>/<sop>.dcm`
+//! exactly as the SCP stages what it receives; the job id is derived from the staged keys, so a
+//! redelivered event yields the same job id and therefore the same SEG SOP Instance UID.
+//!
+//! Nothing from an upload is written to a filesystem path: archive entry names only appear in
+//! messages, and keys are built from validated UIDs. Zip bombs are bounded by
+//! [`UploadLimits`] (total uncompressed bytes and file count), checked against the sizes the
+//! archive declares and again while inflating.
+
+use std::collections::BTreeSet;
+use std::io::{Cursor, Read};
+
+use bytes::Bytes;
+use dicom_dictionary_std::tags;
+use dicom_object::OpenFileOptions;
+use serde_json::Value;
+use staging::{Job, JobObject, ObjectKey, ObjectStore, StoreError, Uid, UploadKey};
+use tracing::{info, warn};
+
+use crate::error::SegmentError;
+use crate::study::text;
+
+/// Bounds on what one upload may expand to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UploadLimits {
+    /// Total bytes of the upload: the zip object itself, and the sum of its uncompressed entries
+    /// (or of the folder's files).
+    pub max_bytes: u64,
+    /// Files in one upload (zip entries or folder objects, directories and skipped names excluded).
+    pub max_files: usize,
+}
+
+impl Default for UploadLimits {
+    fn default() -> Self {
+        UploadLimits {
+            max_bytes: 4 * 1024 * 1024 * 1024,
+            max_files: 10_000,
+        }
+    }
+}
+
+/// One object named by an S3 event notification record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct S3Object {
+    /// e.g. `ObjectCreated:Put`, `ObjectCreated:CompleteMultipartUpload`.
+    pub event_name: String,
+    pub bucket: String,
+    /// The key, URL-decoded (S3 encodes keys in events, with `+` for a space).
+    pub key: String,
+    pub size: Option<u64>,
+}
+
+impl S3Object {
+    pub fn is_created(&self) -> bool {
+        self.event_name.starts_with("ObjectCreated:")
+    }
+}
+
+/// What a queue message asks for.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Message {
+    /// segnode's own job message (from the SCP).
+    Job(Job),
+    /// An S3 event notification (one or more records).
+    S3Event(Vec<S3Object>),
+    /// The `s3:TestEvent` S3 sends when notifications are configured: nothing to do.
+    S3TestEvent { bucket: String },
+}
+
+/// Tells a segnode job message from an S3 event notification (also inside an SNS envelope, when
+/// the notification went through a topic without raw delivery). The error is the reason the
+/// message goes to the dead-letter queue.
+pub fn parse_message(body: &str) -> Result<Message, String> {
+    parse_value(body, 0)
+}
+
+fn parse_value(body: &str, depth: u32) -> Result<Message, String> {
+    let value: Value = serde_json::from_str(body).map_err(|e| {
+        format!("not a segnode job message nor an S3 event notification: not JSON: {e}")
+    })?;
+    let obj = value.as_object().ok_or_else(|| {
+        "not a segnode job message nor an S3 event notification: not a JSON object".to_string()
+    })?;
+    if obj.contains_key("version") {
+        return Job::from_json(body)
+            .map(Message::Job)
+            .map_err(|e| format!("not a segnode job message: {e}"));
+    }
+    if let Some(records) = obj.get("Records") {
+        return parse_records(records).map(Message::S3Event);
+    }
+    if obj.get("Event").and_then(Value::as_str) == Some("s3:TestEvent") {
+        let bucket = obj
+            .get("Bucket")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
+        return Ok(Message::S3TestEvent { bucket });
+    }
+    if depth == 0 && obj.get("Type").and_then(Value::as_str) == Some("Notification") {
+        if let Some(inner) = obj.get("Message").and_then(Value::as_str) {
+            return parse_value(inner, depth + 1);
+        }
+    }
+    Err(
+        "not a segnode job message (no \"version\") nor an S3 event notification (no \"Records\")"
+            .to_string(),
+    )
+}
+
+fn parse_records(records: &Value) -> Result<Vec<S3Object>, String> {
+    let records = records
+        .as_array()
+        .ok_or("S3 event notification: \"Records\" is not a list")?;
+    if records.is_empty() {
+        return Err("S3 event notification without records".into());
+    }
+    records
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let field =
+                |path: &[&str]| -> Option<&Value> { path.iter().try_fold(r, |v, k| v.get(*k)) };
+            let string = |path: &[&str]| -> Result<String, String> {
+                field(path)
+                    .and_then(Value::as_str)
+                    .map(str::to_string)
+                    .ok_or_else(|| {
+                        format!("S3 event notification record {i}: no {}", path.join("."))
+                    })
+            };
+            if let Some(source) = field(&["eventSource"]).and_then(Value::as_str) {
+                if source != "aws:s3" {
+                    return Err(format!(
+                        "event record {i} comes from {source:?}, not aws:s3"
+                    ));
+                }
+            }
+            let raw_key = string(&["s3", "object", "key"])?;
+            Ok(S3Object {
+                event_name: string(&["eventName"])?,
+                bucket: string(&["s3", "bucket", "name"])?,
+                key: decode_s3_key(&raw_key).map_err(|e| {
+                    format!("S3 event notification record {i}: key {raw_key:?}: {e}")
+                })?,
+                size: field(&["s3", "object", "size"]).and_then(Value::as_u64),
+            })
+        })
+        .collect()
+}
+
+/// Decodes a key as S3 writes it into event notifications: URL-encoded, `+` for a space.
+pub fn decode_s3_key(raw: &str) -> Result<String, String> {
+    let b = raw.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'+' => out.push(b' '),
+            b'%' => {
+                let hex = b
+                    .get(i + 1..i + 3)
+                    .and_then(|h| std::str::from_utf8(h).ok())
+                    .and_then(|h| u8::from_str_radix(h, 16).ok())
+                    .ok_or("a '%' not followed by two hex digits")?;
+                out.push(hex);
+                i += 2;
+            }
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    String::from_utf8(out).map_err(|_| "does not decode to UTF-8".to_string())
+}
+
+fn upload_error(key: &ObjectKey, message: impl Into<String>) -> SegmentError {
+    SegmentError::Upload {
+        key: key.to_string(),
+        message: message.into(),
+    }
+}
+
+async fn get(store: &dyn ObjectStore, key: &ObjectKey) -> Result<Bytes, SegmentError> {
+    match store.get(key).await {
+        Ok(b) => Ok(b),
+        // Gone after its event was sent (deleted, expired): no retry brings it back.
+        Err(StoreError::NotFound(_)) => Err(upload_error(key, "no longer in the store")),
+        Err(e) => Err(SegmentError::Store(format!("{}: {e}", key.as_str()))),
+    }
+}
+
+/// Names in an upload that are not part of the study and are skipped: hidden files
+/// (`.DS_Store`), macOS resource forks (`__MACOSX/`), DICOMDIR (a media directory, not an image),
+/// and the folder's own COMPLETE marker.
+fn is_skipped(name: &str) -> bool {
+    let base = name.rsplit('/').next().unwrap_or(name);
+    base.is_empty()
+        || base.starts_with('.')
+        || name.split('/').any(|s| s == "__MACOSX")
+        || base.eq_ignore_ascii_case("DICOMDIR")
+}
+
+/// Expands the upload at `key` (`uploads/....zip` or `uploads/<name>/COMPLETE`) into a job:
+/// every file staged under `incoming/`, one study, a deterministic job id.
+pub async fn expand(
+    store: &dyn ObjectStore,
+    key: &ObjectKey,
+    size_hint: Option<u64>,
+    limits: &UploadLimits,
+) -> Result<Job, SegmentError> {
+    let files = match key.parse_upload() {
+        Some(UploadKey::Zip) => {
+            if let Some(size) = size_hint.filter(|&s| s > limits.max_bytes) {
+                return Err(upload_error(
+                    key,
+                    format!(
+                        "is {size} bytes, over the limit of {} bytes",
+                        limits.max_bytes
+                    ),
+                ));
+            }
+            let zip = get(store, key).await?;
+            let (k, l) = (key.clone(), *limits);
+            tokio::task::spawn_blocking(move || unzip(&zip, &k, &l))
+                .await
+                .map_err(|e| SegmentError::Io(format!("unzip task failed: {e}")))??
+        }
+        Some(UploadKey::Folder { prefix }) => read_folder(store, key, &prefix, limits).await?,
+        None => {
+            return Err(upload_error(
+                key,
+                "is not an upload (expected uploads/<name>.zip or uploads/<name>/COMPLETE)",
+            ))
+        }
+    };
+    stage(store, key, files).await
+}
+
+/// The files of an archive, bounded by `limits` (declared sizes first, then actual bytes).
+fn unzip(
+    zip: &[u8],
+    key: &ObjectKey,
+    limits: &UploadLimits,
+) -> Result<Vec<(String, Bytes)>, SegmentError> {
+    if zip.len() as u64 > limits.max_bytes {
+        return Err(upload_error(
+            key,
+            format!(
+                "is {} bytes, over the limit of {} bytes",
+                zip.len(),
+                limits.max_bytes
+            ),
+        ));
+    }
+    let mut archive = zip::ZipArchive::new(Cursor::new(zip))
+        .map_err(|e| upload_error(key, format!("is not a readable zip archive: {e}")))?;
+    if archive.len() > limits.max_files {
+        return Err(upload_error(
+            key,
+            format!(
+                "holds {} entries, over the limit of {}",
+                archive.len(),
+                limits.max_files
+            ),
+        ));
+    }
+    let mut total: u64 = 0;
+    let mut out = Vec::new();
+    for i in 0..archive.len() {
+        let mut entry = archive
+            .by_index(i)
+            .map_err(|e| upload_error(key, format!("entry {i} cannot be read: {e}")))?;
+        let name = entry
+            .name()
+            .map(|n| n.into_owned())
+            .unwrap_or_else(|_| format!("entry {i}"));
+        if entry.is_dir() || is_skipped(&name) {
+            continue;
+        }
+        if entry.is_symlink() {
+            return Err(upload_error(
+                key,
+                format!("entry {name:?} is a symbolic link"),
+            ));
+        }
+        let room = limits.max_bytes - total;
+        if entry.size() > room {
+            return Err(upload_error(
+                key,
+                format!(
+                    "expands to more than the limit of {} bytes (at entry {name:?})",
+                    limits.max_bytes
+                ),
+            ));
+        }
+        let mut buf = Vec::with_capacity(entry.size().min(64 << 20) as usize);
+        // The declared size may lie: never inflate more than the room left (plus one byte to notice).
+        (&mut entry)
+            .take(room + 1)
+            .read_to_end(&mut buf)
+            .map_err(|e| upload_error(key, format!("entry {name:?} cannot be inflated: {e}")))?;
+        if buf.len() as u64 > room {
+            return Err(upload_error(
+                key,
+                format!(
+                    "expands to more than the limit of {} bytes (at entry {name:?})",
+                    limits.max_bytes
+                ),
+            ));
+        }
+        total += buf.len() as u64;
+        out.push((name, Bytes::from(buf)));
+    }
+    Ok(out)
+}
+
+/// The objects under an uploaded folder's prefix (the marker and skipped names excluded).
+async fn read_folder(
+    store: &dyn ObjectStore,
+    marker: &ObjectKey,
+    prefix: &str,
+    limits: &UploadLimits,
+) -> Result<Vec<(String, Bytes)>, SegmentError> {
+    let keys: Vec<ObjectKey> = store
+        .list(prefix)
+        .await
+        .map_err(|e| SegmentError::Store(format!("listing {prefix}: {e}")))?
+        .into_iter()
+        .filter(|k| k != marker && !is_skipped(k.as_str()))
+        .collect();
+    if keys.len() > limits.max_files {
+        return Err(upload_error(
+            marker,
+            format!(
+                "the folder holds {} files, over the limit of {}",
+                keys.len(),
+                limits.max_files
+            ),
+        ));
+    }
+    let mut total: u64 = 0;
+    let mut out = Vec::with_capacity(keys.len());
+    for k in keys {
+        let b = get(store, &k).await?;
+        total += b.len() as u64;
+        if total > limits.max_bytes {
+            return Err(upload_error(
+                marker,
+                format!(
+                    "the folder holds more than the limit of {} bytes",
+                    limits.max_bytes
+                ),
+            ));
+        }
+        let name = k.as_str()[prefix.len()..].to_string();
+        out.push((name, b));
+    }
+    Ok(out)
+}
+
+/// Study, series and SOP Instance UIDs of one file, validated; the error names the file.
+fn identify(name: &str, bytes: &[u8]) -> Result<(Uid, Uid, Uid), String> {
+    let obj = OpenFileOptions::new()
+        .read_until(tags::PIXEL_DATA)
+        .from_reader(bytes)
+        .map_err(|e| format!("{name:?} is not a DICOM Part-10 file: {e}"))?;
+    let uid = |tag, what: &str| -> Result<Uid, String> {
+        let raw = text(&obj, tag).ok_or_else(|| format!("{name:?} has no {what}"))?;
+        Uid::new(&raw).map_err(|e| format!("{name:?}: {what}: {e}"))
+    };
+    Ok((
+        uid(tags::STUDY_INSTANCE_UID, "Study Instance UID")?,
+        uid(tags::SERIES_INSTANCE_UID, "Series Instance UID")?,
+        uid(tags::SOP_INSTANCE_UID, "SOP Instance UID")?,
+    ))
+}
+
+/// Parses every file, checks that they are one study, stages them under `incoming/` and builds
+/// the job.
+async fn stage(
+    store: &dyn ObjectStore,
+    upload: &ObjectKey,
+    files: Vec<(String, Bytes)>,
+) -> Result<Job, SegmentError> {
+    let (identified, files) = tokio::task::spawn_blocking(move || {
+        let ids = files
+            .iter()
+            .map(|(name, b)| identify(name, b))
+            .collect::<Result<Vec<_>, String>>();
+        (ids, files)
+    })
+    .await
+    .map_err(|e| SegmentError::Io(format!("parse task failed: {e}")))?;
+    let identified = identified.map_err(|m| upload_error(upload, m))?;
+    let studies: BTreeSet<&Uid> = identified.iter().map(|(st, _, _)| st).collect();
+    let study = match studies.len() {
+        0 => return Err(upload_error(upload, "holds no DICOM files")),
+        1 => (*studies.iter().next().unwrap()).clone(),
+        n => {
+            let list: Vec<&str> = studies.iter().map(|u| u.as_str()).collect();
+            return Err(upload_error(
+                upload,
+                format!(
+                    "holds {n} studies ({}); upload one study per zip or folder",
+                    list.join(", ")
+                ),
+            ));
+        }
+    };
+    let mut objects: Vec<JobObject> = Vec::with_capacity(files.len());
+    for ((name, bytes), (_, series, sop)) in files.into_iter().zip(identified) {
+        let key = ObjectKey::incoming(&study, &series, &sop);
+        if objects.iter().any(|o| o.key == key) {
+            warn!(upload = %upload, file = %name, sop = %sop, "SOP Instance UID seen twice in the upload; the first copy is kept");
+            continue;
+        }
+        store
+            .put(&key, bytes)
+            .await
+            .map_err(|e| SegmentError::Store(format!("{}: {e}", key.as_str())))?;
+        objects.push(JobObject {
+            key,
+            series_uid: series,
+            sop_uid: sop,
+        });
+    }
+    let received_at = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    let job = Job::new(study, objects, None, received_at);
+    info!(upload = %upload, job_id = %job.job_id, study = %job.study_uid, objects = job.objects.len(), "upload staged under incoming/");
+    Ok(job)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+    use std::path::Path;
+    use std::sync::Arc;
+
+    use staging::LocalStore;
+    use zip::write::SimpleFileOptions;
+
+    /// The example event of the S3 user guide ("Event message structure"), with a key that S3
+    /// URL-encodes: a space as '+', and a '+' and a non-ASCII character percent-encoded.
+    const AWS_EXAMPLE_EVENT: &str = r#"{
+       "Records":[
+          {
+             "eventVersion":"2.1",
+             "eventSource":"aws:s3",
+             "awsRegion":"us-west-2",
+             "eventTime":"1970-01-01T00:00:00.000Z",
+             "eventName":"ObjectCreated:Put",
+             "userIdentity":{"principalId":"AIDAJDPLRKLG7UEXAMPLE"},
+             "requestParameters":{"sourceIPAddress":"127.0.0.1"},
+             "responseElements":{
+                "x-amz-request-id":"C3D13FE58DE4C810",
+                "x-amz-id-2":"FMyUVURIY8/IgAtTv8xRjskZQpcIZ9KG4V5Wp6S7S/JRWeUWerMUE5JgHvANOjpD"
+             },
+             "s3":{
+                "s3SchemaVersion":"1.0",
+                "configurationId":"testConfigRule",
+                "bucket":{
+                   "name":"amzn-s3-demo-bucket",
+                   "ownerIdentity":{"principalId":"A3NL1KOZZKExample"},
+                   "arn":"arn:aws:s3:::amzn-s3-demo-bucket"
+                },
+                "object":{
+                   "key":"uploads/brain+scan%2B1+%C3%A9t%C3%A9.zip",
+                   "size":1024,
+                   "eTag":"d41d8cd98f00b204e9800998ecf8427e",
+                   "versionId":"096fKKXTRTtl3on89fVO.nfljtsv6qko",
+                   "sequencer":"0055AED6DCD90281E5"
+                }
+             }
+          }
+       ]
+    }"#;
+
+    /// What S3 sends to a queue when a notification configuration is saved.
+    const AWS_TEST_EVENT: &str = r#"{
+       "Service":"Amazon S3",
+       "Event":"s3:TestEvent",
+       "Time":"2014-10-13T15:57:02.089Z",
+       "Bucket":"amzn-s3-demo-bucket",
+       "RequestId":"5582815E1AEA5ADF",
+       "HostId":"8cLeGAmw098X5cv4Zkwcmo8vvZa3eH3eKxsPzbB9wrR+YstdA6Knx4Ip8EXAMPLE"
+    }"#;
+
+    #[test]
+    fn parses_the_aws_example_event_and_decodes_the_key() {
+        let Message::S3Event(objects) = parse_message(AWS_EXAMPLE_EVENT).unwrap() else {
+            panic!("not an S3 event");
+        };
+        assert_eq!(
+            objects,
+            vec![S3Object {
+                event_name: "ObjectCreated:Put".into(),
+                bucket: "amzn-s3-demo-bucket".into(),
+                key: "uploads/brain scan+1 été.zip".into(),
+                size: Some(1024),
+            }]
+        );
+        assert!(objects[0].is_created());
+    }
+
+    #[test]
+    fn the_test_event_is_recognised() {
+        assert_eq!(
+            parse_message(AWS_TEST_EVENT).unwrap(),
+            Message::S3TestEvent {
+                bucket: "amzn-s3-demo-bucket".into()
+            }
+        );
+    }
+
+    #[test]
+    fn an_sns_envelope_is_opened() {
+        let body = serde_json::json!({
+            "Type": "Notification",
+            "MessageId": "x",
+            "TopicArn": "arn:aws:sns:us-west-2:123456789012:uploads",
+            "Message": AWS_EXAMPLE_EVENT,
+        })
+        .to_string();
+        assert!(matches!(parse_message(&body), Ok(Message::S3Event(o)) if o.len() == 1));
+    }
+
+    #[test]
+    fn job_messages_still_parse_and_garbage_says_why() {
+        let job = Job::new(
+            Uid::new("1.2").unwrap(),
+            vec![JobObject {
+                key: ObjectKey::incoming(
+                    &Uid::new("1.2").unwrap(),
+                    &Uid::new("1.3").unwrap(),
+                    &Uid::new("1.4").unwrap(),
+                ),
+                series_uid: Uid::new("1.3").unwrap(),
+                sop_uid: Uid::new("1.4").unwrap(),
+            }],
+            None,
+            1,
+        );
+        assert_eq!(parse_message(&job.to_json()).unwrap(), Message::Job(job));
+        for (body, says) in [
+            ("hello", "not JSON"),
+            ("[1]", "not a JSON object"),
+            ("{\"a\":1}", "no \"Records\""),
+            ("{\"version\":9}", "version 9"),
+            ("{\"Records\":[]}", "without records"),
+            ("{\"Records\":[{\"eventName\":\"ObjectCreated:Put\"}]}", "no s3.object.key"),
+            (
+                "{\"Records\":[{\"eventSource\":\"aws:sqs\"}]}",
+                "not aws:s3",
+            ),
+            (
+                "{\"Records\":[{\"eventName\":\"x\",\"s3\":{\"bucket\":{\"name\":\"b\"},\"object\":{\"key\":\"a%zz\"}}}]}",
+                "two hex digits",
+            ),
+        ] {
+            let e = parse_message(body).unwrap_err();
+            assert!(e.contains(says), "{body}: {e}");
+        }
+    }
+
+    #[test]
+    fn decodes_keys_like_s3() {
+        assert_eq!(decode_s3_key("a+b%2Bc%2Fd").unwrap(), "a b+c/d");
+        assert!(decode_s3_key("%").is_err());
+        assert!(decode_s3_key("%ff").is_err());
+    }
+
+    fn study_dir() -> std::path::PathBuf {
+        testkit::workspace_root().join("testdata/studies/synth-007-axial-rle/dicom")
+    }
+
+    fn study_files() -> Vec<(String, Vec<u8>)> {
+        let mut out: Vec<(String, Vec<u8>)> = testkit::files_under(&study_dir())
+            .into_iter()
+            .map(|p| {
+                let name = p
+                    .strip_prefix(study_dir())
+                    .unwrap()
+                    .to_string_lossy()
+                    .into_owned();
+                (name, std::fs::read(&p).unwrap())
+            })
+            .collect();
+        out.sort();
+        out
+    }
+
+    fn zip_of(files: &[(String, Vec<u8>)]) -> Vec<u8> {
+        let mut w = zip::ZipWriter::new(Cursor::new(Vec::new()));
+        let opts =
+            SimpleFileOptions::default().compression_method(zip::CompressionMethod::Deflated);
+        w.add_directory("study/", opts).unwrap();
+        for (name, data) in files {
+            w.start_file(format!("study/{name}"), opts).unwrap();
+            w.write_all(data).unwrap();
+        }
+        w.finish().unwrap().into_inner()
+    }
+
+    fn store(dir: &Path) -> Arc<dyn ObjectStore> {
+        Arc::new(LocalStore::open(dir).unwrap())
+    }
+
+    fn key(s: &str) -> ObjectKey {
+        ObjectKey::new(s).unwrap()
+    }
+
+    const STUDY_UID: &str = "2.25.293253754093074699753752768614597929384";
+
+    #[tokio::test]
+    async fn a_zip_expands_into_the_same_job_as_a_folder_and_again_on_redelivery() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(dir.path());
+        let files = study_files();
+        let mut with_junk = files.clone();
+        with_junk.push(("__MACOSX/._x".into(), b"junk".to_vec()));
+        with_junk.push((".DS_Store".into(), b"junk".to_vec()));
+        let zip_key = key("uploads/my study.zip");
+        store
+            .put(&zip_key, Bytes::from(zip_of(&with_junk)))
+            .await
+            .unwrap();
+        let limits = UploadLimits::default();
+        let job = expand(store.as_ref(), &zip_key, None, &limits)
+            .await
+            .unwrap();
+        assert_eq!(job.study_uid.as_str(), STUDY_UID);
+        assert_eq!(job.objects.len(), files.len());
+        for o in &job.objects {
+            assert!(o
+                .key
+                .as_str()
+                .starts_with(&format!("incoming/{STUDY_UID}/")));
+            let staged = store.get(&o.key).await.unwrap();
+            assert!(files.iter().any(|(_, b)| b[..] == staged[..]));
+        }
+        // Redelivered event: same job id (hence the same SEG UID).
+        let again = expand(store.as_ref(), &zip_key, None, &limits)
+            .await
+            .unwrap();
+        assert_eq!(again.job_id, job.job_id);
+
+        // The same study as a folder + COMPLETE marker gives the same job.
+        for (name, data) in &files {
+            store
+                .put(
+                    &key(&format!("uploads/site a/{name}")),
+                    Bytes::from(data.clone()),
+                )
+                .await
+                .unwrap();
+        }
+        let marker = key("uploads/site a/COMPLETE");
+        store.put(&marker, Bytes::new()).await.unwrap();
+        let folder = expand(store.as_ref(), &marker, None, &limits)
+            .await
+            .unwrap();
+        assert_eq!(folder.job_id, job.job_id);
+        assert_eq!(folder.objects, job.objects);
+    }
+
+    #[tokio::test]
+    async fn bad_uploads_are_permanent_errors_that_say_why() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(dir.path());
+        let files = study_files();
+        let limits = UploadLimits::default();
+        let check = |r: Result<Job, SegmentError>, says: &str| {
+            let e = r.unwrap_err();
+            assert!(e.is_permanent(), "{e}");
+            assert!(e.to_string().contains(says), "{e}");
+        };
+
+        let k = key("uploads/notes.zip");
+        store
+            .put(&k, Bytes::from_static(b"not a zip"))
+            .await
+            .unwrap();
+        check(
+            expand(store.as_ref(), &k, None, &limits).await,
+            "not a readable zip",
+        );
+
+        let k = key("uploads/text.zip");
+        let z = zip_of(&[("readme.txt".into(), b"hello".to_vec())]);
+        store.put(&k, Bytes::from(z)).await.unwrap();
+        check(
+            expand(store.as_ref(), &k, None, &limits).await,
+            "\"study/readme.txt\" is not a DICOM Part-10 file",
+        );
+
+        let k = key("uploads/empty.zip");
+        store.put(&k, Bytes::from(zip_of(&[]))).await.unwrap();
+        check(
+            expand(store.as_ref(), &k, None, &limits).await,
+            "holds no DICOM files",
+        );
+
+        // Two studies: the second one's Study Instance UID rewritten in place (same length).
+        let mut two = files[..2].to_vec();
+        let other = STUDY_UID.replace("2.25.2", "2.25.9");
+        let pos = two[1]
+            .1
+            .windows(STUDY_UID.len())
+            .position(|w| w == STUDY_UID.as_bytes())
+            .unwrap();
+        two[1].1[pos..pos + STUDY_UID.len()].copy_from_slice(other.as_bytes());
+        let k = key("uploads/two.zip");
+        store.put(&k, Bytes::from(zip_of(&two))).await.unwrap();
+        check(
+            expand(store.as_ref(), &k, None, &limits).await,
+            "holds 2 studies",
+        );
+
+        check(
+            expand(store.as_ref(), &key("uploads/gone.zip"), None, &limits).await,
+            "no longer in the store",
+        );
+        check(
+            expand(store.as_ref(), &key("uploads/a/b.dcm"), None, &limits).await,
+            "is not an upload",
+        );
+    }
+
+    #[tokio::test]
+    async fn zip_bombs_and_oversized_uploads_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(dir.path());
+        // 64 MiB of zeros deflate to ~64 KiB.
+        let bomb = zip_of(&[("zeros.dcm".into(), vec![0u8; 64 << 20])]);
+        assert!(bomb.len() < 1 << 20);
+        let k = key("uploads/bomb.zip");
+        store.put(&k, Bytes::from(bomb)).await.unwrap();
+        let limits = UploadLimits {
+            max_bytes: 8 << 20,
+            max_files: 100,
+        };
+        let e = expand(store.as_ref(), &k, None, &limits).await.unwrap_err();
+        assert!(
+            e.is_permanent() && e.to_string().contains("expands to more than"),
+            "{e}"
+        );
+        // The event's size is checked before anything is fetched.
+        let e = expand(store.as_ref(), &k, Some(9 << 20), &limits)
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("over the limit"), "{e}");
+
+        let many: Vec<(String, Vec<u8>)> = (0..5).map(|i| (format!("{i}.dcm"), vec![1])).collect();
+        let k = key("uploads/many.zip");
+        store.put(&k, Bytes::from(zip_of(&many))).await.unwrap();
+        let limits = UploadLimits {
+            max_bytes: 1 << 20,
+            max_files: 4,
+        };
+        let e = expand(store.as_ref(), &k, None, &limits).await.unwrap_err();
+        assert!(
+            e.to_string().contains("entries, over the limit of 4"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_lying_declared_size_is_caught_while_inflating() {
+        // An entry whose header claims 10 bytes but inflates to 1 MiB.
+        let data = vec![7u8; 1 << 20];
+        let mut zip = zip_of(&[("x.dcm".into(), data)]);
+        // Patch the uncompressed size in the central directory and the local header to 10.
+        let patch = |zip: &mut Vec<u8>, sig: &[u8], offset: usize| {
+            let mut i = 0;
+            while let Some(p) = zip[i..].windows(4).position(|w| w == sig) {
+                let at = i + p + offset;
+                if zip[at..at + 4] == (1u32 << 20).to_le_bytes() {
+                    zip[at..at + 4].copy_from_slice(&10u32.to_le_bytes());
+                }
+                i += p + 4;
+            }
+        };
+        patch(&mut zip, b"PK\x01\x02", 24);
+        patch(&mut zip, b"PK\x03\x04", 22);
+        let limits = UploadLimits {
+            max_bytes: 1000,
+            max_files: 10,
+        };
+        let e = unzip(&zip, &key("uploads/liar.zip"), &limits).unwrap_err();
+        assert!(e.is_permanent(), "{e}");
+    }
+}
