@@ -19,7 +19,7 @@ use segmenter::postprocess::dice;
 use staging::{JobQueue, LocalStore, ObjectStore, SqliteQueue};
 
 use crate::config::FileConfig;
-use crate::segment_cmd::read_study_folder;
+use crate::segment_cmd::{parse_files, part10_files};
 use crate::workers;
 
 const BUNDLED_STUDY: &str = "testdata/studies/synth-007-axial-rle";
@@ -160,16 +160,18 @@ pub async fn run(args: DemoArgs, file: &mut FileConfig) -> Result<()> {
     );
 
     step(3, "sending the study by C-STORE");
-    let (instances, _) =
-        read_study_folder(&study_dir.join("dicom")).or_else(|_| read_study_folder(&study_dir))?;
-    let mut files = Vec::new();
-    collect_files(&study_dir.join("dicom"), &mut files)?;
-    files.sort();
-    let bytes: Vec<Vec<u8>> = files
-        .iter()
-        .map(std::fs::read)
-        .collect::<std::io::Result<_>>()?;
-    let refs: Vec<&[u8]> = bytes.iter().map(|b| b.as_slice()).collect();
+    let dicom_dir = study_dir.join("dicom");
+    let dicom_dir = if dicom_dir.is_dir() {
+        dicom_dir
+    } else {
+        study_dir.clone()
+    };
+    let (files, _) = part10_files(&dicom_dir)?;
+    if files.is_empty() {
+        bail!("no DICOM Part-10 files under {}", dicom_dir.display());
+    }
+    let instances = parse_files(&files)?;
+    let refs: Vec<&[u8]> = files.iter().map(|(_, b)| b.as_slice()).collect();
     let to_node = Destination {
         ae_title: file.scp.ae_title.clone(),
         host: "127.0.0.1".into(),
@@ -264,25 +266,11 @@ pub async fn run(args: DemoArgs, file: &mut FileConfig) -> Result<()> {
     Ok(())
 }
 
-fn collect_files(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
-    for e in std::fs::read_dir(dir).with_context(|| format!("cannot read {}", dir.display()))? {
-        let p = e?.path();
-        if p.is_dir() {
-            collect_files(&p, out)?;
-        } else {
-            let b = std::fs::read(&p)?;
-            if b.len() > 132 && &b[128..132] == b"DICM" {
-                out.push(p);
-            }
-        }
-    }
-    Ok(())
-}
-
+/// SEG files the built-in destination has filed so far.
 fn find_seg(root: &Path) -> Vec<PathBuf> {
-    let mut v = Vec::new();
-    let _ = collect_files(root, &mut v);
-    v
+    part10_files(root)
+        .map(|(files, _)| files.into_iter().map(|(p, _)| p).collect())
+        .unwrap_or_default()
 }
 
 struct Report {

@@ -41,38 +41,49 @@ fn files_under(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Reads every DICOM Part-10 file under `dir`; returns them and how many files were not DICOM.
-pub fn read_study_folder(dir: &Path) -> Result<(Vec<dicom_object::DefaultDicomObject>, usize)> {
+/// A file's path and bytes.
+pub type Part10File = (PathBuf, Vec<u8>);
+
+/// Every DICOM Part-10 file under `dir` (sorted by path, DICOMDIR excluded) with its bytes, and how
+/// many other files were skipped.
+pub fn part10_files(dir: &Path) -> Result<(Vec<Part10File>, usize)> {
     let mut files = Vec::new();
     files_under(dir, &mut files).with_context(|| format!("cannot read {}", dir.display()))?;
     files.sort();
-    let mut instances = Vec::new();
+    let mut out = Vec::new();
     let mut skipped = 0;
-    for f in &files {
-        let bytes = std::fs::read(f).with_context(|| format!("cannot read {}", f.display()))?;
+    for f in files {
+        let bytes = std::fs::read(&f).with_context(|| format!("cannot read {}", f.display()))?;
         let is_part10 = bytes.len() > 132 && &bytes[128..132] == b"DICM";
         if !is_part10 || f.file_name().is_some_and(|n| n == "DICOMDIR") {
             skipped += 1;
             continue;
         }
-        instances.push(parse_instance(&bytes, &f.display().to_string())?);
+        out.push((f, bytes));
     }
-    if instances.is_empty() {
+    Ok((out, skipped))
+}
+
+/// Parses Part-10 files read by [`part10_files`].
+pub fn parse_files(files: &[Part10File]) -> Result<Vec<dicom_object::DefaultDicomObject>> {
+    Ok(files
+        .iter()
+        .map(|(f, bytes)| parse_instance(bytes, &f.display().to_string()))
+        .collect::<Result<_, _>>()?)
+}
+
+/// Reads every DICOM Part-10 file under `dir`; returns them and how many files were not DICOM.
+pub fn read_study_folder(dir: &Path) -> Result<(Vec<dicom_object::DefaultDicomObject>, usize)> {
+    let (files, skipped) = part10_files(dir)?;
+    if files.is_empty() {
         bail!("no DICOM Part-10 files under {}", dir.display());
     }
-    Ok((instances, skipped))
+    Ok((parse_files(&files)?, skipped))
 }
 
 /// A stable seed for the SEG UID: the same study and model give the same SEG SOP Instance UID.
 pub fn offline_seed(instances: &[dicom_object::DefaultDicomObject], model: &str) -> String {
-    let mut uids: Vec<String> = instances
-        .iter()
-        .filter_map(|o| {
-            o.get(dicom_dictionary_std::tags::SOP_INSTANCE_UID)
-                .and_then(|e| e.to_str().ok())
-                .map(|s| s.trim_end_matches('\0').to_string())
-        })
-        .collect();
+    let mut uids: Vec<String> = instances.iter().filter_map(sop_uid).collect();
     uids.sort();
     let mut h = Sha256::new();
     h.update(model.as_bytes());
