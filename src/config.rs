@@ -100,6 +100,8 @@ pub struct ScpSection {
     pub idle_timeout_secs: f64,
     pub max_object_mb: u64,
     pub min_free_disk_mb: u64,
+    /// Ingest journal segment size in MiB; 0 = a file, fsync and rename per instance.
+    pub journal_segment_mb: u64,
     pub quiet_period_secs: f64,
     /// Override the accepted storage SOP classes (UIDs).
     pub sop_classes: Option<Vec<String>>,
@@ -121,6 +123,7 @@ impl Default for ScpSection {
             idle_timeout_secs: d.idle_timeout.as_secs_f64(),
             max_object_mb: d.max_object_bytes / (1024 * 1024),
             min_free_disk_mb: d.min_free_disk_bytes / (1024 * 1024),
+            journal_segment_mb: d.journal_segment_bytes / (1024 * 1024),
             quiet_period_secs: d.quiet_period.as_secs_f64(),
             sop_classes: None,
             transfer_syntaxes: None,
@@ -192,6 +195,7 @@ impl FileConfig {
         c.quiet_period = secs(s.quiet_period_secs, "quiet period")?;
         c.max_object_bytes = s.max_object_mb.saturating_mul(1024 * 1024);
         c.min_free_disk_bytes = s.min_free_disk_mb.saturating_mul(1024 * 1024);
+        c.journal_segment_bytes = s.journal_segment_mb.saturating_mul(1024 * 1024);
         if let Some(v) = &s.sop_classes {
             c.sop_classes = v.clone();
         }

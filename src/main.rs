@@ -184,6 +184,10 @@ struct NodeArgs {
     /// Below this many MiB free in the data dir, refuse associations and answer C-STORE with 0xA700.
     #[arg(long, env = "SEGNODE_MIN_FREE_DISK_MB")]
     min_free_disk_mb: Option<u64>,
+    /// Ingest journal segment size in MiB (default 16): instances up to about this size are made
+    /// durable by one append + fdatasync; 0 = one file, fsync and rename per instance.
+    #[arg(long, env = "SEGNODE_JOURNAL_SEGMENT_MB")]
+    journal_segment_mb: Option<u64>,
     /// Receives before a job is dead-lettered.
     #[arg(long, env = "SEGNODE_MAX_RECEIVES")]
     max_receives: Option<u32>,
@@ -259,6 +263,7 @@ impl NodeArgs {
         set!(f.scp.idle_timeout_secs, self.idle_timeout);
         set!(f.scp.max_object_mb, self.max_object_mb);
         set!(f.scp.min_free_disk_mb, self.min_free_disk_mb);
+        set!(f.scp.journal_segment_mb, self.journal_segment_mb);
         set!(f.queue.max_receives, self.max_receives);
         if !self.allow_calling.is_empty() {
             f.scp.allowed_callers = self.allow_calling.clone();

@@ -106,8 +106,10 @@ round_segnode() {
     PIDS+=("$pid")
     wait_ready "$port" SEGNODE || return 1
     SECS=$(send "$port" SEGNODE) || return 1
-    got=$(find "$dir/spool" -name '*.dcm' -not -path '*/.incoming/*' | wc -l)
+    # counted after a graceful stop: acknowledged instances sit in the ingest journal until
+    # the stream pauses, and the stop moves them into their study folders
     stop "$pid"
+    got=$(find "$dir/spool" -name '*.dcm' -not -path '*/.incoming/*' | wc -l)
     rm -rf "$dir"
     [[ "$got" -eq "$N" ]] || { echo "segnode: $got of $N instances arrived" >&2; return 1; }
 }

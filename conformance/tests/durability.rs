@@ -7,7 +7,10 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use testkit::{files_under, make_series, python, require_tool, wait_until, Node};
+use testkit::{
+    files_under, make_series, python, require_tool, settled_spool, spooled_instances, wait_until,
+    Node,
+};
 
 mod common;
 use common::jobs;
@@ -68,6 +71,8 @@ fn kill_9_mid_study_loses_no_acknowledged_instance_and_makes_one_job() {
         .unwrap();
     // Read storescu's log as it goes: a file is acknowledged when a Success response follows it.
     let stderr = scu.stderr.take().unwrap();
+    let acked_so_far = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = acked_so_far.clone();
     let reader = std::thread::spawn(move || {
         let mut acked = Vec::new();
         let mut current = String::new();
@@ -83,14 +88,17 @@ fn kill_9_mid_study_loses_no_acknowledged_instance_and_makes_one_job() {
                     .into_owned();
             } else if line.contains("Received Store Response (Success)") {
                 acked.push(current.clone());
+                counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             }
         }
         acked
     });
-    // Kill the node once some of the study is in, while storescu is still sending.
+    // Kill the node once some of the study is acknowledged, while storescu is still sending
+    // (the acknowledged instances are then in the ingest journal, most not yet in the spool's
+    // study folders).
     let spool = node.data_dir.join("spool");
-    wait_until(Duration::from_secs(60), "40 spooled instances", || {
-        (files_under(&spool).len() >= 40).then_some(())
+    wait_until(Duration::from_secs(60), "40 acknowledged instances", || {
+        (acked_so_far.load(std::sync::atomic::Ordering::SeqCst) >= 40).then_some(())
     });
     node.kill();
     let _ = scu.wait();
@@ -137,11 +145,11 @@ fn kill_9_mid_study_loses_no_acknowledged_instance_and_makes_one_job() {
         );
     }
     assert_eq!(all_jobs.len(), 1, "one study, one job");
-    // Nothing is left behind in the spool once the job is out.
+    // No instance is left behind in the spool once the job is out.
     assert!(
-        files_under(&spool).is_empty(),
+        spooled_instances(&spool).is_empty(),
         "spool still holds {:?}",
-        files_under(&spool)
+        spooled_instances(&spool)
     );
 }
 
@@ -234,7 +242,7 @@ print(" ".join("%04X" % s for s in out))
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(stdout.trim(), "0000 A700 0000");
-    let spooled = files_under(&node.data_dir.join("spool"));
+    let spooled = settled_spool(&node.data_dir.join("spool"), 2);
     assert_eq!(
         spooled.len(),
         2,

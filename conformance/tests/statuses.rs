@@ -4,7 +4,7 @@
 use std::io::{Read, Write};
 use std::process::Command;
 
-use testkit::{files_under, free_port, make_series, python, wait_for_port, Node};
+use testkit::{files_under, free_port, make_series, python, settled_spool, wait_for_port, Node};
 
 /// Send each file with pynetdicom after applying `edit` (Python, on `ds`); print the statuses.
 fn send_edited(node: &Node, files: &[std::path::PathBuf], edit: &str) -> String {
@@ -57,7 +57,7 @@ fn invalid_uids_get_c000_and_never_become_paths() {
         del ds.SeriesInstanceUID"#,
     );
     assert_eq!(statuses, "C000 C000 0000");
-    let spooled = files_under(&node.data_dir.join("spool"));
+    let spooled = settled_spool(&node.data_dir.join("spool"), 1);
     assert_eq!(spooled.len(), 1, "{spooled:?}");
     assert!(!std::path::Path::new("/tmp/evil").exists());
     assert!(
@@ -79,7 +79,7 @@ fn objects_over_the_size_limit_get_a700() {
     );
     let files = [files_under(&big), files_under(&small)].concat();
     assert_eq!(send_edited(&node, &files, "    pass"), "A700 0000");
-    assert_eq!(files_under(&node.data_dir.join("spool")).len(), 1);
+    assert_eq!(settled_spool(&node.data_dir.join("spool"), 1).len(), 1);
 }
 
 fn http_get(port: u16, path: &str) -> String {

@@ -12,6 +12,7 @@ use staging::{Job, JobObject, JobQueue, ObjectKey, ObjectStore, Uid};
 use tokio::sync::RwLock;
 use tracing::{info, warn};
 
+use crate::journal::Journal;
 use crate::metrics::ScpMetrics;
 use crate::spool::{Spool, JOB_FILE};
 
@@ -36,6 +37,7 @@ pub struct Assembler {
     /// Held for reading while an instance is moved into a study folder, for writing while a
     /// study folder is frozen for emission: no instance lands in a folder being moved.
     pub(crate) structure: Arc<RwLock<()>>,
+    journal: Option<Arc<Journal>>,
     store: Arc<dyn ObjectStore>,
     queue: Arc<dyn JobQueue>,
     metrics: Arc<ScpMetrics>,
@@ -61,6 +63,8 @@ impl Assembler {
     /// unfinished emissions: every acknowledged instance ends up in a job.
     pub fn recover(
         spool: Arc<Spool>,
+        structure: Arc<RwLock<()>>,
+        journal: Option<Arc<Journal>>,
         store: Arc<dyn ObjectStore>,
         queue: Arc<dyn JobQueue>,
         metrics: Arc<ScpMetrics>,
@@ -108,7 +112,8 @@ impl Assembler {
             .store((pending.len() + emissions.len()) as u64, Relaxed);
         Ok(Arc::new(Assembler {
             spool,
-            structure: Arc::new(RwLock::new(())),
+            structure,
+            journal,
             store,
             queue,
             metrics,
@@ -170,6 +175,26 @@ impl Assembler {
                 })
                 .collect()
         };
+        if !due.is_empty() {
+            if let Some(journal) = &self.journal {
+                // Every instance acknowledged so far must be in its study folder before the
+                // folder is frozen.
+                if let Err(e) = journal.barrier().await {
+                    warn!(error = %e, "journal barrier failed; studies stay pending");
+                    let mut pending = self.pending.lock().unwrap();
+                    for (study, calling_ae) in due {
+                        pending.insert(
+                            study,
+                            Pending {
+                                last_instance: now,
+                                calling_ae,
+                            },
+                        );
+                    }
+                    return;
+                }
+            }
+        }
         for (study, calling_ae) in due {
             let frozen = {
                 let _guard = self.structure.write().await;

@@ -116,6 +116,10 @@ pub struct ScpConfig {
     pub transfer_syntaxes: Vec<String>,
     /// Where received instances wait, durably, until their study is staged and enqueued.
     pub spool_dir: PathBuf,
+    /// Size of an ingest journal segment (see `journal`); instances up to about this size are
+    /// made durable by one append + fdatasync. 0 turns the journal off: every instance is
+    /// then written to its own file, fsynced and renamed before its status.
+    pub journal_segment_bytes: u64,
 }
 
 impl ScpConfig {
@@ -134,6 +138,7 @@ impl ScpConfig {
             sop_classes: sop::default_sop_classes(),
             transfer_syntaxes: sop::default_transfer_syntaxes(),
             spool_dir: spool_dir.into(),
+            journal_segment_bytes: 16 * 1024 * 1024,
         }
     }
 }

@@ -6,6 +6,7 @@ pub mod assembler;
 pub mod config;
 pub mod dimse;
 pub mod disk;
+pub mod journal;
 pub mod metrics;
 pub mod server;
 pub mod sop;

@@ -2,7 +2,9 @@
 //! staged to the store and its job enqueued. Layout under the spool folder:
 //!
 //! ```text
-//! .incoming/<uuid>.part             an instance being received (not yet acknowledged)
+//! .journal/<id>.seg                 acknowledged instances not yet in their study folder
+//!                                   (see `journal`)
+//! .incoming/<uuid>.part             a large instance being received (not yet acknowledged)
 //! <study>/<series>/<sop>.dcm        acknowledged, waiting for the study's quiet period
 //! .emitting/<ms>-<study>/...        a study being staged and enqueued (same layout inside,
 //!                                   plus job.json once the job is fixed)
@@ -77,6 +79,21 @@ impl Spool {
         fs::rename(part, &target)?;
         fsync_dir(&series_dir)?;
         Ok(target)
+    }
+
+    /// Write a journalled instance to its place, without syncing: the journal keeps it until
+    /// the materializer has synced the file system. Overwrites a duplicate SOP Instance UID.
+    /// The caller holds the structure lock for reading.
+    pub fn materialize(
+        &self,
+        study: &Uid,
+        series: &Uid,
+        sop: &Uid,
+        payload: &[u8],
+    ) -> io::Result<()> {
+        let series_dir = self.root.join(study.as_str()).join(series.as_str());
+        fs::create_dir_all(&series_dir)?;
+        fs::write(series_dir.join(format!("{sop}.dcm")), payload)
     }
 
     /// Studies with acknowledged instances waiting for their quiet period.

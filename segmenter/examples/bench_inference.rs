@@ -87,7 +87,8 @@ fn main() -> TractResult<()> {
         .collect::<TractResult<_>>()?;
 
     model.run(tvec!(inputs[0].clone().into()))?; // warm-up
-    if args.iter().any(|a| a == "--profile-ops") {
+    let by_node = args.iter().any(|a| a == "--profile-nodes");
+    if by_node || args.iter().any(|a| a == "--profile-ops") {
         // time spent per op kind over one pass of the volume (stderr), to see where tract spends its time
         let mut per_op: std::collections::BTreeMap<String, f64> = Default::default();
         let mut state = model.spawn()?;
@@ -95,15 +96,19 @@ fn main() -> TractResult<()> {
             state.run_plan_with_eval(tvec!(x.clone().into()), |ctx, st, node, input| {
                 let t = Instant::now();
                 let r = tract_onnx::tract_core::plan::eval(ctx, st, node, input);
-                *per_op.entry(node.op().name().to_string()).or_default() +=
-                    t.elapsed().as_secs_f64();
+                let key = if by_node {
+                    format!("{:>4} {} {}", node.id, node.op().name(), node.name)
+                } else {
+                    node.op().name().to_string()
+                };
+                *per_op.entry(key).or_default() += t.elapsed().as_secs_f64();
                 r
             })?;
         }
         let mut v: Vec<_> = per_op.into_iter().collect();
         v.sort_by(|a, b| b.1.partial_cmp(&a.1).unwrap());
         for (op, t) in v {
-            eprintln!("op {op:<32} {t:8.4} s");
+            eprintln!("op {op:<60} {t:8.4} s");
         }
     }
     let mut times = Vec::new();

@@ -365,6 +365,33 @@ pub fn make_series(out: &Path, args: &[&str]) {
 }
 
 /// Every regular file below `dir`.
+/// The instances a node's spool holds in its study folders (`<study>/<series>/<sop>.dcm`),
+/// not its ingest journal or partial receptions.
+pub fn spooled_instances(spool: &Path) -> Vec<PathBuf> {
+    files_under(spool)
+        .into_iter()
+        .filter(|p| {
+            p.strip_prefix(spool).is_ok_and(|rel| {
+                !rel.components()
+                    .any(|c| c.as_os_str().to_string_lossy().starts_with('.'))
+            }) && p.extension().is_some_and(|e| e == "dcm")
+        })
+        .collect()
+}
+
+/// The spool's instances once `n` have reached their study folders (acknowledged instances
+/// wait in the ingest journal until the stream pauses), after a short settle so that an
+/// instance too many would show.
+pub fn settled_spool(spool: &Path, n: usize) -> Vec<PathBuf> {
+    wait_until(
+        Duration::from_secs(20),
+        &format!("{n} spooled instances"),
+        || (spooled_instances(spool).len() >= n).then_some(()),
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    spooled_instances(spool)
+}
+
 pub fn files_under(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     let Ok(rd) = std::fs::read_dir(dir) else {

@@ -1,0 +1,874 @@
+//! The ingest journal: how an instance becomes durable before its success status without
+//! creating, fsyncing and renaming a file (and fsyncing a folder) per instance.
+//!
+//! Each association appends its instances to a journal segment (`spool/.journal/<id>.seg`) and
+//! makes each append durable with one `fdatasync` before answering. A background thread, the
+//! materializer, then writes the instances into the spool's study folders
+//! (`<study>/<series>/<sop>.dcm`, exactly where the file path puts them), makes them durable
+//! together with one `syncfs`, and only then moves the segment's checkpoint past them. A
+//! segment whose association has moved on and whose records are all checkpointed is recycled:
+//! its generation number goes up, which invalidates its old records, and the next association
+//! overwrites it in place (an overwrite of written blocks needs no metadata in its fdatasync).
+//!
+//! Crash safety: on start, every record past its segment's checkpoint that is whole (magic,
+//! generation and CRC-32 all match) is materialized again before anything else runs; the first
+//! record that is not whole ends the segment (a torn append was never acknowledged). The study
+//! emitter asks for a [`Journal::barrier`] before it freezes a study folder, so an emitted
+//! study holds every instance acknowledged before its quiet period ended.
+//!
+//! ```text
+//! segment:  [header slot A @0][header slot B @512] ... [record][record]... from DATA_START
+//! header:   magic u64 | counter u64 | generation u64 | checkpoint u64 | crc32 u32
+//!           (two slots written alternately; the valid one with the higher counter wins)
+//! record:   magic u32 | generation u64 | payload len u32 | study, series, sop len u8 x3 | 0u8
+//!           | crc32 u32 (of everything after it) | study | series | sop | payload (Part 10 file)
+//! ```
+
+use std::collections::HashMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::Duration;
+
+use staging::{fsync_dir, Uid};
+use tokio::sync::{oneshot, RwLock};
+use tracing::{info, warn};
+
+use crate::spool::Spool;
+
+pub const JOURNAL_DIR: &str = ".journal";
+const SEGMENT_MAGIC: u64 = u64::from_le_bytes(*b"SGNJSEG1");
+const RECORD_MAGIC: u32 = u32::from_le_bytes(*b"SGNR");
+const HEADER_SLOTS: [u64; 2] = [0, 512];
+const HEADER_LEN: usize = 36;
+pub const DATA_START: u64 = 4096;
+const RECORD_HEADER_LEN: usize = 24;
+/// The materializer syncs and checkpoints at least every this many records or bytes while
+/// records keep coming, and otherwise once they pause for `LAZY_PAUSE`.
+const MAX_BATCH: usize = 1024;
+const LAZY_BATCH_BYTES: u64 = 64 * 1024 * 1024;
+const LAZY_PAUSE: Duration = Duration::from_millis(25);
+
+/// One segment file; shared by the association writing it and the materializer.
+#[derive(Debug)]
+struct SegmentFile {
+    id: u64,
+    file: File,
+    /// Counter of the last header write (only the creator, then the materializer, write it).
+    header_counter: AtomicU64,
+}
+
+impl SegmentFile {
+    fn write_header(&self, generation: u64, checkpoint: u64) -> io::Result<()> {
+        let counter = self.header_counter.fetch_add(1, Relaxed) + 1;
+        let mut h = Vec::with_capacity(HEADER_LEN);
+        h.extend_from_slice(&SEGMENT_MAGIC.to_le_bytes());
+        h.extend_from_slice(&counter.to_le_bytes());
+        h.extend_from_slice(&generation.to_le_bytes());
+        h.extend_from_slice(&checkpoint.to_le_bytes());
+        let crc = crc32fast::hash(&h);
+        h.extend_from_slice(&crc.to_le_bytes());
+        self.file
+            .write_all_at(&h, HEADER_SLOTS[(counter % 2) as usize])?;
+        self.file.sync_data()
+    }
+
+    /// (counter, generation, checkpoint) of the newest whole header slot.
+    fn read_header(&self) -> Option<(u64, u64, u64)> {
+        HEADER_SLOTS
+            .iter()
+            .filter_map(|&at| {
+                let mut h = [0u8; HEADER_LEN];
+                self.file.read_exact_at(&mut h, at).ok()?;
+                let word = |i: usize| u64::from_le_bytes(h[i * 8..i * 8 + 8].try_into().unwrap());
+                let crc = u32::from_le_bytes(h[32..36].try_into().unwrap());
+                (word(0) == SEGMENT_MAGIC && crc32fast::hash(&h[..32]) == crc)
+                    .then(|| (word(1), word(2), word(3)))
+            })
+            .max_by_key(|(counter, _, _)| *counter)
+    }
+}
+
+/// An instance recorded in the journal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordedInstance {
+    pub study: Uid,
+    pub series: Uid,
+    pub sop: Uid,
+}
+
+enum Msg {
+    Record {
+        segment: Arc<SegmentFile>,
+        generation: u64,
+        end: u64,
+        instance: RecordedInstance,
+        /// The Part-10 bytes, handed over in memory; re-read from the segment when `None`.
+        bytes: Option<Vec<u8>>,
+        offset: u64,
+    },
+    /// The association left this segment; it may be recycled once checkpointed up to `tail`.
+    Sealed {
+        segment: Arc<SegmentFile>,
+        generation: u64,
+        tail: u64,
+    },
+    Barrier(oneshot::Sender<()>),
+}
+
+#[derive(Debug)]
+struct FreeSegment {
+    segment: Arc<SegmentFile>,
+    generation: u64,
+}
+
+/// The journal of one spool. Cheap to share; writers are per association.
+#[derive(Debug)]
+pub struct Journal {
+    dir: PathBuf,
+    capacity: u64,
+    free: Mutex<Vec<FreeSegment>>,
+    next_id: AtomicU64,
+    tx: Mutex<Option<mpsc::Sender<Msg>>>,
+    /// Bytes acknowledged but not yet materialized, for the metrics and the memory bound.
+    pending_bytes: Arc<AtomicU64>,
+    materializer: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+/// What opening the journal found and redid.
+#[derive(Debug, Default)]
+pub struct Recovery {
+    pub segments: usize,
+    pub instances: usize,
+}
+
+/// Instances held in memory for the materializer beyond this are re-read from their segment.
+const MAX_PENDING_IN_MEMORY: u64 = 128 * 1024 * 1024;
+
+impl Journal {
+    /// Open the journal under `spool`, materialize every acknowledged record a previous run
+    /// left behind, and start the materializer. `capacity` is the size at which a segment is
+    /// left for the next one.
+    pub fn open(
+        spool: Arc<Spool>,
+        structure: Arc<RwLock<()>>,
+        capacity: u64,
+    ) -> io::Result<(Arc<Journal>, Recovery)> {
+        Self::open_inner(spool, structure, capacity, true)
+    }
+
+    /// `materialize: false` leaves records in the journal only, as a crash right after their
+    /// acknowledgement would (tests).
+    fn open_inner(
+        spool: Arc<Spool>,
+        structure: Arc<RwLock<()>>,
+        capacity: u64,
+        materialize: bool,
+    ) -> io::Result<(Arc<Journal>, Recovery)> {
+        let dir = spool.root().join(JOURNAL_DIR);
+        fs::create_dir_all(&dir)?;
+        fsync_dir(spool.root())?;
+        let mut recovery = Recovery::default();
+        let mut found = Vec::new();
+        let mut max_id = 0;
+        for entry in fs::read_dir(&dir)? {
+            let path = entry?.path();
+            let Some(id) = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .and_then(|n| n.strip_suffix(".seg"))
+                .and_then(|n| n.parse::<u64>().ok())
+            else {
+                continue;
+            };
+            max_id = max_id.max(id);
+            let file = OpenOptions::new().read(true).write(true).open(&path)?;
+            found.push(SegmentFile {
+                id,
+                file,
+                header_counter: AtomicU64::new(0),
+            });
+        }
+        found.sort_by_key(|s| s.id);
+        let mut free = Vec::new();
+        for segment in found {
+            let (counter, generation, checkpoint) = segment.read_header().unwrap_or((0, 0, 0));
+            segment.header_counter.store(counter, Relaxed);
+            if generation > 0 {
+                for record in scan(&segment.file, generation, checkpoint.max(DATA_START)) {
+                    let (instance, payload) = record?;
+                    spool.materialize(
+                        &instance.study,
+                        &instance.series,
+                        &instance.sop,
+                        &payload,
+                    )?;
+                    recovery.instances += 1;
+                }
+            }
+            recovery.segments += 1;
+            free.push((segment, generation));
+        }
+        if recovery.instances > 0 {
+            sync_filesystem(spool.root())?;
+        }
+        let free = free
+            .into_iter()
+            .map(|(segment, generation)| {
+                let generation = generation + 1;
+                segment.write_header(generation, DATA_START)?;
+                Ok(FreeSegment {
+                    segment: Arc::new(segment),
+                    generation,
+                })
+            })
+            .collect::<io::Result<Vec<_>>>()?;
+        let (tx, rx) = mpsc::channel();
+        let pending_bytes = Arc::new(AtomicU64::new(0));
+        let journal = Arc::new(Journal {
+            dir,
+            capacity: capacity.max(DATA_START * 2),
+            free: Mutex::new(free),
+            next_id: AtomicU64::new(max_id + 1),
+            tx: Mutex::new(Some(tx)),
+            pending_bytes: pending_bytes.clone(),
+            materializer: Mutex::new(None),
+        });
+        if !materialize {
+            drop(rx);
+            return Ok((journal, recovery));
+        }
+        let weak = Arc::downgrade(&journal);
+        let handle = std::thread::Builder::new()
+            .name("journal-materializer".into())
+            .spawn(move || {
+                Materializer {
+                    spool,
+                    structure,
+                    journal: weak,
+                    pending_bytes,
+                    segments: HashMap::new(),
+                }
+                .run(rx)
+            })?;
+        *journal.materializer.lock().unwrap() = Some(handle);
+        Ok((journal, recovery))
+    }
+
+    /// The largest Part-10 file a record can hold (larger instances take the file path).
+    pub fn max_payload(&self) -> u64 {
+        self.capacity - DATA_START - RECORD_HEADER_LEN as u64 - 3 * 64
+    }
+
+    pub fn pending_bytes(&self) -> u64 {
+        self.pending_bytes.load(Relaxed)
+    }
+
+    /// A writer for one association.
+    pub fn writer(self: &Arc<Self>) -> JournalWriter {
+        JournalWriter {
+            journal: self.clone(),
+            active: None,
+        }
+    }
+
+    /// Resolves once every instance acknowledged before the call is materialized and durable
+    /// in the spool's study folders.
+    pub async fn barrier(&self) -> io::Result<()> {
+        let (tx, rx) = oneshot::channel();
+        self.send(Msg::Barrier(tx))?;
+        rx.await
+            .map_err(|_| io::Error::other("the journal materializer stopped"))
+    }
+
+    /// Materialize what is pending and stop the materializer (records left are redone at
+    /// the next start anyway).
+    pub fn shutdown(&self) {
+        self.tx.lock().unwrap().take();
+        if let Some(h) = self.materializer.lock().unwrap().take() {
+            let _ = h.join();
+        }
+    }
+
+    fn send(&self, msg: Msg) -> io::Result<()> {
+        let tx = self.tx.lock().unwrap();
+        tx.as_ref()
+            .ok_or_else(|| io::Error::other("the journal is shut down"))?
+            .send(msg)
+            .map_err(|_| io::Error::other("the journal materializer stopped"))
+    }
+
+    fn take_segment(&self) -> io::Result<FreeSegment> {
+        if let Some(s) = self.free.lock().unwrap().pop() {
+            return Ok(s);
+        }
+        let id = self.next_id.fetch_add(1, Relaxed);
+        let path = self.dir.join(format!("{id:08}.seg"));
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)?;
+        let segment = SegmentFile {
+            id,
+            file,
+            header_counter: AtomicU64::new(0),
+        };
+        segment.write_header(1, DATA_START)?;
+        fsync_dir(&self.dir)?;
+        Ok(FreeSegment {
+            segment: Arc::new(segment),
+            generation: 1,
+        })
+    }
+
+    fn recycled(&self, segment: Arc<SegmentFile>, generation: u64) {
+        self.free.lock().unwrap().push(FreeSegment {
+            segment,
+            generation,
+        });
+    }
+}
+
+impl Drop for Journal {
+    fn drop(&mut self) {
+        self.tx.get_mut().unwrap().take();
+    }
+}
+
+/// Appends one association's instances; leaves its segment to the materializer when dropped.
+#[derive(Debug)]
+pub struct JournalWriter {
+    journal: Arc<Journal>,
+    active: Option<(Arc<SegmentFile>, u64, u64)>,
+}
+
+impl JournalWriter {
+    /// Append a whole Part-10 file and make it durable. On success the instance is safe to
+    /// acknowledge. Fails with `InvalidInput` when it is larger than [`Journal::max_payload`].
+    pub fn append(&mut self, instance: RecordedInstance, payload: Vec<u8>) -> io::Result<()> {
+        let uids = [&instance.study, &instance.series, &instance.sop];
+        let len = RECORD_HEADER_LEN as u64
+            + uids.iter().map(|u| u.as_str().len() as u64).sum::<u64>()
+            + payload.len() as u64;
+        if payload.len() as u64 > self.journal.max_payload() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "instance larger than a journal segment",
+            ));
+        }
+        if let Some((_, _, tail)) = &self.active {
+            if tail + len > self.journal.capacity {
+                self.seal();
+            }
+        }
+        if self.active.is_none() {
+            let s = self.journal.take_segment()?;
+            self.active = Some((s.segment, s.generation, DATA_START));
+        }
+        let (segment, generation, tail) = self.active.as_mut().expect("just set");
+        let header = record_header(*generation, &instance, &payload);
+        let offset = *tail;
+        let written = segment
+            .file
+            .write_all_at(&header, offset)
+            .and_then(|()| {
+                segment
+                    .file
+                    .write_all_at(&payload, offset + header.len() as u64)
+            })
+            .and_then(|()| segment.file.sync_data());
+        if let Err(e) = written {
+            // What reached the disk of this record may be replayed at the next start (a
+            // harmless extra copy of an instance the peer was told failed); this segment is
+            // left as it is and the next instance takes a fresh one.
+            self.active = None;
+            return Err(e);
+        }
+        *tail += len;
+        let in_memory = self
+            .journal
+            .pending_bytes
+            .fetch_add(payload.len() as u64, Relaxed)
+            < MAX_PENDING_IN_MEMORY;
+        let size = payload.len() as u64;
+        let msg = Msg::Record {
+            segment: segment.clone(),
+            generation: *generation,
+            end: *tail,
+            offset,
+            instance,
+            bytes: in_memory.then_some(payload),
+        };
+        if !in_memory {
+            self.journal.pending_bytes.fetch_sub(size, Relaxed);
+        }
+        // A materializer that stopped is not a lost instance: the record is durable and the
+        // next start materializes it.
+        let _ = self.journal.send(msg);
+        Ok(())
+    }
+
+    fn seal(&mut self) {
+        if let Some((segment, generation, tail)) = self.active.take() {
+            let _ = self.journal.send(Msg::Sealed {
+                segment,
+                generation,
+                tail,
+            });
+        }
+    }
+}
+
+impl Drop for JournalWriter {
+    fn drop(&mut self) {
+        self.seal();
+    }
+}
+
+fn record_header(generation: u64, instance: &RecordedInstance, payload: &[u8]) -> Vec<u8> {
+    let uids = [&instance.study, &instance.series, &instance.sop];
+    let mut body = Vec::with_capacity(12 + 3 * 64);
+    body.extend_from_slice(&generation.to_le_bytes());
+    body.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    for u in uids {
+        body.push(u.as_str().len() as u8);
+    }
+    body.push(0);
+    let mut crc = crc32fast::Hasher::new();
+    crc.update(&body);
+    for u in uids {
+        crc.update(u.as_str().as_bytes());
+    }
+    crc.update(payload);
+    let mut out = Vec::with_capacity(RECORD_HEADER_LEN + 3 * 64);
+    out.extend_from_slice(&RECORD_MAGIC.to_le_bytes());
+    out.extend_from_slice(&body);
+    out.extend_from_slice(&crc.finalize().to_le_bytes());
+    for u in uids {
+        out.extend_from_slice(u.as_str().as_bytes());
+    }
+    out
+}
+
+/// The whole records of `generation` from `from` on, up to the first one that is not whole.
+fn scan(
+    file: &File,
+    generation: u64,
+    from: u64,
+) -> impl Iterator<Item = io::Result<(RecordedInstance, Vec<u8>)>> + '_ {
+    let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+    let mut at = from;
+    std::iter::from_fn(move || {
+        let (record, next) = read_record(file, generation, at, len).transpose()?.ok()?;
+        at = next;
+        Some(Ok(record))
+    })
+}
+
+/// The record at `at`, if it is whole; `Ok(None)` at the end of the segment's valid records.
+#[allow(clippy::type_complexity)]
+fn read_record(
+    file: &File,
+    generation: u64,
+    at: u64,
+    file_len: u64,
+) -> io::Result<Option<((RecordedInstance, Vec<u8>), u64)>> {
+    let mut h = [0u8; RECORD_HEADER_LEN];
+    if at + RECORD_HEADER_LEN as u64 > file_len || file.read_exact_at(&mut h, at).is_err() {
+        return Ok(None);
+    }
+    let magic = u32::from_le_bytes(h[0..4].try_into().unwrap());
+    let gen = u64::from_le_bytes(h[4..12].try_into().unwrap());
+    let payload_len = u32::from_le_bytes(h[12..16].try_into().unwrap()) as u64;
+    let lens = [h[16] as u64, h[17] as u64, h[18] as u64];
+    let crc = u32::from_le_bytes(h[20..24].try_into().unwrap());
+    let body_len = lens.iter().sum::<u64>() + payload_len;
+    let end = at + RECORD_HEADER_LEN as u64 + body_len;
+    if magic != RECORD_MAGIC || gen != generation || end > file_len {
+        return Ok(None);
+    }
+    let mut body = vec![0u8; body_len as usize];
+    let mut reader = io::BufReader::new(ReadAt {
+        file,
+        at: at + RECORD_HEADER_LEN as u64,
+    });
+    reader.read_exact(&mut body)?;
+    let mut hasher = crc32fast::Hasher::new();
+    hasher.update(&h[4..20]);
+    hasher.update(&body);
+    if hasher.finalize() != crc {
+        return Ok(None);
+    }
+    let (a, b) = (lens[0] as usize, (lens[0] + lens[1]) as usize);
+    let c = b + lens[2] as usize;
+    let uid = |bytes: &[u8]| {
+        std::str::from_utf8(bytes)
+            .ok()
+            .and_then(|s| Uid::new(s).ok())
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "journal record UID"))
+    };
+    let instance = RecordedInstance {
+        study: uid(&body[..a])?,
+        series: uid(&body[a..b])?,
+        sop: uid(&body[b..c])?,
+    };
+    body.drain(..c);
+    Ok(Some(((instance, body), end)))
+}
+
+struct ReadAt<'a> {
+    file: &'a File,
+    at: u64,
+}
+
+impl Read for ReadAt<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.file.read_at(buf, self.at)?;
+        self.at += n as u64;
+        Ok(n)
+    }
+}
+
+/// Make everything written under `dir`'s file system durable (data, new files, folders).
+fn sync_filesystem(dir: &Path) -> io::Result<()> {
+    let d = File::open(dir)?;
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        // SAFETY: a valid open descriptor; syncfs has no other preconditions.
+        if unsafe { libc::syncfs(d.as_raw_fd()) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        // SAFETY: sync(2) takes no arguments and cannot fail.
+        unsafe { libc::sync() };
+        d.sync_all()
+    }
+}
+
+#[derive(Default)]
+struct SegmentProgress {
+    checkpoint: u64,
+    generation: u64,
+    sealed_tail: Option<u64>,
+}
+
+struct Materializer {
+    spool: Arc<Spool>,
+    structure: Arc<RwLock<()>>,
+    journal: std::sync::Weak<Journal>,
+    pending_bytes: Arc<AtomicU64>,
+    segments: HashMap<u64, (Arc<SegmentFile>, SegmentProgress)>,
+}
+
+impl Materializer {
+    fn run(mut self, rx: mpsc::Receiver<Msg>) {
+        let mut batch: Vec<Msg> = Vec::new();
+        let mut failing = false;
+        loop {
+            if batch.is_empty() {
+                match rx.recv() {
+                    Ok(m) => batch.push(m),
+                    Err(_) => return,
+                }
+            }
+            // Lazy: while instances keep arriving, leave them in the journal (they are durable
+            // there) and keep this thread's file creation off the CPUs that receive them.
+            // Materialize once the stream pauses, a barrier asks, or enough has piled up.
+            let mut batch_bytes = 0u64;
+            loop {
+                if batch.iter().any(|m| matches!(m, Msg::Barrier(_)))
+                    || batch_bytes >= LAZY_BATCH_BYTES
+                    || batch.len() >= MAX_BATCH
+                {
+                    break;
+                }
+                match rx.recv_timeout(LAZY_PAUSE) {
+                    Ok(m) => {
+                        if let Msg::Record { bytes: Some(b), .. } = &m {
+                            batch_bytes += b.len() as u64;
+                        }
+                        batch.push(m);
+                    }
+                    Err(mpsc::RecvTimeoutError::Timeout) => break,
+                    Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                }
+            }
+            match self.process(&batch) {
+                Ok(()) => {
+                    if failing {
+                        info!("journal materializer recovered");
+                        failing = false;
+                    }
+                    for msg in batch.drain(..) {
+                        if let Msg::Barrier(reply) = msg {
+                            let _ = reply.send(());
+                        }
+                    }
+                }
+                Err(e) => {
+                    // Nothing is checkpointed, so nothing is lost: retry the same batch.
+                    if !failing {
+                        warn!(error = %e, "cannot materialize journalled instances into the spool; retrying");
+                        failing = true;
+                    }
+                    std::thread::sleep(Duration::from_secs(1));
+                }
+            }
+        }
+    }
+
+    fn process(&mut self, batch: &[Msg]) -> io::Result<()> {
+        let mut wrote = false;
+        {
+            let _guard = self.structure.blocking_read();
+            for msg in batch {
+                if let Msg::Record {
+                    segment,
+                    generation,
+                    offset,
+                    instance,
+                    bytes,
+                    ..
+                } = msg
+                {
+                    let reread;
+                    let payload = match bytes {
+                        Some(b) => b.as_slice(),
+                        None => {
+                            let len = segment.file.metadata()?.len();
+                            reread = read_record(&segment.file, *generation, *offset, len)?
+                                .map(|((_, payload), _)| payload)
+                                .ok_or_else(|| {
+                                    io::Error::new(
+                                        io::ErrorKind::InvalidData,
+                                        "a journal record cannot be read back",
+                                    )
+                                })?;
+                            reread.as_slice()
+                        }
+                    };
+                    self.spool.materialize(
+                        &instance.study,
+                        &instance.series,
+                        &instance.sop,
+                        payload,
+                    )?;
+                    wrote = true;
+                }
+            }
+        }
+        if wrote {
+            sync_filesystem(self.spool.root())?;
+        }
+        let mut touched: Vec<u64> = Vec::new();
+        for msg in batch {
+            match msg {
+                Msg::Record {
+                    segment,
+                    generation,
+                    end,
+                    bytes,
+                    ..
+                } => {
+                    if let Some(b) = bytes {
+                        self.pending_bytes.fetch_sub(b.len() as u64, Relaxed);
+                    }
+                    let (_, p) = self
+                        .segments
+                        .entry(segment.id)
+                        .or_insert_with(|| (segment.clone(), SegmentProgress::default()));
+                    p.generation = *generation;
+                    p.checkpoint = p.checkpoint.max(*end);
+                    touched.push(segment.id);
+                }
+                Msg::Sealed {
+                    segment,
+                    generation,
+                    tail,
+                } => {
+                    let (_, p) = self
+                        .segments
+                        .entry(segment.id)
+                        .or_insert_with(|| (segment.clone(), SegmentProgress::default()));
+                    p.generation = *generation;
+                    p.sealed_tail = Some(*tail);
+                    p.checkpoint = p.checkpoint.max(DATA_START);
+                    touched.push(segment.id);
+                }
+                Msg::Barrier(_) => {}
+            }
+        }
+        touched.sort_unstable();
+        touched.dedup();
+        for id in touched {
+            let (segment, p) = self.segments.get(&id).expect("inserted above");
+            let generation = p.generation;
+            match p.sealed_tail {
+                Some(tail) if p.checkpoint >= tail => {
+                    let (segment, _) = self.segments.remove(&id).expect("present");
+                    segment.write_header(generation + 1, DATA_START)?;
+                    if let Some(j) = self.journal.upgrade() {
+                        j.recycled(segment, generation + 1);
+                    }
+                }
+                _ => segment.write_header(generation, p.checkpoint)?,
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn uid(s: &str) -> Uid {
+        Uid::new(s).unwrap()
+    }
+
+    fn instance(i: u32) -> (RecordedInstance, Vec<u8>) {
+        let payload: Vec<u8> = (0..5000u32).map(|k| (k * 7 + i) as u8).collect();
+        (
+            RecordedInstance {
+                study: uid("1.2.3"),
+                series: uid("1.2.3.4"),
+                sop: uid(&format!("1.2.3.4.{i}")),
+            },
+            payload,
+        )
+    }
+
+    fn spool(dir: &Path) -> Arc<Spool> {
+        Arc::new(Spool::open(dir).unwrap().0)
+    }
+
+    fn structure() -> Arc<RwLock<()>> {
+        Arc::new(RwLock::new(()))
+    }
+
+    fn materialized(dir: &Path, i: u32) -> Option<Vec<u8>> {
+        fs::read(dir.join(format!("1.2.3/1.2.3.4/1.2.3.4.{i}.dcm"))).ok()
+    }
+
+    #[test]
+    fn acknowledged_records_survive_a_crash_and_a_torn_tail_does_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let (journal, rec) =
+            Journal::open_inner(spool(dir.path()), structure(), 1 << 20, false).unwrap();
+        assert_eq!(rec.instances, 0);
+        let mut w = journal.writer();
+        for i in 0..3 {
+            let (inst, payload) = instance(i);
+            w.append(inst, payload).unwrap();
+        }
+        // A fourth append torn halfway by the crash: never acknowledged.
+        let (seg, generation, tail) = w.active.clone().unwrap();
+        let (inst, payload) = instance(3);
+        let mut torn = record_header(generation, &inst, &payload);
+        torn.extend_from_slice(&payload[..payload.len() / 2]);
+        seg.file.write_all_at(&torn, tail).unwrap();
+        std::mem::forget(w); // the process died: no seal
+        drop(journal);
+        assert!(
+            materialized(dir.path(), 0).is_none(),
+            "nothing materialized yet"
+        );
+
+        let (journal, rec) = Journal::open(spool(dir.path()), structure(), 1 << 20).unwrap();
+        assert_eq!(rec.instances, 3);
+        for i in 0..3 {
+            assert_eq!(materialized(dir.path(), i), Some(instance(i).1));
+        }
+        assert!(materialized(dir.path(), 3).is_none());
+        journal.shutdown();
+        drop(journal);
+        // Recovery retired those records: a second start redoes nothing.
+        let (_journal, rec) =
+            Journal::open_inner(spool(dir.path()), structure(), 1 << 20, false).unwrap();
+        assert_eq!((rec.instances, rec.segments), (0, 1));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn materializer_checkpoints_and_recycles_segments() {
+        let dir = tempfile::tempdir().unwrap();
+        // Room for two records per segment: 20 records walk through segments, and sealed,
+        // checkpointed ones are reused.
+        let capacity = DATA_START + 2 * 5200;
+        let (journal, _) = Journal::open(spool(dir.path()), structure(), capacity).unwrap();
+        let mut w = journal.writer();
+        for i in 0..20 {
+            let (inst, payload) = instance(i);
+            w.append(inst, payload).unwrap();
+            if i % 2 == 1 {
+                journal.barrier().await.unwrap();
+            }
+        }
+        journal.barrier().await.unwrap();
+        for i in 0..20 {
+            assert_eq!(
+                materialized(dir.path(), i),
+                Some(instance(i).1),
+                "instance {i}"
+            );
+        }
+        let segments = fs::read_dir(dir.path().join(JOURNAL_DIR)).unwrap().count();
+        assert!(
+            segments <= 3,
+            "{segments} segment files for 20 small records"
+        );
+        assert_eq!(journal.pending_bytes(), 0);
+        drop(w);
+        journal.shutdown();
+        drop(journal);
+        // Everything was checkpointed: nothing to redo.
+        let (_j, rec) =
+            Journal::open_inner(spool(dir.path()), structure(), capacity, false).unwrap();
+        assert_eq!(rec.instances, 0);
+    }
+
+    #[test]
+    fn a_record_too_large_for_a_segment_is_refused_not_split() {
+        let dir = tempfile::tempdir().unwrap();
+        let (journal, _) =
+            Journal::open_inner(spool(dir.path()), structure(), 2 * DATA_START, false).unwrap();
+        let (inst, _) = instance(0);
+        let err = journal
+            .writer()
+            .append(inst, vec![0; 2 * DATA_START as usize])
+            .unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
+    }
+
+    #[test]
+    fn header_slots_alternate_and_the_newest_whole_one_wins() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(dir.path().join("1.seg"))
+            .unwrap();
+        let seg = SegmentFile {
+            id: 1,
+            file,
+            header_counter: AtomicU64::new(0),
+        };
+        seg.write_header(1, DATA_START).unwrap();
+        seg.write_header(1, 9000).unwrap();
+        assert_eq!(seg.read_header(), Some((2, 1, 9000)));
+        // Tear the newer slot: the older one is used.
+        seg.file
+            .write_all_at(&[0xFF; 8], HEADER_SLOTS[0] + 24)
+            .unwrap();
+        assert_eq!(seg.read_header(), Some((1, 1, DATA_START)));
+    }
+}
