@@ -805,8 +805,9 @@ impl Connection {
             }
         };
         // The peer waits for this status and nothing else of this association can run
-        // meanwhile, so block here: handing the work to the blocking pool and back costs two
-        // thread wake-ups per instance, about a third of the time of the fdatasync itself.
+        // meanwhile, so block this worker rather than hand the work to the blocking pool and
+        // back (two thread hand-offs per instance; the gain was within the noise of
+        // bench/ingest on the 2-core machine, the hand-offs were visible in strace).
         if tokio::runtime::Handle::current().runtime_flavor()
             == tokio::runtime::RuntimeFlavor::MultiThread
         {
