@@ -251,6 +251,7 @@ impl Journal {
                     journal: weak,
                     pending_bytes,
                     segments: HashMap::new(),
+                    dirty: Default::default(),
                 }
                 .run(rx)
             })?;
@@ -566,6 +567,8 @@ struct Materializer {
     journal: std::sync::Weak<Journal>,
     pending_bytes: Arc<AtomicU64>,
     segments: HashMap<u64, (Arc<SegmentFile>, SegmentProgress)>,
+    /// Segments whose header (checkpoint or recycling) is yet to be written.
+    dirty: std::collections::BTreeSet<u64>,
 }
 
 impl Materializer {
@@ -574,16 +577,25 @@ impl Materializer {
         let mut failing = false;
         loop {
             if batch.is_empty() {
-                match rx.recv() {
-                    Ok(m) => batch.push(m),
-                    Err(_) => return,
+                if self.dirty.is_empty() {
+                    match rx.recv() {
+                        Ok(m) => batch.push(m),
+                        Err(_) => return,
+                    }
+                } else {
+                    // a header write failed earlier: retry it even if nothing new arrives
+                    match rx.recv_timeout(Duration::from_secs(1)) {
+                        Ok(m) => batch.push(m),
+                        Err(mpsc::RecvTimeoutError::Timeout) => {}
+                        Err(mpsc::RecvTimeoutError::Disconnected) => return,
+                    }
                 }
             }
             // Lazy: while instances keep arriving, leave them in the journal (they are durable
             // there) and keep this thread's file creation off the CPUs that receive them.
             // Materialize once the stream pauses, a barrier asks, or enough has piled up.
             let mut batch_bytes = 0u64;
-            loop {
+            while !batch.is_empty() {
                 if batch.iter().any(|m| matches!(m, Msg::Barrier(_)))
                     || batch_bytes >= LAZY_BATCH_BYTES
                     || batch.len() >= MAX_BATCH
@@ -601,31 +613,42 @@ impl Materializer {
                     Err(mpsc::RecvTimeoutError::Disconnected) => break,
                 }
             }
-            match self.process(&batch) {
-                Ok(()) => {
-                    if failing {
-                        info!("journal materializer recovered");
-                        failing = false;
-                    }
-                    for msg in batch.drain(..) {
-                        if let Msg::Barrier(reply) = msg {
-                            let _ = reply.send(());
-                        }
-                    }
+            if let Err(e) = self.materialize(&batch) {
+                // Nothing was checkpointed, so nothing is lost: retry the same batch.
+                if !failing {
+                    warn!(error = %e, "cannot materialize journalled instances into the spool; retrying");
+                    failing = true;
                 }
+                std::thread::sleep(Duration::from_secs(1));
+                continue;
+            }
+            self.apply(&batch);
+            for msg in batch.drain(..) {
+                if let Msg::Barrier(reply) = msg {
+                    let _ = reply.send(());
+                }
+            }
+            match self.write_headers() {
+                Ok(()) if failing => {
+                    info!("journal materializer recovered");
+                    failing = false;
+                }
+                Ok(()) => {}
                 Err(e) => {
-                    // Nothing is checkpointed, so nothing is lost: retry the same batch.
+                    // The instances are durable in their folders; a checkpoint not written
+                    // only means they would be written again after a crash.
                     if !failing {
-                        warn!(error = %e, "cannot materialize journalled instances into the spool; retrying");
+                        warn!(error = %e, "cannot write a journal checkpoint; retrying");
                         failing = true;
                     }
-                    std::thread::sleep(Duration::from_secs(1));
                 }
             }
         }
     }
 
-    fn process(&mut self, batch: &[Msg]) -> io::Result<()> {
+    /// Write the batch's instances into their study folders and make them durable.
+    /// Idempotent, so a failed batch is simply retried.
+    fn materialize(&self, batch: &[Msg]) -> io::Result<()> {
         let mut wrote = false;
         {
             let _guard = self.structure.blocking_read();
@@ -668,59 +691,61 @@ impl Materializer {
         if wrote {
             sync_filesystem(self.spool.root())?;
         }
-        let mut touched: Vec<u64> = Vec::new();
+        Ok(())
+    }
+
+    /// Account for a materialized batch (exactly once per batch).
+    fn apply(&mut self, batch: &[Msg]) {
         for msg in batch {
-            match msg {
+            let (segment, generation) = match msg {
                 Msg::Record {
                     segment,
                     generation,
-                    end,
-                    bytes,
                     ..
-                } => {
+                }
+                | Msg::Sealed {
+                    segment,
+                    generation,
+                    ..
+                } => (segment, *generation),
+                Msg::Barrier(_) => continue,
+            };
+            let (_, p) = self
+                .segments
+                .entry(segment.id)
+                .or_insert_with(|| (segment.clone(), SegmentProgress::default()));
+            p.generation = generation;
+            p.checkpoint = p.checkpoint.max(DATA_START);
+            match msg {
+                Msg::Record { end, bytes, .. } => {
                     if let Some(b) = bytes {
                         self.pending_bytes.fetch_sub(b.len() as u64, Relaxed);
                     }
-                    let (_, p) = self
-                        .segments
-                        .entry(segment.id)
-                        .or_insert_with(|| (segment.clone(), SegmentProgress::default()));
-                    p.generation = *generation;
                     p.checkpoint = p.checkpoint.max(*end);
-                    touched.push(segment.id);
                 }
-                Msg::Sealed {
-                    segment,
-                    generation,
-                    tail,
-                } => {
-                    let (_, p) = self
-                        .segments
-                        .entry(segment.id)
-                        .or_insert_with(|| (segment.clone(), SegmentProgress::default()));
-                    p.generation = *generation;
-                    p.sealed_tail = Some(*tail);
-                    p.checkpoint = p.checkpoint.max(DATA_START);
-                    touched.push(segment.id);
-                }
+                Msg::Sealed { tail, .. } => p.sealed_tail = Some(*tail),
                 Msg::Barrier(_) => {}
             }
+            self.dirty.insert(segment.id);
         }
-        touched.sort_unstable();
-        touched.dedup();
-        for id in touched {
-            let (segment, p) = self.segments.get(&id).expect("inserted above");
-            let generation = p.generation;
+    }
+
+    /// Move checkpoints forward; recycle sealed segments that are wholly checkpointed.
+    fn write_headers(&mut self) -> io::Result<()> {
+        while let Some(&id) = self.dirty.first() {
+            let (segment, p) = self.segments.get(&id).expect("dirty segments are tracked");
             match p.sealed_tail {
                 Some(tail) if p.checkpoint >= tail => {
+                    let generation = p.generation + 1;
+                    segment.write_header(generation, DATA_START)?;
                     let (segment, _) = self.segments.remove(&id).expect("present");
-                    segment.write_header(generation + 1, DATA_START)?;
                     if let Some(j) = self.journal.upgrade() {
-                        j.recycled(segment, generation + 1);
+                        j.recycled(segment, generation);
                     }
                 }
-                _ => segment.write_header(generation, p.checkpoint)?,
+                _ => segment.write_header(p.generation, p.checkpoint)?,
             }
+            self.dirty.remove(&id);
         }
         Ok(())
     }
