@@ -26,7 +26,7 @@ pub struct WorkerSection {
     pub model: Option<PathBuf>,
     /// Worker tasks in this process (`serve`, `worker`); they share one model.
     pub workers: usize,
-    /// Threads for tract's matrix kernels (process-wide).
+    /// Slices of one study run through the network at once, one thread each (per worker).
     pub inference_threads: usize,
     /// `AET@HOST:PORT` destinations every SEG is sent to (C-STORE).
     pub destinations: Vec<String>,

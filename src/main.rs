@@ -61,7 +61,7 @@ pub struct WorkerArgs {
     /// Worker tasks in this process (0: none, e.g. for a scaler to start).
     #[arg(long, env = "SEGNODE_WORKERS")]
     workers: Option<usize>,
-    /// Threads for inference kernels.
+    /// Threads per worker for inference: this many slices of a study run at once.
     #[arg(long, env = "SEGNODE_INFERENCE_THREADS")]
     inference_threads: Option<usize>,
     /// Send every SEG to this AET@HOST:PORT (C-STORE); repeatable.
@@ -297,6 +297,14 @@ impl AwsArgs {
 }
 
 fn main() {
+    // dicom-rs reports the end of every data set it parses (each DIMSE command, each header we
+    // check) as an error it then swallows, and with RUST_BACKTRACE=1 each such error captures a
+    // stack trace: measurable per instance (perf: _Unwind_Find_FDE). Keep panics' backtraces
+    // (RUST_BACKTRACE) but not library errors', unless RUST_LIB_BACKTRACE says otherwise.
+    // Set before any thread exists.
+    if std::env::var_os("RUST_LIB_BACKTRACE").is_none() {
+        std::env::set_var("RUST_LIB_BACKTRACE", "0");
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),

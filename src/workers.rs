@@ -44,9 +44,8 @@ pub fn model_dir(configured: Option<&PathBuf>) -> Result<PathBuf> {
 pub fn load_model(file: &FileConfig) -> Result<Model> {
     let dir = model_dir(file.worker.model.as_ref())?;
     let manifest = Manifest::load(&dir)?;
-    segmenter::set_inference_threads(file.worker.inference_threads);
     let started = std::time::Instant::now();
-    let model = Model::load(manifest)?;
+    let model = Model::load(manifest)?.with_slice_threads(file.worker.inference_threads);
     info!(
         model = model.manifest().name(),
         version = model.manifest().version(),

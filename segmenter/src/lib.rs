@@ -21,7 +21,7 @@ pub mod volume;
 
 pub use error::SegmentError;
 pub use manifest::Manifest;
-pub use model::{set_inference_threads, Model};
+pub use model::Model;
 pub use pipeline::{segment_study, Outcome, SegSettings, StageTimings};
 pub mod deliver;
 pub mod metrics;

@@ -17,6 +17,8 @@ type Plan = Arc<TypedRunnableModel>;
 pub struct Model {
     manifest: Arc<Manifest>,
     plan: Plan,
+    /// How many slices of one study run at once (threads).
+    slice_threads: usize,
 }
 
 impl std::fmt::Debug for Model {
@@ -45,7 +47,14 @@ impl Model {
         Ok(Model {
             manifest: Arc::new(manifest),
             plan,
+            slice_threads: 1,
         })
+    }
+
+    /// Run up to `threads` slices of a study at once (1: one after the other).
+    pub fn with_slice_threads(mut self, threads: usize) -> Self {
+        self.slice_threads = threads.max(1);
+        self
     }
 
     pub fn manifest(&self) -> &Manifest {
@@ -67,6 +76,42 @@ impl Model {
         }
         let k = m.output_shape[1];
         let mut out = Array4::<f32>::zeros((n, k, h, w));
+        // Slices are independent: split them into contiguous runs, one per thread, each
+        // thread running the shared plan with its own state. The result does not depend on
+        // the split (every slice goes through the same ops).
+        let threads = self.slice_threads.clamp(1, n.max(1));
+        let per = n.div_ceil(threads).max(1);
+        let chunks: Vec<_> = out
+            .axis_chunks_iter_mut(ndarray::Axis(0), per)
+            .zip(input.axis_chunks_iter(ndarray::Axis(0), per))
+            .collect();
+        if chunks.len() <= 1 {
+            for (out, input) in chunks {
+                self.run_slices(input, out)?;
+            }
+        } else {
+            std::thread::scope(|scope| {
+                let running: Vec<_> = chunks
+                    .into_iter()
+                    .map(|(out, input)| scope.spawn(move || self.run_slices(input, out)))
+                    .collect();
+                running
+                    .into_iter()
+                    .map(|t| t.join().expect("inference thread panicked"))
+                    .collect::<Result<Vec<()>, _>>()
+            })?;
+        }
+        Ok(out)
+    }
+
+    /// Runs `input[k, ...]` slice by slice into `out[k, ...]`.
+    fn run_slices(
+        &self,
+        input: ArrayView4<f32>,
+        mut out: ndarray::ArrayViewMut4<f32>,
+    ) -> Result<(), SegmentError> {
+        let m = &self.manifest.file.model;
+        let (n, c, h, w) = input.dim();
         for z in 0..n {
             let slice = input.slice(s![z..z + 1, .., .., ..]);
             let data: Vec<f32> = slice.iter().copied().collect();
@@ -107,15 +152,6 @@ impl Model {
                 *dst = *src;
             }
         }
-        Ok(out)
-    }
-}
-
-/// Lets tract's matrix kernels use `threads` threads (process-wide; call once at start-up).
-pub fn set_inference_threads(threads: usize) {
-    if threads > 1 {
-        tract_linalg::multithread::set_default_executor(
-            tract_linalg::multithread::Executor::multithread(threads),
-        );
+        Ok(())
     }
 }

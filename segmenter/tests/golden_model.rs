@@ -106,3 +106,58 @@ fn tract_matches_onnxruntime_on_golden_pair() -> TractResult<()> {
     assert!(max_diff <= tol, "max abs diff {max_diff} > {tol}");
     Ok(())
 }
+
+/// The worker runs several slices of a study at once (`Model::with_slice_threads`); the logits
+/// must not depend on how the slices are split across threads, and each slice must still match
+/// the golden output.
+#[test]
+fn slices_run_in_parallel_give_the_same_logits() {
+    let dir = model_dir();
+    let meta: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("golden/golden.json")).unwrap())
+            .unwrap();
+    let [_, c, h, w] = shape4(&meta["input_shape"]);
+    let tol = meta["tolerance_max_abs"].as_f64().unwrap_or(1e-4) as f32;
+    let golden_in = read_f32(
+        &dir.join("golden")
+            .join(meta["input_file"].as_str().unwrap()),
+    );
+    let golden_out = read_f32(
+        &dir.join("golden")
+            .join(meta["output_file"].as_str().unwrap()),
+    );
+    // 5 slices: the golden one, then versions of it flipped and scaled, so they differ.
+    let n = 5;
+    let mut volume = Array4::<f32>::zeros((n, c, h, w));
+    for z in 0..n {
+        for ch in 0..c {
+            for y in 0..h {
+                for x in 0..w {
+                    let xs = if z % 2 == 1 { w - 1 - x } else { x };
+                    volume[[z, ch, y, x]] =
+                        golden_in[(ch * h + y) * w + xs] * (1.0 + 0.1 * z as f32);
+                }
+            }
+        }
+    }
+    let manifest = segmenter::manifest::Manifest::load(&dir).unwrap();
+    let model = segmenter::Model::load(manifest).unwrap();
+    let one = model
+        .clone()
+        .with_slice_threads(1)
+        .run(volume.view())
+        .unwrap();
+    let three = model.with_slice_threads(3).run(volume.view()).unwrap();
+    assert_eq!(one, three, "logits depend on the thread split");
+    let first: Vec<f32> = one
+        .index_axis(ndarray::Axis(0), 0)
+        .iter()
+        .copied()
+        .collect();
+    let max_diff = first
+        .iter()
+        .zip(&golden_out)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
+    assert!(max_diff <= tol, "slice 0 vs golden: {max_diff}");
+}
