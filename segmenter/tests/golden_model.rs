@@ -24,6 +24,11 @@ fn read_f32(path: &Path) -> Vec<f32> {
         .collect()
 }
 
+/// One of the golden pair's tensors, named by `golden.json`'s `key`.
+fn golden_file(dir: &Path, meta: &serde_json::Value, key: &str) -> Vec<f32> {
+    read_f32(&dir.join("golden").join(meta[key].as_str().unwrap()))
+}
+
 fn shape4(v: &serde_json::Value) -> [usize; 4] {
     let a: Vec<usize> = v
         .as_array()
@@ -55,14 +60,8 @@ fn tract_matches_onnxruntime_on_golden_pair() -> TractResult<()> {
         .collect();
     assert_eq!(m_in, in_shape.to_vec(), "manifest input_shape vs golden");
 
-    let input = read_f32(
-        &dir.join("golden")
-            .join(meta["input_file"].as_str().unwrap()),
-    );
-    let expected = read_f32(
-        &dir.join("golden")
-            .join(meta["output_file"].as_str().unwrap()),
-    );
+    let input = golden_file(&dir, &meta, "input_file");
+    let expected = golden_file(&dir, &meta, "output_file");
     assert_eq!(input.len(), in_shape.iter().product::<usize>());
     let expected = Array4::from_shape_vec(out_shape, expected).expect("output shape");
 
@@ -118,14 +117,8 @@ fn slices_run_in_parallel_give_the_same_logits() {
             .unwrap();
     let [_, c, h, w] = shape4(&meta["input_shape"]);
     let tol = meta["tolerance_max_abs"].as_f64().unwrap_or(1e-4) as f32;
-    let golden_in = read_f32(
-        &dir.join("golden")
-            .join(meta["input_file"].as_str().unwrap()),
-    );
-    let golden_out = read_f32(
-        &dir.join("golden")
-            .join(meta["output_file"].as_str().unwrap()),
-    );
+    let golden_in = golden_file(&dir, &meta, "input_file");
+    let golden_out = golden_file(&dir, &meta, "output_file");
     // 5 slices: the golden one, then versions of it flipped and scaled, so they differ.
     let n = 5;
     let mut volume = Array4::<f32>::zeros((n, c, h, w));
