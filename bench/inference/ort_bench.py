@@ -87,13 +87,15 @@ def compare(a):
     ratio = tj["seconds_per_volume_min"] / oj["seconds_per_volume_min"]
     res = dict(volume_shape=shape, max_abs_diff=diff, label_mismatches=lab_mis,
                tract_s_per_volume=tj["seconds_per_volume_min"], ort_s_per_volume=oj["seconds_per_volume_min"],
-               threads=tj["threads"], ratio_tract_over_ort=round(ratio, 3),
+               threads=tj["threads"], tract_slice_threads=tj.get("slice_threads", 1),
+               ort_threads=oj["threads"], ratio_tract_over_ort=round(ratio, 3),
                agreement_ok=diff <= 1e-4, speed_ok=ratio <= 1.5)
     (out / "result.json").write_text(json.dumps(res, indent=1) + "\n")
     print(f"volume {shape}: max |tract - onnxruntime| = {diff:.3e} ({'OK' if diff <= 1e-4 else 'FAIL'} <= 1e-4), "
           f"label mismatches {lab_mis}")
-    print(f"time per volume, {tj['threads']} threads: tract {tj['seconds_per_volume_min']:.3f} s, "
-          f"onnxruntime {oj['seconds_per_volume_min']:.3f} s, ratio tract/ort = {ratio:.2f} "
+    print(f"time per volume: tract {tj['seconds_per_volume_min']:.3f} s ({tj['threads']} kernel thread(s) x "
+          f"{tj.get('slice_threads', 1)} slice(s) at once), onnxruntime {oj['seconds_per_volume_min']:.3f} s "
+          f"({oj['threads']} intra-op threads), ratio tract/ort = {ratio:.2f} "
           f"({'OK' if ratio <= 1.5 else 'ABOVE'} target 1.5)")
 
 
