@@ -3,6 +3,8 @@
 # (no fsync), the same N MR instances sent by the same storescu command, alternating rounds.
 #
 #   bench/ingest/run.sh [N]          N instances (default 500), ROUNDS=3 rounds each
+#   ASSOCIATIONS=4 bench/ingest/run.sh   the same files over 4 storescu associations at once
+#                                        (storescp then runs with --fork)
 #
 # Instances: make_series.py --size 256, 16-bit MR, explicit VR LE, ~130 KB each (128 KiB of
 # pixels + header), 4 series of N/4 slices (1 series of N if N is not a multiple of 4).
@@ -17,6 +19,7 @@ set -euo pipefail
 
 N="${1:-500}"
 ROUNDS="${ROUNDS:-3}"
+ASSOCIATIONS="${ASSOCIATIONS:-1}"
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
 WORK="${BENCH_WORK:-$ROOT/target/bench-ingest}"
 PY="$ROOT/.venv-peers/bin/python"
@@ -86,10 +89,22 @@ stop() { # pid (under strace: the tracer, whose child is segnode)
 }
 
 send() { # port aet -> prints seconds
-    local t0 t1
+    local t0 t1 k pids=() failed=0
     t0=$(date +%s.%N)
-    TCP_NODELAY=1 storescu -aet BENCH -aec "$2" -pdu $PDU +sd +r 127.0.0.1 "$1" "$INPUT" \
-        >"$WORK/storescu.log" 2>&1 || { echo "storescu failed:" >&2; tail -5 "$WORK/storescu.log" >&2; return 1; }
+    if (( ASSOCIATIONS == 1 )); then
+        TCP_NODELAY=1 storescu -aet BENCH -aec "$2" -pdu $PDU +sd +r 127.0.0.1 "$1" "$INPUT" \
+            >"$WORK/storescu.log" 2>&1 || { echo "storescu failed:" >&2; tail -5 "$WORK/storescu.log" >&2; return 1; }
+    else
+        # the same files split round-robin over ASSOCIATIONS storescu processes at once
+        for k in $(seq 0 $((ASSOCIATIONS - 1))); do
+            find "$INPUT" -name '*.dcm' | sort | awk -v k="$k" -v n="$ASSOCIATIONS" 'NR % n == k' \
+                | TCP_NODELAY=1 xargs storescu -aet BENCH -aec "$2" -pdu $PDU 127.0.0.1 "$1" \
+                >"$WORK/storescu-$k.log" 2>&1 &
+            pids+=($!)
+        done
+        for p in "${pids[@]}"; do wait "$p" || failed=1; done
+        (( failed == 0 )) || { echo "a storescu failed:" >&2; tail -3 "$WORK"/storescu-*.log >&2; return 1; }
+    fi
     t1=$(date +%s.%N)
     echo "$t1 - $t0" | bc -l
 }
@@ -120,7 +135,9 @@ round_storescp() {
     dir="$WORK/storescp-out"
     rm -rf "$dir"
     mkdir -p "$dir"
-    TCP_NODELAY=1 storescp -aet BENCHSCP -pdu $PDU -od "$dir" "$port" >"$WORK/storescp.log" 2>&1 &
+    local fork=()
+    (( ASSOCIATIONS > 1 )) && fork=(--fork) # one process per association, so they run at once
+    TCP_NODELAY=1 storescp "${fork[@]}" -aet BENCHSCP -pdu $PDU -od "$dir" "$port" >"$WORK/storescp.log" 2>&1 &
     pid=$!
     PIDS+=("$pid")
     wait_ready "$port" BENCHSCP || return 1
@@ -133,7 +150,7 @@ round_storescp() {
 
 echo "ingest: $N instances, $(echo "$BYTES / 1000000" | bc -l | xargs printf '%.1f') MB" \
     "($(echo "$BYTES / $N / 1000" | bc -l | xargs printf '%.0f') KB each), $ROUNDS rounds," \
-    "storescu -pdu $PDU, TCP_NODELAY=1"
+    "storescu -pdu $PDU, TCP_NODELAY=1, $ASSOCIATIONS association(s) at once"
 echo "segnode: $SEGNODE_BIN (fsync per instance); storescp: $(command -v storescp) (no fsync)"
 echo "work dir: $WORK ($(df -P "$WORK" | awk 'NR==2 {print $1}'))"
 # What the disk allows right now: the durable path per instance (write, fsync, rename,
