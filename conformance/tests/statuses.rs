@@ -165,6 +165,11 @@ fn config_file_with_flag_overrides_and_metrics_endpoint() {
         "{metrics}"
     );
     assert!(metrics.contains("segnode_scp_echo_total 1"), "{metrics}");
+    // The study was emitted, so the ingest journal has nothing left to move into the spool.
+    assert!(
+        metrics.contains("segnode_scp_journal_pending_bytes 0"),
+        "{metrics}"
+    );
     let health = http_get(http, "/healthz");
     assert!(
         health.starts_with("HTTP/1.1 200") && health.contains("ok"),

@@ -268,6 +268,11 @@ impl Journal {
         self.pending_bytes.load(Relaxed)
     }
 
+    /// The live counter behind [`Journal::pending_bytes`], for the metrics.
+    pub fn pending_bytes_counter(&self) -> Arc<AtomicU64> {
+        self.pending_bytes.clone()
+    }
+
     /// A writer for one association.
     pub fn writer(self: &Arc<Self>) -> JournalWriter {
         JournalWriter {

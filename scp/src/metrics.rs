@@ -21,6 +21,9 @@ pub struct ScpMetrics {
     pub jobs_enqueued: AtomicU64,
     pub emit_failures: AtomicU64,
     pub studies_pending: AtomicU64,
+    /// Acknowledged bytes in the ingest journal not yet in their study folders (shared with
+    /// the journal).
+    pub journal_pending_bytes: std::sync::Arc<AtomicU64>,
 }
 
 impl ScpMetrics {
@@ -106,6 +109,12 @@ impl ScpMetrics {
             "gauge",
             "Studies waiting for their quiet period or for staging.",
             &[("", &self.studies_pending)],
+        );
+        line(
+            "segnode_scp_journal_pending_bytes",
+            "gauge",
+            "Acknowledged bytes in the ingest journal, not yet written to their study folders.",
+            &[("", self.journal_pending_bytes.as_ref())],
         );
     }
 }

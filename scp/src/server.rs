@@ -103,7 +103,13 @@ impl Scp {
         } else {
             None
         };
-        let metrics = Arc::new(ScpMetrics::default());
+        let metrics = Arc::new(ScpMetrics {
+            journal_pending_bytes: journal
+                .as_ref()
+                .map(|j| j.pending_bytes_counter())
+                .unwrap_or_default(),
+            ..ScpMetrics::default()
+        });
         let assembler = Assembler::recover(
             spool.clone(),
             structure,
