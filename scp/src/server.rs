@@ -249,7 +249,9 @@ struct Incoming {
 
 /// The `.part` file an instance streams into: buffered, written in large chunks.
 struct PartFile {
-    path: PathBuf,
+    spool: Arc<Spool>,
+    /// Named when first needed: most instances go to the journal and never have a file.
+    path: Option<PathBuf>,
     file: Option<std::fs::File>,
     buf: Vec<u8>,
     total: u64,
@@ -260,12 +262,13 @@ const FLUSH_AT: usize = 4 * 1024 * 1024;
 impl PartFile {
     /// No I/O yet: an instance smaller than `FLUSH_AT` is written, fsynced and moved in one
     /// blocking step when it is complete.
-    fn new(path: PathBuf, mut header: Vec<u8>) -> PartFile {
+    fn new(spool: Arc<Spool>, mut header: Vec<u8>) -> PartFile {
         let total = header.len() as u64;
         // most instances of an MR study fit; saves the reallocations while PDUs arrive
         header.reserve(256 * 1024);
         PartFile {
-            path,
+            spool,
+            path: None,
             file: None,
             buf: header,
             total,
@@ -276,11 +279,7 @@ impl PartFile {
         self.buf.extend_from_slice(data);
         self.total += data.len() as u64;
         if self.buf.len() >= FLUSH_AT {
-            let (file, buf, path) = (
-                self.file.take(),
-                std::mem::take(&mut self.buf),
-                self.path.clone(),
-            );
+            let (file, buf, path) = (self.file.take(), std::mem::take(&mut self.buf), self.path());
             let (file, buf, r) = tokio::task::spawn_blocking(move || {
                 let r = match file {
                     Some(f) => Ok(f),
@@ -302,8 +301,17 @@ impl PartFile {
         Ok(())
     }
 
+    fn path(&mut self) -> PathBuf {
+        let spool = &self.spool;
+        self.path
+            .get_or_insert_with(|| spool.new_part_path())
+            .clone()
+    }
+
     fn discard(self) {
-        let _ = std::fs::remove_file(&self.path);
+        if let Some(path) = &self.path {
+            let _ = std::fs::remove_file(path);
+        }
     }
 }
 
@@ -667,7 +675,7 @@ impl Connection {
                 return inc;
             }
         };
-        inc.part = Some(PartFile::new(self.spool.new_part_path(), header));
+        inc.part = Some(PartFile::new(self.spool.clone(), header));
         inc
     }
 
@@ -715,9 +723,7 @@ impl Connection {
     /// there), check it against the command, write and fsync it, move it into its study
     /// folder and fsync the folder. The spool's read lock is held so the study folder cannot
     /// be frozen for emission halfway.
-    async fn write_and_identify(&self, part: PartFile, command: &Command) -> Finish {
-        let guard = self.assembler.structure.clone().read_owned().await;
-        let spool = self.spool.clone();
+    async fn write_and_identify(&self, mut part: PartFile, command: &Command) -> Finish {
         let (sop_instance, sop_class) = (
             command.affected_sop_instance_uid.clone(),
             command.affected_sop_class_uid.clone(),
@@ -726,17 +732,18 @@ impl Connection {
         if part.file.is_none() {
             if let Some(journal) = &self.journal {
                 if total <= journal.max_payload() {
-                    drop(guard);
+                    // no study folder is touched here: the materializer takes the lock
                     return self
                         .journal_instance(journal.clone(), part, sop_instance, sop_class)
                         .await;
                 }
             }
         }
+        let guard = self.assembler.structure.clone().read_owned().await;
+        let spool = self.spool.clone();
+        let path = part.path();
         tokio::task::spawn_blocking(move || {
-            let PartFile {
-                path, file, buf, ..
-            } = part;
+            let PartFile { file, buf, .. } = part;
             let streamed = file.is_some();
             let result = (|| -> Result<Identity, Finish> {
                 let in_memory = if streamed {
