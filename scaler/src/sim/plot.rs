@@ -7,7 +7,7 @@ use std::sync::Once;
 use plotters::coord::CoordTranslate;
 use plotters::prelude::*;
 
-use super::engine::Run;
+use super::engine::{Run, Sample};
 
 static FONT: &[u8] = include_bytes!("../../assets/DejaVuSans-subset.ttf");
 const FAMILY: &str = "sans-serif";
@@ -51,65 +51,26 @@ fn draw(path: &Path, title: &str, runs: &[&Run]) -> Result<(), Box<dyn std::erro
     let hours = runs.iter().map(|r| r.horizon).fold(0.0, f64::max) / 3600.0;
     let x = 0.0..hours.max(0.01);
 
-    let max_backlog = runs
-        .iter()
-        .flat_map(|r| r.samples.iter().map(|s| s.queued + s.busy))
-        .max()
-        .unwrap_or(0) as f64;
-    let mut chart = ChartBuilder::on(&panels[0])
-        .margin(10)
-        .x_label_area_size(30)
-        .y_label_area_size(60)
-        .caption("backlog (waiting + in flight)", (FAMILY, 16))
-        .build_cartesian_2d(x.clone(), 0.0..(max_backlog * 1.05).max(1.0))?;
-    chart
-        .configure_mesh()
-        .x_desc("hours")
-        .y_desc("studies")
-        .label_style((FAMILY, 12))
-        .draw()?;
-    for (i, r) in runs.iter().enumerate() {
-        let c = COLOURS[i % COLOURS.len()];
-        chart
-            .draw_series(LineSeries::new(
-                r.samples
-                    .iter()
-                    .map(|s| (s.t / 3600.0, (s.queued + s.busy) as f64)),
-                c.stroke_width(2),
-            ))?
-            .label(r.label.clone())
-            .legend(move |(x, y)| PathElement::new([(x, y), (x + 20, y)], c.stroke_width(2)));
-    }
-    legend(&mut chart)?;
-
-    let max_tasks = runs
-        .iter()
-        .flat_map(|r| r.samples.iter().map(|s| s.tasks))
-        .max()
-        .unwrap_or(0) as f64;
-    let mut chart = ChartBuilder::on(&panels[1])
-        .margin(10)
-        .x_label_area_size(30)
-        .y_label_area_size(60)
-        .caption("tasks (billed)", (FAMILY, 16))
-        .build_cartesian_2d(x.clone(), 0.0..(max_tasks + 1.0))?;
-    chart
-        .configure_mesh()
-        .x_desc("hours")
-        .y_desc("tasks")
-        .label_style((FAMILY, 12))
-        .draw()?;
-    for (i, r) in runs.iter().enumerate() {
-        let c = COLOURS[i % COLOURS.len()];
-        chart
-            .draw_series(LineSeries::new(
-                r.samples.iter().map(|s| (s.t / 3600.0, f64::from(s.tasks))),
-                c.stroke_width(2),
-            ))?
-            .label(r.label.clone())
-            .legend(move |(x, y)| PathElement::new([(x, y), (x + 20, y)], c.stroke_width(2)));
-    }
-    legend(&mut chart)?;
+    let backlog = |s: &Sample| (s.queued + s.busy) as f64;
+    let max_backlog = max_over_samples(runs, backlog);
+    line_panel(
+        &panels[0],
+        x.clone(),
+        ("backlog (waiting + in flight)", "studies"),
+        (max_backlog * 1.05).max(1.0),
+        runs,
+        backlog,
+    )?;
+    let tasks = |s: &Sample| f64::from(s.tasks);
+    let max_tasks = max_over_samples(runs, tasks);
+    line_panel(
+        &panels[1],
+        x.clone(),
+        ("tasks (billed)", "tasks"),
+        max_tasks + 1.0,
+        runs,
+        tasks,
+    )?;
 
     // Waits span seconds to hours between sizings: a log axis keeps both readable.
     let max_wait = runs
@@ -145,6 +106,50 @@ fn draw(path: &Path, title: &str, runs: &[&Run]) -> Result<(), Box<dyn std::erro
     }
     legend(&mut chart)?;
     root.present()?;
+    Ok(())
+}
+
+fn max_over_samples(runs: &[&Run], value: impl Fn(&Sample) -> f64) -> f64 {
+    runs.iter()
+        .flat_map(|r| r.samples.iter().map(&value))
+        .fold(0.0, f64::max)
+}
+
+/// One panel: `value` of every sample over time, a line per run, y from 0 to `y_top`.
+fn line_panel<DB: DrawingBackend>(
+    area: &DrawingArea<DB, plotters::coord::Shift>,
+    x: std::ops::Range<f64>,
+    (caption, y_desc): (&str, &str),
+    y_top: f64,
+    runs: &[&Run],
+    value: impl Fn(&Sample) -> f64,
+) -> Result<(), Box<dyn std::error::Error>>
+where
+    DB::ErrorType: 'static,
+{
+    let mut chart = ChartBuilder::on(area)
+        .margin(10)
+        .x_label_area_size(30)
+        .y_label_area_size(60)
+        .caption(caption, (FAMILY, 16))
+        .build_cartesian_2d(x, 0.0..y_top)?;
+    chart
+        .configure_mesh()
+        .x_desc("hours")
+        .y_desc(y_desc)
+        .label_style((FAMILY, 12))
+        .draw()?;
+    for (i, r) in runs.iter().enumerate() {
+        let c = COLOURS[i % COLOURS.len()];
+        chart
+            .draw_series(LineSeries::new(
+                r.samples.iter().map(|s| (s.t / 3600.0, value(s))),
+                c.stroke_width(2),
+            ))?
+            .label(r.label.clone())
+            .legend(move |(x, y)| PathElement::new([(x, y), (x + 20, y)], c.stroke_width(2)));
+    }
+    legend(&mut chart)?;
     Ok(())
 }
 
