@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use testkit::{files_under, make_series, python, require_tool, wait_until, Node};
+use testkit::{files_under, make_series, python, require_tool, stdout_of, wait_until, Node};
 
 mod common;
 use common::wait_jobs;
@@ -116,19 +116,8 @@ fn convert(how: &str, src: &Path, dst: &Path) {
 /// Transfer Syntax UID and the raw Pixel Data bytes of a file, as pydicom reads them.
 fn ts_and_pixels(files: &[PathBuf]) -> Vec<(String, String)> {
     let script = "import sys, hashlib, pydicom\nfor p in sys.argv[1:]:\n    ds = pydicom.dcmread(p)\n    print(ds.SOPInstanceUID, ds.file_meta.TransferSyntaxUID, hashlib.sha256(ds.PixelData).hexdigest())";
-    let out = Command::new(python())
-        .arg("-c")
-        .arg(script)
-        .args(files)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let mut v: Vec<(String, String)> = String::from_utf8(out.stdout)
-        .unwrap()
+    let stdout = stdout_of(Command::new(python()).arg("-c").arg(script).args(files));
+    let mut v: Vec<(String, String)> = stdout
         .lines()
         .map(|l| {
             let mut it = l.splitn(2, ' ');

@@ -8,8 +8,8 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use testkit::{
-    files_under, make_series, python, require_tool, settled_spool, spooled_instances, wait_until,
-    Node,
+    files_under, make_series, python, require_tool, settled_spool, spooled_instances, stdout_of,
+    wait_until, Node,
 };
 
 mod common;
@@ -227,19 +227,13 @@ a.release()
 print(" ".join("%04X" % s for s in out))
 "#;
     let files = files_under(&series);
-    let out = Command::new(python())
-        .arg("-c")
-        .arg(script)
-        .arg(node.port.to_string())
-        .arg(&filler)
-        .args(&files)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
+    let stdout = stdout_of(
+        Command::new(python())
+            .arg("-c")
+            .arg(script)
+            .arg(node.port.to_string())
+            .arg(&filler)
+            .args(&files),
     );
     assert_eq!(stdout.trim(), "0000 A700 0000");
     let spooled = settled_spool(&node.data_dir.join("spool"), 2);

@@ -33,17 +33,7 @@ fn study_dir() -> PathBuf {
 
 /// (name relative to the study folder, bytes) of every file of the bundled study.
 fn study_files() -> Vec<(String, Vec<u8>)> {
-    testkit::files_under(&study_dir())
-        .into_iter()
-        .map(|p| {
-            let name = p
-                .strip_prefix(study_dir())
-                .unwrap()
-                .to_string_lossy()
-                .into_owned();
-            (name, std::fs::read(&p).unwrap())
-        })
-        .collect()
+    testkit::named_files(&study_dir())
 }
 
 fn zip_of(files: &[(String, Vec<u8>)]) -> Vec<u8> {

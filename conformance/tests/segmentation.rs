@@ -21,17 +21,12 @@ fn study(name: &str) -> PathBuf {
 }
 
 fn python_json(args: &[&str]) -> serde_json::Value {
-    let out = Command::new(testkit::python())
-        .arg(workspace_root().join("conformance/tools/check_seg.py"))
-        .args(args)
-        .output()
-        .expect("python");
-    assert!(
-        out.status.success(),
-        "check_seg.py {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
+    let stdout = testkit::stdout_of(
+        Command::new(testkit::python())
+            .arg(workspace_root().join("conformance/tools/check_seg.py"))
+            .args(args),
     );
-    serde_json::from_slice(&out.stdout).expect("check_seg.py prints JSON")
+    serde_json::from_str(&stdout).expect("check_seg.py prints JSON")
 }
 
 /// (WT, TC, ET) Dice of the model card for this study (eval_test_studies.json), rounded down to 3 places.

@@ -4,7 +4,9 @@
 use std::io::{Read, Write};
 use std::process::Command;
 
-use testkit::{files_under, free_port, make_series, python, settled_spool, wait_for_port, Node};
+use testkit::{
+    files_under, free_port, make_series, python, settled_spool, stdout_of, wait_for_port, Node,
+};
 
 /// Send each file with pynetdicom after applying `edit` (Python, on `ds`); print the statuses.
 fn send_edited(node: &Node, files: &[std::path::PathBuf], edit: &str) -> String {
@@ -26,19 +28,15 @@ a.release()
 print(" ".join(out))
 "#
     );
-    let out = Command::new(python())
-        .arg("-c")
-        .arg(script)
-        .arg(node.port.to_string())
-        .args(files)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
+    stdout_of(
+        Command::new(python())
+            .arg("-c")
+            .arg(script)
+            .arg(node.port.to_string())
+            .args(files),
+    )
+    .trim()
+    .to_string()
 }
 
 #[test]

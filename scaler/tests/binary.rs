@@ -15,19 +15,13 @@ use testkit::{segnode_bin, Moto};
 
 /// Run `segnode scaler tick ARGS...`; the decision it prints.
 fn tick(args: &[&str]) -> Decision {
-    let out = Command::new(segnode_bin())
-        .arg("scaler")
-        .arg("tick")
-        .args(args)
-        .envs(Moto::env())
-        .env("RUST_LOG", "warn")
-        .output()
-        .expect("segnode runs");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "segnode scaler tick {args:?} failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
+    let stdout = testkit::stdout_of(
+        Command::new(segnode_bin())
+            .arg("scaler")
+            .arg("tick")
+            .args(args)
+            .envs(Moto::env())
+            .env("RUST_LOG", "warn"),
     );
     serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("{e}: {stdout:?}"))
 }
@@ -230,18 +224,12 @@ fn simulate_a_csv_trace_and_plot_it() {
     text.push_str("3600,20\n");
     std::fs::write(&csv, text).unwrap();
     let png = dir.path().join("plot.png");
-    let out = Command::new(segnode_bin())
-        .args(["scaler", "simulate", "--trace"])
-        .arg(&csv)
-        .args(["--price-per-task-hour", "0.1,1.5", "--plot"])
-        .arg(&png)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
+    let stdout = testkit::stdout_of(
+        Command::new(segnode_bin())
+            .args(["scaler", "simulate", "--trace"])
+            .arg(&csv)
+            .args(["--price-per-task-hour", "0.1,1.5", "--plot"])
+            .arg(&png),
     );
     let row = |label: &str| {
         stdout

@@ -584,19 +584,7 @@ mod tests {
     }
 
     fn study_files() -> Vec<(String, Vec<u8>)> {
-        let mut out: Vec<(String, Vec<u8>)> = testkit::files_under(&study_dir())
-            .into_iter()
-            .map(|p| {
-                let name = p
-                    .strip_prefix(study_dir())
-                    .unwrap()
-                    .to_string_lossy()
-                    .into_owned();
-                (name, std::fs::read(&p).unwrap())
-            })
-            .collect();
-        out.sort();
-        out
+        testkit::named_files(&study_dir())
     }
 
     fn zip_of(files: &[(String, Vec<u8>)]) -> Vec<u8> {
