@@ -5,6 +5,17 @@ cd "$(dirname "$0")/.."
 
 scripts/install-test-deps.sh
 
+# The build and the nodes under test need room; say so up front rather than as a linker crash.
+free_mb=$(df -Pm . | awk 'NR == 2 { print $4 }')
+if [ "$free_mb" -lt 6144 ]; then
+  echo "test.sh: only ${free_mb} MiB free on $(df -P . | awk 'NR == 2 { print $6 }'); the build and tests need about 6 GiB" >&2
+  exit 1
+fi
+# A clean clone gains nothing from incremental caches, which are a third of a debug build.
+if [ "${CI:-}" = true ]; then
+  export CARGO_INCREMENTAL=0
+fi
+
 # One build shared by every test binary (dependencies are optimised even in the dev profile).
 cargo build --locked --workspace --all-targets
 export SEGNODE_BIN="$PWD/target/debug/segnode"
