@@ -2,7 +2,7 @@
 # Ingest benchmark: segnode serve (fsyncs every instance before answering) vs dcmtk storescp
 # (no fsync), the same N MR instances sent by the same storescu command, alternating rounds.
 #
-#   bench/ingest/run.sh [N]          N instances (default 500), ROUNDS=3 rounds each
+#   bench/ingest/run.sh [N]          N instances (default 500), ROUNDS=3 rounds each receiver
 #   ASSOCIATIONS=4 bench/ingest/run.sh   the same files over 4 storescu associations at once
 #                                        (storescp then runs with --fork)
 #
@@ -10,7 +10,13 @@
 # pixels + header), 4 series of N/4 slices (1 series of N if N is not a multiple of 4).
 # Environment: ROUNDS (default 3), BENCH_WORK (work folder; default target/bench-ingest, the
 # same disk for both receivers), SEGNODE_BIN (default: release build, built if missing),
-# STRACE=1 (one extra segnode round under `strace -c -f`, summary printed at the end).
+# STRACE=1 (one extra segnode round under `strace -c -f`, summary printed at the end),
+# WRAP=eatmydata (segnode's fsyncs become no-ops: what its receive path costs without durability).
+#
+# A third receiver, storescp --ignore (receives, stores nothing), gives the floor: storescu, the
+# network and DIMSE alone. With the disk's fdatasync for one 132 KB append (probed before and after
+# the rounds) it bounds what any receiver that syncs every instance can reach on this machine:
+#   best ratio = storescp time / (floor time + fdatasync time), per instance.
 #
 # Both receivers and storescu run inside a private network namespace (`unshare -n`, loopback
 # only) when the kernel allows it, because storescp 3.6.7 cannot be told to bind 127.0.0.1;
@@ -148,6 +154,20 @@ round_storescp() {
     [[ "$got" -eq "$N" ]] || { echo "storescp: $got of $N instances arrived" >&2; return 1; }
 }
 
+# storescu against a receiver that stores nothing: the floor for every receiver
+round_floor() {
+    local port pid
+    port=$(free_port)
+    local fork=()
+    (( ASSOCIATIONS > 1 )) && fork=(--fork)
+    TCP_NODELAY=1 storescp "${fork[@]}" --ignore -aet BENCHSCP -pdu $PDU "$port" >"$WORK/floor.log" 2>&1 &
+    pid=$!
+    PIDS+=("$pid")
+    wait_ready "$port" BENCHSCP || return 1
+    SECS=$(send "$port" BENCHSCP) || return 1
+    stop "$pid"
+}
+
 echo "ingest: $N instances, $(echo "$BYTES / 1000000" | bc -l | xargs printf '%.1f') MB" \
     "($(echo "$BYTES / $N / 1000" | bc -l | xargs printf '%.0f') KB each), $ROUNDS rounds," \
     "storescu -pdu $PDU, TCP_NODELAY=1, $ASSOCIATIONS association(s) at once"
@@ -158,7 +178,7 @@ echo "work dir: $WORK ($(df -P "$WORK" | awk 'NR==2 {print $1}'))"
 # on a shared disk moves with other writers, so read the ratio next to this probe (taken before
 # and after the rounds).
 disk_probe() { # label
-"$PY" - "$WORK/fsync-probe" "$1" <<'PYEOF'
+"$PY" - "$WORK/fsync-probe" "$1" "$WORK/fdatasync-ms" <<'PYEOF'
 import os, shutil, sys, time
 d = sys.argv[1]; data = os.urandom(132000); n = 200
 def probe(durable):
@@ -173,27 +193,49 @@ def probe(durable):
         if durable:
             fd = os.open(d, os.O_RDONLY); os.fsync(fd); os.close(fd)
     return (time.time() - t) / n * 1000
-a, b = probe(True), probe(False)
+def append_probe():
+    # what the ingest journal does per instance: append one record, fdatasync
+    shutil.rmtree(d, ignore_errors=True); os.makedirs(d)
+    fd = os.open(f"{d}/segment", os.O_WRONLY | os.O_CREAT, 0o644)
+    t = time.time()
+    for i in range(n):
+        os.pwrite(fd, data, i * len(data))
+        os.fdatasync(fd)
+    os.close(fd)
+    return (time.time() - t) / n * 1000
+a, b, c = probe(True), probe(False), append_probe()
 shutil.rmtree(d)
 print(f"disk probe ({sys.argv[2]}, python): write+fsync+rename+fsync(dir) {a:.2f} ms/instance; "
-      f"write+rename without sync {b:.2f} ms")
+      f"write+rename without sync {b:.2f} ms; append+fdatasync {c:.2f} ms")
+with open(sys.argv[3], "a") as f:
+    print(c, file=f)
 PYEOF
 }
 
+rm -f "$WORK/fdatasync-ms"
 disk_probe "before the rounds"
 printf '%-6s %-9s %9s %11s %9s\n' round receiver seconds inst/s MB/s
 SEG=()
 SCP=()
+FLOOR=()
 rate() { echo "$N / $1" | bc -l | xargs printf '%.1f'; }
 mbs() { echo "$BYTES / 1000000 / $1" | bc -l | xargs printf '%.1f'; }
 for r in $(seq 1 "$ROUNDS"); do
     # alternate which receiver goes first, so neither always gets the warmer cache
-    if (( r % 2 )); then order="segnode storescp"; else order="storescp segnode"; fi
+    case $((r % 3)) in
+        1) order="segnode storescp floor" ;;
+        2) order="storescp floor segnode" ;;
+        0) order="floor segnode storescp" ;;
+    esac
     for who in $order; do
         "round_$who" || exit 1
         s=$SECS
         printf '%-6s %-9s %9.3f %11s %9s\n' "$r" "$who" "$s" "$(rate "$s")" "$(mbs "$s")"
-        if [[ $who == segnode ]]; then SEG+=("$s"); else SCP+=("$s"); fi
+        case $who in
+            segnode) SEG+=("$s") ;;
+            storescp) SCP+=("$s") ;;
+            floor) FLOOR+=("$s") ;;
+        esac
     done
 done
 
@@ -205,6 +247,14 @@ echo "median  storescp  $(printf '%9.3f' "$scp_med") $(printf '%11s' "$(rate "$s
 echo "ratio segnode / storescp (median instances/s): $(echo "$scp_med / $seg_med" | bc -l | xargs printf '%.2f')"
 
 disk_probe "after the rounds"
+floor_med=$(median "${FLOOR[@]}")
+echo "median  floor     $(printf '%9.3f' "$floor_med") $(printf '%11s' "$(rate "$floor_med")")   (storescp --ignore: receives, stores nothing)"
+sync_ms=$(median $(cat "$WORK/fdatasync-ms"))
+ms() { echo "$1 * 1000 / $N" | bc -l | xargs printf '%.3f'; }
+echo "per instance: storescp $(ms "$scp_med") ms, floor $(ms "$floor_med") ms, append+fdatasync $(printf '%.3f' "$sync_ms") ms," \
+    "segnode $(ms "$seg_med") ms"
+echo "best ratio for a receiver that syncs every instance here: storescp / (floor + fdatasync) =" \
+    "$(echo "$scp_med * 1000 / $N / ($floor_med * 1000 / $N + $sync_ms)" | bc -l | xargs printf '%.2f')"
 if [[ -n "${STRACE:-}" ]]; then
     command -v strace >/dev/null || { echo "STRACE=1 needs strace" >&2; exit 1; }
     WRAP="strace -c -f -o $WORK/strace-segnode.txt"
