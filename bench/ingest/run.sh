@@ -11,7 +11,10 @@
 # Environment: ROUNDS (default 3), BENCH_WORK (work folder; default target/bench-ingest, the
 # same disk for both receivers), SEGNODE_BIN (default: release build, built if missing),
 # STRACE=1 (one extra segnode round under `strace -c -f`, summary printed at the end),
-# WRAP=eatmydata (segnode's fsyncs become no-ops: what its receive path costs without durability).
+# WRAP=eatmydata (segnode's fsyncs become no-ops: what its receive path costs without durability),
+# WARM=1 (segnode keeps its data folder across rounds, so from round 2 on its journal segments
+# are recycled ones, as on a node that has been running; the same instances arrive again and are
+# stored once).
 #
 # A third receiver, storescp --ignore (receives, stores nothing), gives the floor: storescu, the
 # network and DIMSE alone. With the disk's fdatasync for one 132 KB append (probed before and after
@@ -120,7 +123,9 @@ round_segnode() {
     local port dir pid got
     port=$(free_port)
     dir="$WORK/segnode-data"
-    rm -rf "$dir"
+    # WARM=1: keep the data folder from round to round, as a running node would: the ingest
+    # journal then overwrites the segments it recycled instead of appending to new files
+    [[ -n "${WARM:-}" ]] || rm -rf "$dir"
     ${WRAP:-} "$SEGNODE_BIN" serve --data-dir "$dir" --bind 127.0.0.1 --port "$port" --http off \
         --aet SEGNODE --max-pdu $PDU --quiet-period 600 >"$WORK/segnode.log" 2>&1 &
     pid=$!
@@ -131,7 +136,7 @@ round_segnode() {
     # the stream pauses, and the stop moves them into their study folders
     stop "$pid"
     got=$(find "$dir/spool" -name '*.dcm' -not -path '*/.incoming/*' | wc -l)
-    rm -rf "$dir"
+    [[ -n "${WARM:-}" ]] || rm -rf "$dir"
     [[ "$got" -eq "$N" ]] || { echo "segnode: $got of $N instances arrived" >&2; return 1; }
 }
 
@@ -228,6 +233,10 @@ for r in $(seq 1 "$ROUNDS"); do
         0) order="floor segnode storescp" ;;
     esac
     for who in $order; do
+        # start every round with no dirty pages left by the previous receiver: storescp does
+        # not sync, so its 60+ MB would otherwise be written back during the next round and
+        # slow whichever receiver came next
+        sync
         "round_$who" || exit 1
         s=$SECS
         printf '%-6s %-9s %9.3f %11s %9s\n' "$r" "$who" "$s" "$(rate "$s")" "$(mbs "$s")"
