@@ -233,9 +233,8 @@ for r in $(seq 1 "$ROUNDS"); do
         0) order="floor segnode storescp" ;;
     esac
     for who in $order; do
-        # start every round with no dirty pages left by the previous receiver: storescp does
-        # not sync, so its 60+ MB would otherwise be written back during the next round and
-        # slow whichever receiver came next
+        # start every round with no dirty pages left by the previous one: storescp does not
+        # sync, so writeback of its files could otherwise fall into the next receiver's round
         sync
         "round_$who" || exit 1
         s=$SECS
