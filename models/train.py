@@ -10,7 +10,8 @@ and export it to ONNX.
 Network: 2D U-Net, input [1, 4, 128, 128] (T1, T1CE, T2, FLAIR, normalised as in models/preprocess.py), four
 resolution levels with 12/24/48/96 channels, two 3x3 conv + BatchNorm + ReLU per block, max-pool down,
 2x2 transposed-conv up, 1x1 conv head -> [1, 4, 128, 128] logits (background, necrotic core, oedema,
-enhancing). Loss: cross-entropy + soft Dice over the three tumour classes. Adam, lr 2e-3 with cosine decay
+enhancing). `--arch s2d`: the same blocks behind a 2x2 space-to-depth stem (three levels of 24/48/96 channels at
+64x64 and below) with a depth-to-space head, same input and output shapes. Loss: cross-entropy + soft Dice over the three tumour classes. Adam, lr 2e-3 with cosine decay
 over the time budget. Augmentation: optional 96x96 crops (--crop-prob of the batches; 90 % of them around a tumour pixel), left-right flip, per-channel intensity scale/shift, small Gaussian noise.
 
 The training run is wall-clock limited (--minutes) and checkpoints every few minutes, so a partial run is usable.
@@ -40,10 +41,15 @@ def block(cin, cout):
 
 
 class UNet2D(nn.Module):
-    def __init__(self, cin=4, ncls=4, ch=CH):
+    """`stem` > 1 folds each stem x stem pixel block into channels first (space-to-depth) and unfolds the head's
+    output the same way (depth-to-space): the U-Net then runs at 1/stem of the resolution, which halves the
+    inference time on CPU at about the same parameter count (bench/inference/RESULTS.md)."""
+
+    def __init__(self, cin=4, ncls=4, ch=CH, stem=1):
         super().__init__()
+        self.stem = stem
         self.enc = nn.ModuleList()
-        c = cin
+        c = cin * stem * stem
         for co in ch:
             self.enc.append(block(c, co))
             c = co
@@ -53,9 +59,11 @@ class UNet2D(nn.Module):
             self.up.append(nn.ConvTranspose2d(c, co, 2, stride=2))
             self.dec.append(block(2 * co, co))
             c = co
-        self.head = nn.Conv2d(c, ncls, 1)
+        self.head = nn.Conv2d(c, ncls * stem * stem, 1)
 
     def forward(self, x):
+        if self.stem > 1:
+            x = F.pixel_unshuffle(x, self.stem)
         skips = []
         for i, b in enumerate(self.enc):
             x = b(x)
@@ -65,7 +73,15 @@ class UNet2D(nn.Module):
         for up, dec in zip(self.up, self.dec):
             x = up(x)
             x = dec(torch.cat([x, skips.pop()], 1))
-        return self.head(x)
+        x = self.head(x)
+        return F.pixel_shuffle(x, self.stem) if self.stem > 1 else x
+
+
+# --arch: the shipped network, and the space-to-depth variant (stem 2, three levels of 24/48/96 channels).
+ARCHS = {
+    "unet": dict(ch=CH, stem=1),
+    "s2d": dict(ch=(24, 48, 96), stem=2),
+}
 
 
 def load_data(d, loaded):
@@ -168,8 +184,8 @@ def recalibrate(model, data, cases=40, seed=0):
 
 
 def export(ckpt, onnx_path, opset=17, data=None):
-    model = UNet2D()
     state = torch.load(ckpt, map_location="cpu")
+    model = UNet2D(**ARCHS[state.get("arch", "unet")])
     model.load_state_dict(state["model"])
     if data:
         model = recalibrate(model, data)
@@ -201,6 +217,7 @@ def main():
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--crop-prob", type=float, default=0.0, help="fraction of batches trained on 96x96 crops")
     ap.add_argument("--recalibrate", action="store_true", help="export: re-estimate BatchNorm stats on --data")
+    ap.add_argument("--arch", choices=sorted(ARCHS), default="unet", help="network (kept in the checkpoint)")
     a = ap.parse_args()
     if a.export_only:
         export(a.ckpt, a.onnx, data=a.data if a.recalibrate else None)
@@ -208,7 +225,10 @@ def main():
     global CROP_PROB
     CROP_PROB = a.crop_prob
     torch.manual_seed(a.seed)
-    model = UNet2D()
+    arch = a.arch
+    if a.resume and os.path.exists(a.ckpt):
+        arch = torch.load(a.ckpt, map_location="cpu").get("arch", "unet")
+    model = UNet2D(**ARCHS[arch])
     opt = torch.optim.Adam(model.parameters(), lr=a.lr)
     step = 0
     if a.resume and os.path.exists(a.ckpt):
@@ -256,10 +276,11 @@ def main():
                 print(f"step {step} t {el / 60:.1f}m lr {lr:.2e} loss {np.mean(hist[-50:]):.4f} "
                       f"batch dice nec/ed/enh {ds[0]:.3f}/{ds[1]:.3f}/{ds[2]:.3f}", flush=True)
             if time.time() - last_ck > 180:
-                torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step}, a.ckpt + ".tmp")
+                torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step, "arch": arch},
+                           a.ckpt + ".tmp")
                 os.replace(a.ckpt + ".tmp", a.ckpt)
                 last_ck = time.time()
-    torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step}, a.ckpt + ".tmp")
+    torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step, "arch": arch}, a.ckpt + ".tmp")
     os.replace(a.ckpt + ".tmp", a.ckpt)
     print("done", step, "steps", (time.time() - t0) / 60, "min", flush=True)
 
