@@ -10,8 +10,10 @@ and export it to ONNX.
 Network: 2D U-Net, input [1, 4, 128, 128] (T1, T1CE, T2, FLAIR, normalised as in models/preprocess.py), four
 resolution levels with 12/24/48/96 channels, two 3x3 conv + BatchNorm + ReLU per block, max-pool down,
 2x2 transposed-conv up, 1x1 conv head -> [1, 4, 128, 128] logits (background, necrotic core, oedema,
-enhancing). `--arch s2d`: the same blocks behind a 2x2 space-to-depth stem (three levels of 24/48/96 channels at
-64x64 and below) with a depth-to-space head, same input and output shapes. Loss: cross-entropy + soft Dice over the three tumour classes. Adam, lr 2e-3 with cosine decay
+enhancing); that is `--arch unet`, brats-synth-unet2d 0.1.0. `--arch s2d` (0.2.0, shipped): the same blocks
+behind a 2x2 space-to-depth stem (three levels of 24/48/96 channels at 64x64 and below) with a depth-to-space
+head, same input and output shapes. Loss: cross-entropy + soft Dice over the three tumour classes. Adam, lr 2e-3
+with cosine decay
 over the time budget. Augmentation: optional 96x96 crops (--crop-prob of the batches; 90 % of them around a tumour pixel), left-right flip, per-channel intensity scale/shift, small Gaussian noise.
 
 The training run is wall-clock limited (--minutes) and checkpoints every few minutes, so a partial run is usable.
@@ -42,8 +44,8 @@ def block(cin, cout):
 
 class UNet2D(nn.Module):
     """`stem` > 1 folds each stem x stem pixel block into channels first (space-to-depth) and unfolds the head's
-    output the same way (depth-to-space): the U-Net then runs at 1/stem of the resolution, which halves the
-    inference time on CPU at about the same parameter count (bench/inference/RESULTS.md)."""
+    output the same way (depth-to-space): the U-Net then runs at 1/stem of the resolution, which cut the
+    inference time on CPU by about a third at about the same parameter count (bench/inference/RESULTS.md)."""
 
     def __init__(self, cin=4, ncls=4, ch=CH, stem=1):
         super().__init__()
@@ -77,7 +79,7 @@ class UNet2D(nn.Module):
         return F.pixel_shuffle(x, self.stem) if self.stem > 1 else x
 
 
-# --arch: the shipped network, and the space-to-depth variant (stem 2, three levels of 24/48/96 channels).
+# --arch: the full-resolution U-Net of 0.1.0, and the space-to-depth variant shipped since 0.2.0.
 ARCHS = {
     "unet": dict(ch=CH, stem=1),
     "s2d": dict(ch=(24, 48, 96), stem=2),
