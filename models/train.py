@@ -2,7 +2,7 @@
 """Train the brats-synth-unet2d demo model (PyTorch, CPU) on slices made by models/synth/make_training_set.py,
 and export it to ONNX.
 
-    .venv-train/bin/python models/train.py --data /tmp/brats-synth-train --minutes 55 \
+    .venv-train/bin/python models/train.py --arch s2d --data /tmp/brats-synth-train --minutes 38 \
         --ckpt /tmp/brats-synth-unet2d.pt
     .venv-train/bin/python models/train.py --export-only --ckpt /tmp/brats-synth-unet2d.pt \
         --onnx models/brats-synth-unet2d/brats_synth_unet2d.onnx
@@ -13,8 +13,7 @@ resolution levels with 12/24/48/96 channels, two 3x3 conv + BatchNorm + ReLU per
 enhancing); that is `--arch unet`, brats-synth-unet2d 0.1.0. `--arch s2d` (0.2.0, shipped): the same blocks
 behind a 2x2 space-to-depth stem (three levels of 24/48/96 channels at 64x64 and below) with a depth-to-space
 head, same input and output shapes. Loss: cross-entropy + soft Dice over the three tumour classes. Adam, lr 2e-3
-with cosine decay
-over the time budget. Augmentation: optional 96x96 crops (--crop-prob of the batches; 90 % of them around a tumour pixel), left-right flip, per-channel intensity scale/shift, small Gaussian noise.
+with cosine decay over the time budget. Augmentation: optional 96x96 crops (--crop-prob of the batches; 90 % of them around a tumour pixel), left-right flip, per-channel intensity scale/shift, small Gaussian noise.
 
 The training run is wall-clock limited (--minutes) and checkpoints every few minutes, so a partial run is usable.
 The data directory is rescanned every "epoch" so training can start while the generator still runs.
