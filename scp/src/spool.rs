@@ -75,7 +75,7 @@ impl Spool {
             }
             fsync_dir(&study_dir)?;
         }
-        let target = series_dir.join(format!("{sop}.dcm"));
+        let target = instance_file(&series_dir, sop);
         fs::rename(part, &target)?;
         fsync_dir(&series_dir)?;
         Ok(target)
@@ -93,7 +93,7 @@ impl Spool {
     ) -> io::Result<()> {
         let series_dir = self.root.join(study.as_str()).join(series.as_str());
         fs::create_dir_all(&series_dir)?;
-        fs::write(series_dir.join(format!("{sop}.dcm")), payload)
+        fs::write(instance_file(&series_dir, sop), payload)
     }
 
     /// Studies with acknowledged instances waiting for their quiet period.
@@ -159,7 +159,10 @@ impl Spool {
             for f in fs::read_dir(series_entry.path())? {
                 let f = f?;
                 let name = f.file_name().to_string_lossy().into_owned();
-                let Some(sop) = name.strip_suffix(".dcm").and_then(|s| Uid::new(s).ok()) else {
+                let Some(sop) = name
+                    .strip_suffix(INSTANCE_SUFFIX)
+                    .and_then(|s| Uid::new(s).ok())
+                else {
                     continue;
                 };
                 out.push(SpooledInstance {
@@ -178,4 +181,11 @@ impl Spool {
         fs::remove_dir_all(dir)?;
         fsync_dir(&self.root.join(EMITTING))
     }
+}
+
+/// An acknowledged instance is kept as `<series folder>/<SOP Instance UID>.dcm`.
+const INSTANCE_SUFFIX: &str = ".dcm";
+
+fn instance_file(series_dir: &Path, sop: &Uid) -> PathBuf {
+    series_dir.join(format!("{sop}{INSTANCE_SUFFIX}"))
 }

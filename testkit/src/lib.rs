@@ -364,7 +364,6 @@ pub fn make_series(out: &Path, args: &[&str]) {
     assert!(st.success(), "make_series.py failed for {}", out.display());
 }
 
-/// Every regular file below `dir`.
 /// The instances a node's spool holds in its study folders (`<study>/<series>/<sop>.dcm`),
 /// not its ingest journal or partial receptions.
 pub fn spooled_instances(spool: &Path) -> Vec<PathBuf> {
@@ -419,6 +418,7 @@ pub fn named_files(dir: &Path) -> Vec<(String, Vec<u8>)> {
         .collect()
 }
 
+/// Every regular file below `dir`, in path order.
 pub fn files_under(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     let Ok(rd) = std::fs::read_dir(dir) else {
