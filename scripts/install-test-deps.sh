@@ -7,7 +7,7 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 venv="$root/.venv-peers"
 
 need_apt=0
-for tool in storescu dciodvfy Orthanc cmake; do
+for tool in storescu dciodvfy Orthanc; do
   command -v "$tool" >/dev/null 2>&1 || need_apt=1
 done
 if [ "$need_apt" = 1 ]; then
@@ -16,7 +16,7 @@ if [ "$need_apt" = 1 ]; then
   $SUDO apt-get update -qq
   # --no-install-recommends: dicom3tools otherwise pulls ~150 MB of ghostscript.
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends \
-    dcmtk dicom3tools orthanc orthanc-dicomweb cmake >/dev/null
+    dcmtk dicom3tools orthanc orthanc-dicomweb >/dev/null
 fi
 
 if [ ! -x "$venv/bin/python" ]; then

@@ -10,6 +10,7 @@
 //! - [`pipeline`]: all of the above for one study, with per-stage timings, ending in SEG bytes.
 
 pub mod error;
+pub mod jpeg_ls;
 pub mod manifest;
 pub mod model;
 pub mod pipeline;

@@ -116,6 +116,13 @@ fn decode_frames(obj: &DefaultDicomObject) -> Result<Vec<Vec<f32>>, SegmentError
         transfer_syntax: obj.meta().transfer_syntax().to_string(),
         message,
     };
+    let native;
+    let obj = if crate::jpeg_ls::is_jpeg_ls(obj.meta().transfer_syntax()) {
+        native = crate::jpeg_ls::to_native(obj).map_err(err)?;
+        &native
+    } else {
+        obj
+    };
     let decoded = obj.decode_pixel_data().map_err(|e| err(e.to_string()))?;
     if decoded.samples_per_pixel() != 1 {
         return Err(err(format!(

@@ -158,3 +158,82 @@ fn a_missing_slice_is_a_clear_permanent_error() {
     assert!(text.contains(flair_uid), "{text}");
     assert!(text.contains("1 slice(s) missing"), "{text}");
 }
+
+/// JPEG-LS is decoded in pure Rust (segmenter::jpeg_ls): an MR image compressed by dcmtk's dcmcjpls
+/// decodes to exactly the uncompressed pixels (lossless), and within NEAR of them (near-lossless,
+/// transfer syntax .81), through the same path the worker uses.
+#[test]
+fn jpeg_ls_decodes_like_dcmtk_encoded_it() {
+    use dicom_pixeldata::PixelDecoder;
+    let dir = tempfile::tempdir().unwrap();
+    let src = testkit::files_under(&root().join("testdata/studies/synth-007-axial-rle/dicom"))
+        .into_iter()
+        .min()
+        .unwrap();
+    let native = dir.path().join("native.dcm");
+    let run = |tool: &str, args: &[&str]| {
+        let o = std::process::Command::new(testkit::require_tool(tool))
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "{tool}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    };
+    run(
+        "dcmdrle",
+        &[src.to_str().unwrap(), native.to_str().unwrap()],
+    );
+    let pixels = |path: &Path| -> (String, Vec<f32>) {
+        let obj = parse_instance(&std::fs::read(path).unwrap(), "test").unwrap();
+        let ts = obj
+            .meta()
+            .transfer_syntax()
+            .trim_end_matches('\0')
+            .to_string();
+        let obj = if segmenter::jpeg_ls::is_jpeg_ls(&ts) {
+            segmenter::jpeg_ls::to_native(&obj).unwrap()
+        } else {
+            obj
+        };
+        let d = obj.decode_pixel_data().unwrap();
+        (ts, d.to_vec_frame::<f32>(0).unwrap())
+    };
+    let (_, reference) = pixels(&native);
+    assert!(reference.iter().any(|&v| v > 0.0), "blank test image");
+
+    let lossless = dir.path().join("lossless.dcm");
+    run(
+        "dcmcjpls",
+        &[native.to_str().unwrap(), lossless.to_str().unwrap()],
+    );
+    let (ts, decoded) = pixels(&lossless);
+    assert_eq!(ts, segmenter::jpeg_ls::JPEG_LS_LOSSLESS);
+    assert_eq!(decoded, reference);
+
+    let near = dir.path().join("near.dcm");
+    run(
+        "dcmcjpls",
+        &[
+            "+en",
+            "+md",
+            "3",
+            native.to_str().unwrap(),
+            near.to_str().unwrap(),
+        ],
+    );
+    let (ts, decoded) = pixels(&near);
+    assert_eq!(ts, segmenter::jpeg_ls::JPEG_LS_NEAR_LOSSLESS);
+    let worst = decoded
+        .iter()
+        .zip(&reference)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0, f32::max);
+    assert!(worst <= 3.0, "near-lossless error {worst} > NEAR 3");
+    assert!(
+        decoded != reference,
+        "near-lossless decoded exactly: was NEAR applied?"
+    );
+}
