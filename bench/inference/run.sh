@@ -15,8 +15,6 @@ W=${W:-$root/target/bench-inference}
 mkdir -p "$W"
 "$py" bench/inference/ort_bench.py prepare --out "$W" --model "$MODEL"
 PROFILE=${PROFILE:-dev}
-# release: no debug info needed for the bench (halves its compile time); same setting as the documented runs
-[ "$PROFILE" = release ] && export CARGO_PROFILE_RELEASE_DEBUG=0
 cargo build -q -p segmenter --example bench_inference --profile "$PROFILE"
 [ "$PROFILE" = dev ] && dir=debug || dir=$PROFILE
 exe=target/$dir/examples/bench_inference
