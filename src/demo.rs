@@ -44,6 +44,12 @@ pub struct DemoArgs {
     /// Seconds of quiet before the node considers the study complete.
     #[arg(long, default_value_t = 2.0)]
     pub quiet_period: f64,
+    /// The node's log file (its listener, worker and delivery lines); `-v` prints them instead.
+    #[arg(long, default_value = "segnode-demo.log")]
+    pub log: PathBuf,
+    /// Print the node's log lines on stderr, interleaved with the demo's progress.
+    #[arg(short, long)]
+    pub verbose: bool,
 }
 
 fn find_bundled(rel: &str) -> Option<PathBuf> {
@@ -100,29 +106,39 @@ pub async fn run(args: DemoArgs, file: &mut FileConfig) -> Result<()> {
         file.worker.model = args.model.clone();
     }
 
+    if !args.verbose {
+        println!(
+            "segnode demo: the node's log goes to {} (-v prints it here)",
+            args.log.display()
+        );
+    }
     step(1, "loading the model");
     let (shutdown_tx, shutdown) = tokio::sync::watch::channel(false);
 
     // The destination first, so the node knows where to send.
-    let mut viewer_store: Option<Arc<LocalStore>> = None;
+    let mut viewer_spool: Option<PathBuf> = None;
     let destination: Destination = match &args.destination {
         Some(d) => d.parse().map_err(anyhow::Error::msg)?,
         None => {
+            // A receiver only: the same listener, but its studies never complete (a quiet
+            // period of a year), so nothing is staged or enqueued; the SEG stays, durable, in
+            // its spool, where step 5 reads it. Its store and queue are never written.
             let dir = data.join("viewer");
             std::fs::create_dir_all(&dir)?;
             let store = Arc::new(LocalStore::open(dir.join("store"))?);
             let queue: Arc<dyn JobQueue> =
                 Arc::new(SqliteQueue::open(dir.join("queue.sqlite"), 3)?);
-            let mut c = scp::ScpConfig::new(dir.join("spool"));
+            let spool = dir.join("spool");
+            let mut c = scp::ScpConfig::new(spool.clone());
             c.ae_title = "DEMO_VIEWER".into();
             c.bind = "127.0.0.1:0".parse().unwrap();
             c.sop_classes = vec![uids::SEGMENTATION_STORAGE.to_string()];
-            c.quiet_period = Duration::from_millis(500);
-            let viewer = Scp::bind(c, store.clone() as Arc<dyn ObjectStore>, queue).await?;
+            c.quiet_period = Duration::from_secs(365 * 24 * 3600);
+            let viewer = Scp::bind(c, store as Arc<dyn ObjectStore>, queue).await?;
             let addr = viewer.local_addr();
             let rx = shutdown.clone();
             tokio::spawn(async move { viewer.serve(crate::wait_for(rx)).await });
-            viewer_store = Some(store);
+            viewer_spool = Some(spool);
             Destination {
                 ae_title: "DEMO_VIEWER".into(),
                 host: "127.0.0.1".into(),
@@ -237,16 +253,25 @@ pub async fn run(args: DemoArgs, file: &mut FileConfig) -> Result<()> {
     }
 
     step(5, "reading the SEG back and checking it");
-    let seg_bytes = match &viewer_store {
-        Some(vs) => {
-            let vs = vs.clone();
+    let seg_bytes = match &viewer_spool {
+        Some(spool) => {
+            // The receiver writes the file from its journal after acknowledging it: wait until
+            // a whole SEG is there (a file being written does not parse yet).
+            let complete = || {
+                find_seg(spool).into_iter().find_map(|p| {
+                    let bytes = std::fs::read(p).ok()?;
+                    dicom_seg::ReadSegmentation::from_bytes(&bytes)
+                        .ok()
+                        .map(|_| bytes)
+                })
+            };
             wait_until(
                 "the destination to file the SEG",
                 Duration::from_secs(60),
-                || !find_seg(vs.root()).is_empty(),
+                || complete().is_some(),
             )
             .await?;
-            std::fs::read(&find_seg(vs.root())[0])?
+            complete().context("the SEG vanished from the destination's spool")?
         }
         None => {
             let keys = store.list("results/").await?;
@@ -278,7 +303,8 @@ struct Report {
     flair: Array3<f32>,
     predicted: Array3<u8>,
     truth: Option<Array3<u8>>,
-    colours: Vec<(u8, [u8; 3])>,
+    /// (label, colour, segment name) per segment of the manifest.
+    colours: Vec<(u8, [u8; 3], String)>,
 }
 
 /// Reads the delivered SEG onto the reference (FLAIR) series, measures volumes and Dice.
@@ -370,7 +396,7 @@ fn check_seg(
             .file
             .segments
             .iter()
-            .map(|s| (s.label, s.colour_rgb))
+            .map(|s| (s.label, s.colour_rgb, s.name.clone()))
             .collect(),
     })
 }
@@ -410,7 +436,11 @@ fn load_truth(study_dir: &Path, volume: &segmenter::volume::Volume) -> Result<Op
     Ok(Some(out))
 }
 
-/// Up to 8 slices across the tumour: FLAIR with the SEG on top, the ground truth below.
+/// Height of the caption strip above each row of the montage, in pixels.
+const CAPTION_H: usize = 26;
+
+/// Up to 8 slices across the tumour: FLAIR with the SEG on top, the ground truth below; each row
+/// has a caption strip saying what it shows, the first one with the segments' colours.
 fn write_montage(path: &Path, r: &Report) -> Result<()> {
     let (slices, rows, cols) = r.predicted.dim();
     let tumour: Vec<usize> = (0..slices)
@@ -428,7 +458,8 @@ fn write_montage(path: &Path, r: &Report) -> Result<()> {
     let hi = v[v.len() * 995 / 1000].max(lo + 1.0);
     let scale = 2usize;
     let bands = if r.truth.is_some() { 2 } else { 1 };
-    let (w, h) = (picks.len() * cols * scale, bands * rows * scale);
+    let band_h = CAPTION_H + rows * scale;
+    let (w, h) = (picks.len() * cols * scale, bands * band_h);
     let mut img = vec![0u8; w * h * 3];
     for band in 0..bands {
         let labels = if band == 0 {
@@ -442,7 +473,9 @@ fn write_montage(path: &Path, r: &Report) -> Result<()> {
                     let g = ((r.flair[[k, j, i]] - lo) / (hi - lo)).clamp(0.0, 1.0) * 255.0;
                     let mut px = [g, g, g];
                     let l = labels[[k, j, i]];
-                    if let Some((_, c)) = r.colours.iter().find(|(lab, _)| *lab == l && l != 0) {
+                    if let Some((_, c, _)) =
+                        r.colours.iter().find(|(lab, _, _)| *lab == l && l != 0)
+                    {
                         for (p, c) in px.iter_mut().zip(c) {
                             *p = 0.45 * *p + 0.55 * *c as f32;
                         }
@@ -450,7 +483,7 @@ fn write_montage(path: &Path, r: &Report) -> Result<()> {
                     for dy in 0..scale {
                         for dx in 0..scale {
                             let x = t * cols * scale + i * scale + dx;
-                            let y = band * rows * scale + j * scale + dy;
+                            let y = band * band_h + CAPTION_H + j * scale + dy;
                             let o = (y * w + x) * 3;
                             img[o..o + 3].copy_from_slice(&px.map(|p| p as u8));
                         }
@@ -459,11 +492,48 @@ fn write_montage(path: &Path, r: &Report) -> Result<()> {
             }
         }
     }
+    draw_captions(&mut img, (w, h), band_h, r)
+        .map_err(|e| anyhow::anyhow!("cannot draw the montage's captions: {e}"))?;
     let f =
         std::fs::File::create(path).with_context(|| format!("cannot write {}", path.display()))?;
     let mut enc = png::Encoder::new(std::io::BufWriter::new(f), w as u32, h as u32);
     enc.set_color(png::ColorType::Rgb);
     enc.set_depth(png::BitDepth::Eight);
     enc.write_header()?.write_image_data(&img)?;
+    Ok(())
+}
+
+/// Row captions: "SEG (segnode) over FLAIR" with a colour key, and "ground truth over FLAIR".
+fn draw_captions(
+    img: &mut [u8],
+    size: (usize, usize),
+    band_h: usize,
+    r: &Report,
+) -> Result<(), Box<dyn std::error::Error>> {
+    use plotters::prelude::*;
+    let family = scaler::sim::plot::embedded_font();
+    let root = BitMapBackend::with_buffer(img, (size.0 as u32, size.1 as u32)).into_drawing_area();
+    let style = (family, 17).into_font().color(&WHITE);
+    let mut captions = vec![(0usize, "SEG (segnode) over FLAIR")];
+    if r.truth.is_some() {
+        captions.push((1, "ground truth over FLAIR"));
+    }
+    for (band, text) in captions {
+        let y = (band * band_h + 4) as i32;
+        root.draw(&Text::new(text, (6, y), style.clone()))?;
+        if band == 0 {
+            // The colour key, after the caption.
+            let mut x = 250i32;
+            for (_, c, name) in &r.colours {
+                root.draw(&Rectangle::new(
+                    [(x, y + 2), (x + 14, y + 16)],
+                    RGBColor(c[0], c[1], c[2]).filled(),
+                ))?;
+                root.draw(&Text::new(name.as_str(), (x + 18, y), style.clone()))?;
+                x += 18 + 9 * name.len() as i32 + 16;
+            }
+        }
+    }
+    root.present()?;
     Ok(())
 }

@@ -61,7 +61,8 @@ pub struct WorkerArgs {
     /// Worker tasks in this process (0: none, e.g. for a scaler to start).
     #[arg(long, env = "SEGNODE_WORKERS")]
     workers: Option<usize>,
-    /// Threads per worker for inference: this many slices of a study run at once.
+    /// Threads per worker for inference: this many slices of a study run at once
+    /// (default: the cores available divided by the workers).
     #[arg(long, env = "SEGNODE_INFERENCE_THREADS")]
     inference_threads: Option<usize>,
     /// Send every SEG to this AET@HOST:PORT (C-STORE); repeatable.
@@ -305,15 +306,27 @@ fn main() {
     if std::env::var_os("RUST_LIB_BACKTRACE").is_none() {
         std::env::set_var("RUST_LIB_BACKTRACE", "0");
     }
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        // Colours only on a terminal: log files and journald get plain text.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
     let cli = Cli::parse();
+    let filter =
+        || tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    match demo_log_file(&cli) {
+        // The demo prints its own progress; the node's log lines go to a file unless -v.
+        Some(Ok(file)) => tracing_subscriber::fmt()
+            .with_env_filter(filter())
+            .with_writer(std::sync::Mutex::new(file))
+            .with_ansi(false)
+            .init(),
+        Some(Err(e)) => {
+            eprintln!("segnode: {e:#}");
+            std::process::exit(1);
+        }
+        None => tracing_subscriber::fmt()
+            .with_env_filter(filter())
+            .with_writer(std::io::stderr)
+            // Colours only on a terminal: log files and journald get plain text.
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -322,6 +335,17 @@ fn main() {
         error!("{e:#}");
         eprintln!("segnode: {e:#}");
         std::process::exit(1);
+    }
+}
+
+/// The demo's log file (`--log`, truncated), unless `-v` sends the log to stderr.
+fn demo_log_file(cli: &Cli) -> Option<Result<std::fs::File>> {
+    match &cli.command {
+        Command::Demo(args) if !args.verbose => Some(
+            std::fs::File::create(&args.log)
+                .with_context(|| format!("cannot write the log file {}", args.log.display())),
+        ),
+        _ => None,
     }
 }
 

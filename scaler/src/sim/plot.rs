@@ -19,6 +19,13 @@ pub struct PlotError {
     pub message: String,
 }
 
+/// Registers the embedded font (once) and returns its family name, for any plotters drawing in
+/// the workspace (the demo's montage labels too): no system fonts are needed.
+pub fn embedded_font() -> &'static str {
+    register_font();
+    FAMILY
+}
+
 fn register_font() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
