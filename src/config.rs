@@ -26,7 +26,8 @@ pub struct WorkerSection {
     pub model: Option<PathBuf>,
     /// Worker tasks in this process (`serve`, `worker`); they share one model.
     pub workers: usize,
-    /// Slices of one study run through the network at once, one thread each (per worker).
+    /// Slices of one study run through the network at once, one thread each (per worker);
+    /// 0 = the cores this process may use divided by `workers` (at least 1).
     pub inference_threads: usize,
     /// `AET@HOST:PORT` destinations every SEG is sent to (C-STORE).
     pub destinations: Vec<String>,
@@ -53,7 +54,7 @@ impl Default for WorkerSection {
         WorkerSection {
             model: None,
             workers: 1,
-            inference_threads: 1,
+            inference_threads: 0,
             destinations: Vec::new(),
             calling_ae_title: None,
             visibility_timeout_secs: 120.0,

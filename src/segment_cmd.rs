@@ -21,7 +21,7 @@ pub struct SegmentArgs {
     /// Model folder (holding model.toml); default: the bundled brats-synth-unet2d.
     #[arg(long, env = "SEGNODE_MODEL")]
     pub model: Option<PathBuf>,
-    /// Threads for inference: this many slices run at once.
+    /// Threads for inference: this many slices run at once (default: the cores available).
     #[arg(long)]
     pub inference_threads: Option<usize>,
     /// Also print the result as one JSON object on stdout.

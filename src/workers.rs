@@ -41,16 +41,35 @@ pub fn model_dir(configured: Option<&PathBuf>) -> Result<PathBuf> {
         })
 }
 
+/// Inference threads per worker: as configured, or (0) the cores this process may use
+/// (`available_parallelism`: affinity and cgroup quota, e.g. an ECS task's vCPUs) shared by the
+/// workers of this process. Returns the number and how it was chosen, for the log.
+pub fn inference_threads(file: &FileConfig) -> (usize, String) {
+    let w = &file.worker;
+    if w.inference_threads > 0 {
+        return (w.inference_threads, "configured".into());
+    }
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let workers = w.workers.max(1);
+    (
+        (cores / workers).max(1),
+        format!("auto: {cores} cores / {workers} worker(s)"),
+    )
+}
+
 pub fn load_model(file: &FileConfig) -> Result<Model> {
     let dir = model_dir(file.worker.model.as_ref())?;
     let manifest = Manifest::load(&dir)?;
     let started = std::time::Instant::now();
-    let model = Model::load(manifest)?.with_slice_threads(file.worker.inference_threads);
+    let (threads, why) = inference_threads(file);
+    let model = Model::load(manifest)?.with_slice_threads(threads);
     info!(
         model = model.manifest().name(),
         version = model.manifest().version(),
         dir = %dir.display(),
         load_ms = started.elapsed().as_millis() as u64,
+        inference_threads = threads,
+        threads_chosen = %why,
         "model loaded and optimised"
     );
     Ok(model)
