@@ -111,7 +111,8 @@ impl SegSettings {
 }
 
 fn code(c: &Code) -> CodedConcept {
-    CodedConcept::new(c.scheme.clone(), c.value.clone(), c.meaning.clone())
+    // CodedConcept::new takes (value, scheme, meaning).
+    CodedConcept::new(c.value.clone(), c.scheme.clone(), c.meaning.clone())
 }
 
 fn truncate(s: &str, max: usize) -> String {
