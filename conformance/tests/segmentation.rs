@@ -127,6 +127,15 @@ fn study_to_storescp_seg_validates_and_matches_truth() {
         got["referenced_series"],
         truth["reference_series_instance_uid"]
     );
+    // The volume report (TID 1500 SR) came with it, in the same association (checked in depth by
+    // tests/dicomweb.rs).
+    let srs = wait_until(Duration::from_secs(30), "the volume report SR", || {
+        let s = viewer.of_class("1.2.840.10008.5.1.4.1.1.88.34");
+        (!s.is_empty()).then_some(s)
+    });
+    assert_eq!(srs.len(), 1, "{srs:?}");
+    let (errors, report) = dciodvfy_errors(&srs[0]);
+    assert_eq!(errors, 0, "dciodvfy on the delivered SR:\n{report}");
     // The same SEG is kept in the results store.
     let results = testkit::files_under(&node.data_dir.join("store/results"));
     assert_eq!(results.len(), 1, "{results:?}");
