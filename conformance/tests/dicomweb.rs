@@ -360,3 +360,76 @@ fn check_volume_report(sr: &Path, seg: &Path, log: &str) {
         "the study has a tumour"
     );
 }
+
+/// The failure paths a user meets first: a wrong password (HTTP 401: not retried within the attempt,
+/// dead-lettered with the status) and a server certificate the node does not trust (no CA file, and
+/// the system roots do not know the test CA). Nothing is stored either way, and no secret is logged.
+#[test]
+fn wrong_password_and_untrusted_certificate_are_dead_lettered_with_the_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, server_pem) = make_pki(dir.path());
+    let mut orthanc = start_orthanc(dir.path(), &server_pem);
+    let base = format!("https://127.0.0.1:{}/dicom-web", orthanc.https_port);
+    let study_dir = study("synth-007-axial-rle").join("dicom");
+    let ca_arg = ca.to_str().unwrap().to_string();
+    let cases: [(&str, Vec<&str>, &str, &str); 2] = [
+        (
+            "wrong-password",
+            vec!["--dicomweb-ca-file", &ca_arg],
+            "not-the-password",
+            "HTTP 401",
+        ),
+        ("untrusted", vec![], PASSWORD, "TLS"),
+    ];
+    for (name, extra, password, reason) in cases {
+        let mut args = vec![
+            "--quiet-period",
+            "3",
+            "--retry-delay",
+            "1",
+            "--max-receives",
+            "1",
+            "--delivery-backoff",
+            "0.2",
+            "--destination",
+            &base,
+        ];
+        args.extend(extra);
+        let node = Node::start_with_env(
+            "serve",
+            &dir.path().join(name),
+            &args,
+            &[
+                ("SEGNODE_DICOMWEB_USER", USER),
+                ("SEGNODE_DICOMWEB_PASSWORD", password),
+            ],
+        );
+        let (rc, out) = node.send("dcmsend", "MODALITY", &[], &[&study_dir]);
+        assert_eq!(rc, 0, "dcmsend: {out}");
+        let log = wait_until(Duration::from_secs(300), "the job dead-lettered", || {
+            let log = node.log_text();
+            log.contains("dead-lettering").then_some(log)
+        });
+        let line = log.lines().find(|l| l.contains("dead-lettering")).unwrap();
+        assert!(
+            line.contains(reason),
+            "{name}: expected {reason:?} in\n{line}"
+        );
+        assert!(!log.contains(password), "{name}: the password was logged");
+        let retries = log.matches("delivery failed; retrying").count();
+        if name == "wrong-password" {
+            assert_eq!(
+                retries, 0,
+                "a 401 is not retried within the attempt:\n{log}"
+            );
+        } else {
+            assert_eq!(
+                retries, 2,
+                "a TLS failure is retried like a network error:\n{log}"
+            );
+        }
+    }
+    let series = dicomweb(&ca, &["qido", &format!("{base}/series")]);
+    assert_eq!(series.trim(), "[]", "nothing may be stored: {series}");
+    orthanc.guard.terminate(Duration::from_secs(10));
+}
