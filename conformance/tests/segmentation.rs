@@ -593,3 +593,57 @@ fn series_on_other_grids_are_resampled_onto_the_reference() {
         );
     }
 }
+
+/// A destination that accepts Segmentation Storage but not Comprehensive 3D SR (a pynetdicom SCP
+/// with that one context) still gets the SEG, without the volume report; the node says so.
+#[test]
+fn a_destination_without_sr_support_still_gets_the_seg() {
+    let out = tempfile::tempdir().unwrap();
+    let port = testkit::free_port();
+    let script = r#"
+import sys
+from pathlib import Path
+from pynetdicom import AE, evt
+out, port = Path(sys.argv[1]), int(sys.argv[2])
+ae = AE(ae_title="SEGONLY")
+ae.add_supported_context("1.2.840.10008.5.1.4.1.1.66.4", ["1.2.840.10008.1.2.1", "1.2.840.10008.1.2"])
+def store(event):
+    ds = event.dataset
+    ds.file_meta = event.file_meta
+    ds.save_as(out / (ds.SOPInstanceUID + ".dcm"), enforce_file_format=True)
+    return 0x0000
+ae.start_server(("127.0.0.1", port), evt_handlers=[(evt.EVT_C_STORE, store)])
+"#;
+    let _scp = testkit::ChildGuard::spawn(
+        Command::new(testkit::python())
+            .args(["-c", script])
+            .arg(out.path())
+            .arg(port.to_string()),
+    );
+    wait_for_port(port, Duration::from_secs(30));
+    let data = tempfile::tempdir().unwrap();
+    let node = serve_with(
+        &data.path().join("node"),
+        &format!("SEGONLY@127.0.0.1:{port}"),
+        &[],
+    );
+    send_study(&node, &study("synth-007-axial-rle").join("dicom"));
+    wait_until(Duration::from_secs(300), "the SEG delivered", || {
+        let log = node.log_text();
+        if log.contains("dead-lettering") {
+            panic!("dead-lettered:\n{log}");
+        }
+        log.contains("SEG delivered").then_some(())
+    });
+    let files = testkit::files_under(out.path());
+    assert_eq!(files.len(), 1, "only the SEG: {files:?}");
+    let results = testkit::files_under(&node.data_dir.join("store/results"));
+    assert_eq!(
+        files[0].file_name(),
+        results[0].file_name(),
+        "the SEG of the results store"
+    );
+    assert!(node
+        .log_text()
+        .contains("SEG sent without the volume report"));
+}

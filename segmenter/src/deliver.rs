@@ -399,11 +399,11 @@ impl FromStr for Target {
 }
 
 impl DeliveryError {
-    /// Failures that another attempt cannot cure: a malformed object, or an HTTP client error other
-    /// than timeout / too many requests.
+    /// Failures that another attempt cannot cure: a malformed object, a SOP class the destination
+    /// does not accept, or an HTTP client error other than timeout / too many requests.
     pub fn is_permanent(&self) -> bool {
         match self {
-            DeliveryError::BadObject(_) => true,
+            DeliveryError::BadObject(_) | DeliveryError::NotAccepted(..) => true,
             DeliveryError::Http { status, .. } => {
                 (400..500).contains(status) && !matches!(status, 408 | 429)
             }

@@ -12,7 +12,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::{error, info, warn, Instrument};
 
-use crate::deliver::{deliver, DeliveryOptions, Target};
+use crate::deliver::{deliver, DeliveryError, DeliveryOptions, Target};
 use crate::error::SegmentError;
 use crate::metrics::WorkerMetrics;
 use crate::model::Model;
@@ -365,9 +365,17 @@ async fn run_job(ctx: &WorkerContext, job: &Job) -> Result<(String, Vec<String>)
         objects.push(sr);
     }
     for d in &destinations {
-        let statuses = deliver(&objects, d, &ctx.config.delivery)
-            .await
-            .map_err(|e| SegmentError::Delivery {
+        let statuses = match deliver(&objects, d, &ctx.config.delivery).await {
+            // A destination that takes SEGs but not SRs still gets the SEG: the report is extra.
+            Err(DeliveryError::NotAccepted(_, class))
+                if objects.len() > 1 && class == dicom_seg::COMPREHENSIVE_3D_SR_STORAGE =>
+            {
+                warn!(destination = %d, "the destination does not accept Comprehensive 3D SR: SEG sent without the volume report");
+                deliver(&objects[..1], d, &ctx.config.delivery).await
+            }
+            other => other,
+        }
+        .map_err(|e| SegmentError::Delivery {
                 destination: d.to_string(),
                 message: e.to_string(),
             })?;
