@@ -569,12 +569,12 @@ fn uidref_content(relationship: &str, name: CodedConcept, uid: &str) -> Obj {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use dicom_dictionary_std::uids;
     use crate::builder::{
         AlgorithmIdentification, ContentIdentification, Masks, SegmentDescription, SegmentNumber,
         SegmentationBuilder,
     };
     use crate::source::{SeriesGeometry, SourceFrame, SourceSeries, StudyHeader};
+    use dicom_dictionary_std::uids;
 
     fn equipment() -> Equipment {
         Equipment {
