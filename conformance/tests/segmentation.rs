@@ -293,7 +293,7 @@ fn refusing_destination_is_retried_then_dead_lettered_with_the_reason() {
     assert!(reason.contains(&viewer.destination()), "{reason}");
     let log = node.log_text();
     assert!(
-        log.contains("C-STORE failed; retrying"),
+        log.contains("delivery failed; retrying"),
         "no retry within the attempt:\n{log}"
     );
     assert!(log.contains("released for another attempt"), "{log}");
