@@ -647,3 +647,26 @@ ae.start_server(("127.0.0.1", port), evt_handlers=[(evt.EVT_C_STORE, store)])
         .log_text()
         .contains("SEG sent without the volume report"));
 }
+
+/// `--no-volume-report`: the SEG alone reaches the destination.
+#[test]
+fn no_volume_report_sends_the_seg_alone() {
+    let viewer = Storescp::start(&[]);
+    let data = tempfile::tempdir().unwrap();
+    let node = serve_with(
+        &data.path().join("node"),
+        &viewer.destination(),
+        &["--no-volume-report"],
+    );
+    send_study(&node, &study("synth-007-axial-rle").join("dicom"));
+    wait_seg(&viewer, &node);
+    wait_until(Duration::from_secs(60), "the job done", || {
+        node.log_text().contains("job done").then_some(())
+    });
+    assert_eq!(viewer.segs().len(), 1);
+    assert!(
+        viewer.of_class("1.2.840.10008.5.1.4.1.1.88.34").is_empty(),
+        "an SR was sent despite --no-volume-report"
+    );
+    assert!(node.log_text().contains("objects=1"), "{}", node.log_text());
+}
