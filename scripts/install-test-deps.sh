@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
-# Installs every real peer the test suite drives: dcmtk, dicom3tools, Orthanc (Debian),
-# and a Python venv (.venv-peers) with pydicom, highdicom, pynetdicom, dcmqi, the moto server and cfn-lint.
+# Installs every real peer the test suite drives: dcmtk, dicom3tools, Orthanc + its DICOMweb plugin,
+# headless Chromium (Debian), a Python venv (.venv-peers) with pydicom, highdicom, pynetdicom, dcmqi,
+# the moto server, cfn-lint and Playwright (driving the system Chromium), and the OHIF v3 viewer's
+# built dist (npm pack, cached in .cache/ohif/).
 # Idempotent: a second run only checks. Fails loudly if anything cannot be installed.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 venv="$root/.venv-peers"
 
 need_apt=0
-for tool in storescu dciodvfy Orthanc; do
+for tool in storescu dciodvfy Orthanc chromium-headless-shell openssl; do
   command -v "$tool" >/dev/null 2>&1 || need_apt=1
 done
 if [ "$need_apt" = 1 ]; then
@@ -16,7 +18,15 @@ if [ "$need_apt" = 1 ]; then
   $SUDO apt-get update -qq
   # --no-install-recommends: dicom3tools otherwise pulls ~150 MB of ghostscript.
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends \
-    dcmtk dicom3tools orthanc orthanc-dicomweb >/dev/null
+    dcmtk dicom3tools orthanc orthanc-dicomweb chromium-headless-shell openssl >/dev/null
+fi
+# npm fetches the OHIF package; a nodejs from elsewhere (NodeSource) already ships it and conflicts
+# with Debian's npm package, so install that only when there is no npm at all.
+if ! command -v npm >/dev/null 2>&1; then
+  SUDO=""
+  [ "$(id -u)" = 0 ] || SUDO=sudo
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends npm >/dev/null
 fi
 
 if [ ! -x "$venv/bin/python" ]; then
@@ -29,11 +39,30 @@ if [ ! -f "$stamp" ]; then
     nibabel numpy pillow pylibjpeg pylibjpeg-openjpeg "cfn-lint>=1,<2"
   touch "$stamp"
 fi
+# Playwright for Python drives the Debian chromium-headless-shell (its own browser download is not
+# used: `playwright install` is never run).
+if [ ! -f "$venv/.segnode-playwright-v1" ]; then
+  "$venv/bin/pip" install -q "playwright>=1.49,<2"
+  touch "$venv/.segnode-playwright-v1"
+fi
 
-for tool in storescu storescp echoscu dcmsend dcmcjpeg dcmcjpls dcmcrle dcmconv dciodvfy Orthanc; do
+# OHIF v3: the npm package ships a built dist/ (index.html, app-config.js, bundles); no build needed.
+ohif_version=3.13.2
+ohif="$root/.cache/ohif/$ohif_version"
+if [ ! -f "$ohif/dist/index.html" ]; then
+  rm -rf "$ohif.tmp" && mkdir -p "$ohif.tmp"
+  (cd "$ohif.tmp" && npm pack --silent "@ohif/app@$ohif_version" >/dev/null && tar -xzf ohif-app-*.tgz)
+  test -f "$ohif.tmp/package/dist/index.html" || { echo "install-test-deps: OHIF dist missing in the npm package" >&2; exit 1; }
+  rm -rf "$ohif" && mkdir -p "$(dirname "$ohif")" && mv "$ohif.tmp/package" "$ohif" && rm -rf "$ohif.tmp"
+fi
+
+for tool in storescu storescp echoscu dcmsend dcmcjpeg dcmcjpls dcmcrle dcmconv dciodvfy Orthanc chromium-headless-shell openssl; do
   command -v "$tool" >/dev/null 2>&1 || { echo "install-test-deps: $tool still missing" >&2; exit 1; }
 done
 "$venv/bin/python" -c "import pydicom, highdicom, pynetdicom, moto, numpy" 
+test -f /usr/share/orthanc/plugins/libOrthancDicomWeb.so || { echo "install-test-deps: Orthanc's DICOMweb plugin missing" >&2; exit 1; }
+"$venv/bin/python" -c "import playwright.sync_api"
+test -f "$ohif/dist/app-config.js" || { echo "install-test-deps: $ohif/dist/app-config.js missing" >&2; exit 1; }
 test -x "$venv/bin/moto_server" || { echo "install-test-deps: moto_server missing in $venv" >&2; exit 1; }
 test -x "$venv/bin/cfn-lint" || { echo "install-test-deps: cfn-lint missing in $venv" >&2; exit 1; }
 echo "install-test-deps: ok ($venv)"

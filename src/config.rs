@@ -29,8 +29,13 @@ pub struct WorkerSection {
     /// Slices of one study run through the network at once, one thread each (per worker);
     /// 0 = the cores this process may use divided by `workers` (at least 1).
     pub inference_threads: usize,
-    /// `AET@HOST:PORT` destinations every SEG is sent to (C-STORE).
+    /// Destinations every SEG is sent to: `AET@HOST:PORT` (C-STORE) or a DICOMweb base URL
+    /// `http(s)://HOST[:PORT]/PATH` (STOW-RS).
     pub destinations: Vec<String>,
+    /// Deliver the volumes as a DICOM SR (TID 1500) with the SEG.
+    pub volume_report: bool,
+    /// PEM CA file for https:// destinations (default: the system's roots).
+    pub dicomweb_ca_file: Option<PathBuf>,
     /// Our AE title when sending; default: the SCP's AE title.
     pub calling_ae_title: Option<String>,
     /// Seconds a job stays hidden per heartbeat; above the p99 job time.
@@ -56,6 +61,8 @@ impl Default for WorkerSection {
             workers: 1,
             inference_threads: 0,
             destinations: Vec::new(),
+            volume_report: true,
+            dicomweb_ca_file: None,
             calling_ae_title: None,
             visibility_timeout_secs: 120.0,
             retry_delay_secs: 10.0,

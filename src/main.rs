@@ -65,10 +65,11 @@ pub struct WorkerArgs {
     /// (default: the cores available divided by the workers).
     #[arg(long, env = "SEGNODE_INFERENCE_THREADS")]
     inference_threads: Option<usize>,
-    /// Send every SEG to this AET@HOST:PORT (C-STORE); repeatable.
+    /// Send every SEG to this AET@HOST:PORT (C-STORE) or DICOMweb base URL
+    /// (http(s)://HOST[:PORT]/PATH, STOW-RS); repeatable.
     #[arg(
         long = "destination",
-        value_name = "AET@HOST:PORT",
+        value_name = "AET@HOST:PORT|URL",
         env = "SEGNODE_DESTINATIONS",
         value_delimiter = ','
     )]
@@ -85,6 +86,14 @@ pub struct WorkerArgs {
     /// Seconds before the second C-STORE attempt (doubled each time).
     #[arg(long, env = "SEGNODE_DELIVERY_BACKOFF")]
     delivery_backoff: Option<f64>,
+    /// Do not write or deliver the volume report (TID 1500 SR) with the SEG.
+    #[arg(long, env = "SEGNODE_NO_VOLUME_REPORT")]
+    no_volume_report: bool,
+    /// PEM file of the CA(s) trusted for https:// destinations (default: the system's roots).
+    /// Credentials come from SEGNODE_DICOMWEB_TOKEN (bearer) or SEGNODE_DICOMWEB_USER and
+    /// SEGNODE_DICOMWEB_PASSWORD (basic).
+    #[arg(long, env = "SEGNODE_DICOMWEB_CA_FILE")]
+    dicomweb_ca_file: Option<PathBuf>,
     /// Most MiB an uploaded study (uploads/*.zip or folder) may hold, uncompressed.
     #[arg(long, env = "SEGNODE_MAX_UPLOAD_MB")]
     max_upload_mb: Option<u64>,
@@ -119,6 +128,12 @@ impl WorkerArgs {
         }
         if let Some(v) = self.delivery_backoff {
             w.delivery_backoff_secs = v;
+        }
+        if self.no_volume_report {
+            w.volume_report = false;
+        }
+        if self.dicomweb_ca_file.is_some() {
+            w.dicomweb_ca_file = self.dicomweb_ca_file.clone();
         }
         if let Some(v) = self.max_upload_mb {
             w.max_upload_mb = v;

@@ -4,7 +4,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
-use segmenter::deliver::{DeliveryOptions, Destination};
+use segmenter::deliver::{DeliveryOptions, Target};
+use segmenter::stow::{Auth, StowOptions};
 use segmenter::worker::{BusyHook, WorkerConfig, WorkerContext, WorkerPool};
 use segmenter::{Manifest, Model};
 use staging::{JobQueue, ObjectStore};
@@ -87,7 +88,7 @@ pub fn worker_config(file: &FileConfig) -> Result<WorkerConfig> {
     c.destinations = w
         .destinations
         .iter()
-        .map(|d| d.parse::<Destination>().map_err(anyhow::Error::msg))
+        .map(|d| d.parse::<Target>().map_err(anyhow::Error::msg))
         .collect::<Result<_>>()?;
     c.delivery = DeliveryOptions {
         calling_ae_title: w
@@ -97,8 +98,10 @@ pub fn worker_config(file: &FileConfig) -> Result<WorkerConfig> {
         attempts: w.delivery_attempts.max(1),
         backoff: secs(w.delivery_backoff_secs, "delivery backoff")?,
         timeout: secs(w.delivery_timeout_secs, "delivery timeout")?,
+        dicomweb: dicomweb_options(w)?,
         ..DeliveryOptions::default()
     };
+    c.seg.volume_report = w.volume_report;
     if w.max_upload_mb == 0 || w.max_upload_files == 0 {
         bail!("max upload size and file count must be at least 1");
     }
@@ -107,6 +110,40 @@ pub fn worker_config(file: &FileConfig) -> Result<WorkerConfig> {
         max_files: w.max_upload_files,
     };
     Ok(c)
+}
+
+/// DICOMweb credentials from the environment: SEGNODE_DICOMWEB_TOKEN (bearer), or
+/// SEGNODE_DICOMWEB_USER and SEGNODE_DICOMWEB_PASSWORD (basic); never from the command line (it
+/// shows in `ps`) nor the TOML file.
+fn dicomweb_options(w: &crate::config::WorkerSection) -> Result<StowOptions> {
+    let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    let auth = match (
+        var("SEGNODE_DICOMWEB_TOKEN"),
+        var("SEGNODE_DICOMWEB_USER"),
+        var("SEGNODE_DICOMWEB_PASSWORD"),
+    ) {
+        (Some(_), Some(_), _) => {
+            bail!("set SEGNODE_DICOMWEB_TOKEN or SEGNODE_DICOMWEB_USER, not both")
+        }
+        (Some(t), None, _) => Auth::Bearer(t),
+        (None, Some(user), password) => Auth::Basic {
+            user,
+            password: password.unwrap_or_default(),
+        },
+        (None, None, Some(_)) => {
+            bail!("SEGNODE_DICOMWEB_PASSWORD is set without SEGNODE_DICOMWEB_USER")
+        }
+        (None, None, None) => Auth::None,
+    };
+    if let Some(ca) = &w.dicomweb_ca_file {
+        if !ca.is_file() {
+            bail!("DICOMweb CA file {} does not exist", ca.display());
+        }
+    }
+    Ok(StowOptions {
+        auth,
+        ca_file: w.dicomweb_ca_file.clone(),
+    })
 }
 
 /// Loads the model and starts `workers` workers on the queue.

@@ -127,6 +127,15 @@ fn study_to_storescp_seg_validates_and_matches_truth() {
         got["referenced_series"],
         truth["reference_series_instance_uid"]
     );
+    // The volume report (TID 1500 SR) came with it, in the same association (checked in depth by
+    // tests/dicomweb.rs).
+    let srs = wait_until(Duration::from_secs(30), "the volume report SR", || {
+        let s = viewer.of_class("1.2.840.10008.5.1.4.1.1.88.34");
+        (!s.is_empty()).then_some(s)
+    });
+    assert_eq!(srs.len(), 1, "{srs:?}");
+    let (errors, report) = dciodvfy_errors(&srs[0]);
+    assert_eq!(errors, 0, "dciodvfy on the delivered SR:\n{report}");
     // The same SEG is kept in the results store.
     let results = testkit::files_under(&node.data_dir.join("store/results"));
     assert_eq!(results.len(), 1, "{results:?}");
@@ -284,7 +293,7 @@ fn refusing_destination_is_retried_then_dead_lettered_with_the_reason() {
     assert!(reason.contains(&viewer.destination()), "{reason}");
     let log = node.log_text();
     assert!(
-        log.contains("C-STORE failed; retrying"),
+        log.contains("delivery failed; retrying"),
         "no retry within the attempt:\n{log}"
     );
     assert!(log.contains("released for another attempt"), "{log}");
@@ -583,4 +592,81 @@ fn series_on_other_grids_are_resampled_onto_the_reference() {
             floor[i]
         );
     }
+}
+
+/// A destination that accepts Segmentation Storage but not Comprehensive 3D SR (a pynetdicom SCP
+/// with that one context) still gets the SEG, without the volume report; the node says so.
+#[test]
+fn a_destination_without_sr_support_still_gets_the_seg() {
+    let out = tempfile::tempdir().unwrap();
+    let port = testkit::free_port();
+    let script = r#"
+import sys
+from pathlib import Path
+from pynetdicom import AE, evt
+out, port = Path(sys.argv[1]), int(sys.argv[2])
+ae = AE(ae_title="SEGONLY")
+ae.add_supported_context("1.2.840.10008.5.1.4.1.1.66.4", ["1.2.840.10008.1.2.1", "1.2.840.10008.1.2"])
+def store(event):
+    ds = event.dataset
+    ds.file_meta = event.file_meta
+    ds.save_as(out / (ds.SOPInstanceUID + ".dcm"), enforce_file_format=True)
+    return 0x0000
+ae.start_server(("127.0.0.1", port), evt_handlers=[(evt.EVT_C_STORE, store)])
+"#;
+    let _scp = testkit::ChildGuard::spawn(
+        Command::new(testkit::python())
+            .args(["-c", script])
+            .arg(out.path())
+            .arg(port.to_string()),
+    );
+    wait_for_port(port, Duration::from_secs(30));
+    let data = tempfile::tempdir().unwrap();
+    let node = serve_with(
+        &data.path().join("node"),
+        &format!("SEGONLY@127.0.0.1:{port}"),
+        &[],
+    );
+    send_study(&node, &study("synth-007-axial-rle").join("dicom"));
+    wait_until(Duration::from_secs(300), "the SEG delivered", || {
+        let log = node.log_text();
+        if log.contains("dead-lettering") {
+            panic!("dead-lettered:\n{log}");
+        }
+        log.contains("SEG delivered").then_some(())
+    });
+    let files = testkit::files_under(out.path());
+    assert_eq!(files.len(), 1, "only the SEG: {files:?}");
+    let results = testkit::files_under(&node.data_dir.join("store/results"));
+    assert_eq!(
+        files[0].file_name(),
+        results[0].file_name(),
+        "the SEG of the results store"
+    );
+    assert!(node
+        .log_text()
+        .contains("SEG sent without the volume report"));
+}
+
+/// `--no-volume-report`: the SEG alone reaches the destination.
+#[test]
+fn no_volume_report_sends_the_seg_alone() {
+    let viewer = Storescp::start(&[]);
+    let data = tempfile::tempdir().unwrap();
+    let node = serve_with(
+        &data.path().join("node"),
+        &viewer.destination(),
+        &["--no-volume-report"],
+    );
+    send_study(&node, &study("synth-007-axial-rle").join("dicom"));
+    wait_seg(&viewer, &node);
+    wait_until(Duration::from_secs(60), "the job done", || {
+        node.log_text().contains("job done").then_some(())
+    });
+    assert_eq!(viewer.segs().len(), 1);
+    assert!(
+        viewer.of_class("1.2.840.10008.5.1.4.1.1.88.34").is_empty(),
+        "an SR was sent despite --no-volume-report"
+    );
+    assert!(node.log_text().contains("objects=1"), "{}", node.log_text());
 }

@@ -186,6 +186,32 @@ pub struct Equipment {
     pub software_versions: String,
 }
 
+impl Equipment {
+    /// Puts the four attributes (General and Enhanced General Equipment) into `o`.
+    pub(crate) fn put_into(&self, o: &mut Obj) {
+        put_str(o, tags::MANUFACTURER, VR::LO, &self.manufacturer);
+        put_str(o, tags::MANUFACTURER_MODEL_NAME, VR::LO, &self.model_name);
+        put_str(
+            o,
+            tags::DEVICE_SERIAL_NUMBER,
+            VR::LO,
+            &self.device_serial_number,
+        );
+        put_str(o, tags::SOFTWARE_VERSIONS, VR::LO, &self.software_versions);
+    }
+}
+
+/// `o` as a Part-10 object: explicit VR little endian, this crate's implementation class and name.
+pub(crate) fn with_part10_meta(o: Obj) -> Result<FileDicomObject<Obj>> {
+    o.with_meta(
+        FileMetaTableBuilder::new()
+            .transfer_syntax(uids::EXPLICIT_VR_LITTLE_ENDIAN)
+            .implementation_class_uid(implementation_class_uid())
+            .implementation_version_name(IMPLEMENTATION_VERSION_NAME),
+    )
+    .map_err(|e| SegError::Write(e.to_string()))
+}
+
 /// Content Identification macro: a label (CS: upper case, digits, space, underscore; 16 characters),
 /// a description and the creator's name.
 #[derive(Debug, Clone, PartialEq)]
@@ -612,30 +638,11 @@ impl<'a> SegmentationBuilder<'a> {
         put_str(&mut o, tags::INSTANCE_CREATION_TIME, VR::TM, &time);
 
         // Patient, General Study, Patient Study, Clinical Trial Subject/Study (copied).
-        for e in source.header().elements() {
-            o.put(e.clone());
-        }
-        put_str(
+        crate::source::put_patient_and_study(
             &mut o,
-            tags::STUDY_INSTANCE_UID,
-            VR::UI,
-            source.header().study_instance_uid().as_str(),
+            source.header().elements(),
+            source.header().study_instance_uid(),
         );
-        for (tag, vr) in [
-            (tags::PATIENT_NAME, VR::PN),
-            (tags::PATIENT_ID, VR::LO),
-            (tags::PATIENT_BIRTH_DATE, VR::DA),
-            (tags::PATIENT_SEX, VR::CS),
-            (tags::STUDY_DATE, VR::DA),
-            (tags::STUDY_TIME, VR::TM),
-            (tags::REFERRING_PHYSICIAN_NAME, VR::PN),
-            (tags::STUDY_ID, VR::SH),
-            (tags::ACCESSION_NUMBER, VR::SH),
-        ] {
-            if o.get(tag).is_none() {
-                put_empty(&mut o, tag, vr);
-            }
-        }
 
         // General Series + Segmentation Series
         put_str(&mut o, tags::MODALITY, VR::CS, "SEG");
@@ -665,21 +672,7 @@ impl<'a> SegmentationBuilder<'a> {
         put_empty(&mut o, tags::POSITION_REFERENCE_INDICATOR, VR::LO);
 
         // General Equipment + Enhanced General Equipment
-        let e = &self.equipment;
-        put_str(&mut o, tags::MANUFACTURER, VR::LO, &e.manufacturer);
-        put_str(&mut o, tags::MANUFACTURER_MODEL_NAME, VR::LO, &e.model_name);
-        put_str(
-            &mut o,
-            tags::DEVICE_SERIAL_NUMBER,
-            VR::LO,
-            &e.device_serial_number,
-        );
-        put_str(
-            &mut o,
-            tags::SOFTWARE_VERSIONS,
-            VR::LO,
-            &e.software_versions,
-        );
+        self.equipment.put_into(&mut o);
 
         // General Image / Segmentation Image
         put_strs(
@@ -934,14 +927,7 @@ impl<'a> SegmentationBuilder<'a> {
             per_frame,
         );
 
-        let header = o
-            .with_meta(
-                FileMetaTableBuilder::new()
-                    .transfer_syntax(uids::EXPLICIT_VR_LITTLE_ENDIAN)
-                    .implementation_class_uid(implementation_class_uid())
-                    .implementation_version_name(IMPLEMENTATION_VERSION_NAME),
-            )
-            .map_err(|e| SegError::Write(e.to_string()))?;
+        let header = with_part10_meta(o)?;
         Ok(Segmentation {
             header,
             pixel_data,
@@ -1076,7 +1062,7 @@ fn segment_item(s: &SegmentDescription, uids: &UidGenerator) -> Obj {
 }
 
 /// Current UTC date (YYYYMMDD) and time (HHMMSS.FFFFFF).
-fn now_utc() -> (String, String) {
+pub(crate) fn now_utc() -> (String, String) {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default();

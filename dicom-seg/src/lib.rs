@@ -49,6 +49,7 @@ mod error;
 mod pixels;
 mod reader;
 mod source;
+mod sr;
 mod uid;
 
 pub use builder::{
@@ -60,4 +61,8 @@ pub use code::{codes, CodedConcept, DicomLab};
 pub use error::{Result, SegError};
 pub use reader::{ReadSegment, ReadSegmentation, SegFrame, SegmentationType, SourceRef};
 pub use source::{SeriesGeometry, SourceFrame, SourceSeries, StudyHeader};
+pub use sr::{
+    ReportAlgorithm, VolumeMeasurement, VolumeReport, VolumeReportBuilder,
+    COMPREHENSIVE_3D_SR_STORAGE,
+};
 pub use uid::{Uid, UidGenerator};

@@ -80,6 +80,34 @@ const COPIED: &[Tag] = &[
     tags::CLINICAL_TRIAL_COORDINATING_CENTER_NAME,
 ];
 
+/// Puts the Patient, General Study, Patient Study and Clinical Trial attributes of `from` (those of
+/// [`COPIED`] it has) into `o`, the Study Instance UID, and an empty value for each type 2 attribute
+/// still missing. Shared by the SEG and the SR builders.
+pub(crate) fn put_patient_and_study(o: &mut Obj, from: &Obj, study: &Uid) {
+    use dicom_core::VR;
+    for &t in COPIED {
+        if let Some(e) = from.get(t) {
+            o.put(e.clone());
+        }
+    }
+    ds::put_str(o, tags::STUDY_INSTANCE_UID, VR::UI, study.as_str());
+    for (tag, vr) in [
+        (tags::PATIENT_NAME, VR::PN),
+        (tags::PATIENT_ID, VR::LO),
+        (tags::PATIENT_BIRTH_DATE, VR::DA),
+        (tags::PATIENT_SEX, VR::CS),
+        (tags::STUDY_DATE, VR::DA),
+        (tags::STUDY_TIME, VR::TM),
+        (tags::REFERRING_PHYSICIAN_NAME, VR::PN),
+        (tags::STUDY_ID, VR::SH),
+        (tags::ACCESSION_NUMBER, VR::SH),
+    ] {
+        if o.get(tag).is_none() {
+            ds::put_empty(o, tag, vr);
+        }
+    }
+}
+
 impl StudyHeader {
     /// A header with only the Study Instance UID; add attributes with [`StudyHeader::set`].
     pub fn new(study_instance_uid: Uid) -> Self {

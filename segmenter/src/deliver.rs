@@ -1,5 +1,6 @@
 //! Delivery: C-STORE SCU of the SEG to a destination (PACS, viewer, dcmtk storescp, Orthanc), with
-//! retries and backoff. The SEG is sent as encoded (Explicit VR Little Endian) when the destination
+//! retries and backoff; a DICOMweb base URL gets STOW-RS instead ([`crate::stow`], chosen by
+//! [`Target`] and sent by [`deliver`], the one seam the worker calls). The SEG is sent as encoded (Explicit VR Little Endian) when the destination
 //! accepts that; otherwise re-encoded in Implicit VR Little Endian, which every SCP must accept.
 
 use std::fmt;
@@ -72,6 +73,8 @@ pub struct DeliveryOptions {
     /// Connect, read and write timeout.
     pub timeout: Duration,
     pub max_pdu: u32,
+    /// Authentication and TLS trust for DICOMweb destinations.
+    pub dicomweb: crate::stow::StowOptions,
 }
 
 impl Default for DeliveryOptions {
@@ -82,6 +85,7 @@ impl Default for DeliveryOptions {
             backoff: Duration::from_secs(2),
             timeout: Duration::from_secs(30),
             max_pdu: 116_794,
+            dicomweb: crate::stow::StowOptions::default(),
         }
     }
 }
@@ -99,6 +103,13 @@ pub enum DeliveryError {
         dest: String,
         status: u16,
         comment: Option<String>,
+    },
+    #[error("{dest} answered HTTP {status}: {body}")]
+    Http {
+        dest: String,
+        status: u16,
+        /// The start of the response body, escaped.
+        body: String,
     },
     #[error("talking to {0}: {1}")]
     Protocol(String, String),
@@ -145,6 +156,11 @@ impl<'a> Part10<'a> {
             dataset: &bytes[start..],
             bytes,
         })
+    }
+
+    /// Parses every object (the first malformed one is the error).
+    pub fn parse_all(objects: &[&'a [u8]]) -> Result<Vec<Self>, DeliveryError> {
+        objects.iter().map(|b| Part10::parse(b)).collect()
     }
 
     /// The data set in `ts` (its own, or Implicit VR LE re-encoded from Explicit VR LE).
@@ -217,10 +233,7 @@ pub async fn c_store_once(
     dest: &Destination,
     options: &DeliveryOptions,
 ) -> Result<Vec<u16>, DeliveryError> {
-    let parts: Vec<Part10> = objects
-        .iter()
-        .map(|b| Part10::parse(b))
-        .collect::<Result<_, _>>()?;
+    let parts = Part10::parse_all(objects)?;
     let name = dest.to_string();
     let mut contexts: Vec<(String, Vec<String>)> = Vec::new();
     for p in &parts {
@@ -357,6 +370,77 @@ pub async fn c_store_once(
     Ok(statuses)
 }
 
+/// A destination: a DICOM AE (`AET@HOST:PORT`, C-STORE) or a DICOMweb base URL (`http(s)://...`,
+/// STOW-RS).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    Dimse(Destination),
+    DicomWeb(crate::stow::DicomWebDestination),
+}
+
+impl fmt::Display for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Target::Dimse(d) => d.fmt(f),
+            Target::DicomWeb(d) => d.fmt(f),
+        }
+    }
+}
+
+impl FromStr for Target {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        if s.starts_with("http://") || s.starts_with("https://") {
+            Ok(Target::DicomWeb(s.parse()?))
+        } else {
+            Ok(Target::Dimse(s.parse()?))
+        }
+    }
+}
+
+impl DeliveryError {
+    /// Failures that another attempt cannot cure: a malformed object, a SOP class the destination
+    /// does not accept, or an HTTP client error other than timeout / too many requests.
+    pub fn is_permanent(&self) -> bool {
+        match self {
+            DeliveryError::BadObject(_) | DeliveryError::NotAccepted(..) => true,
+            DeliveryError::Http { status, .. } => {
+                (400..500).contains(status) && !matches!(status, 408 | 429)
+            }
+            _ => false,
+        }
+    }
+}
+
+/// Delivers Part-10 objects (the SEG and what goes with it) to one target in one association or
+/// one STOW-RS request, with up to `options.attempts` tries and exponential backoff; returns each
+/// object's status (0x0000 or a warning). The error is the last attempt's.
+pub async fn deliver(
+    objects: &[&[u8]],
+    target: &Target,
+    options: &DeliveryOptions,
+) -> Result<Vec<u16>, DeliveryError> {
+    let mut wait = options.backoff;
+    let mut attempt = 1;
+    loop {
+        let result = match target {
+            Target::Dimse(d) => c_store_once(objects, d, options).await,
+            Target::DicomWeb(d) => crate::stow::stow_once(objects, d, options).await,
+        };
+        match result {
+            Ok(statuses) => return Ok(statuses),
+            Err(e) if e.is_permanent() => return Err(e),
+            Err(e) if attempt >= options.attempts.max(1) => return Err(e),
+            Err(e) => {
+                tracing::warn!(destination = %target, attempt, error = %e, "delivery failed; retrying in {:?}", wait);
+                tokio::time::sleep(wait).await;
+                wait = wait.saturating_mul(2);
+                attempt += 1;
+            }
+        }
+    }
+}
+
 /// [`c_store_once`] of one object with up to `options.attempts` tries and exponential backoff. The
 /// error is the last attempt's.
 pub async fn c_store(
@@ -364,21 +448,8 @@ pub async fn c_store(
     dest: &Destination,
     options: &DeliveryOptions,
 ) -> Result<u16, DeliveryError> {
-    let mut wait = options.backoff;
-    let mut attempt = 1;
-    loop {
-        match c_store_once(&[part10], dest, options).await {
-            Ok(status) => return Ok(status[0]),
-            Err(e @ DeliveryError::BadObject(_)) => return Err(e),
-            Err(e) if attempt >= options.attempts.max(1) => return Err(e),
-            Err(e) => {
-                tracing::warn!(destination = %dest, attempt, error = %e, "C-STORE failed; retrying in {:?}", wait);
-                tokio::time::sleep(wait).await;
-                wait = wait.saturating_mul(2);
-                attempt += 1;
-            }
-        }
-    }
+    let statuses = deliver(&[part10], &Target::Dimse(dest.clone()), options).await?;
+    Ok(statuses[0])
 }
 
 #[cfg(test)]

@@ -26,5 +26,6 @@ pub use model::Model;
 pub use pipeline::{segment_study, Outcome, SegSettings, StageTimings};
 pub mod deliver;
 pub mod metrics;
+pub mod stow;
 pub mod upload;
 pub mod worker;

@@ -6,7 +6,8 @@ use std::time::{Duration, Instant};
 use dicom_object::DefaultDicomObject;
 use dicom_seg::{
     AlgorithmIdentification, CodedConcept, ContentIdentification, Equipment, Masks,
-    SegmentDescription, SegmentNumber, SegmentationBuilder, Uid,
+    ReportAlgorithm, SegmentDescription, SegmentNumber, SegmentationBuilder, Uid,
+    VolumeMeasurement, VolumeReportBuilder,
 };
 use ndarray::{Array3, Axis};
 
@@ -73,6 +74,8 @@ pub struct Outcome {
     pub seg_series_instance_uid: String,
     /// Part-10 bytes of the SEG.
     pub seg: Vec<u8>,
+    /// Part-10 bytes of the volume report (TID 1500 SR) about the SEG, unless turned off.
+    pub sr: Option<Vec<u8>>,
     pub seg_frames: usize,
     pub chosen: Vec<ChosenSeries>,
     /// Labels on the reference grid, slices ascending along the normal.
@@ -94,6 +97,8 @@ pub struct SegSettings {
     pub equipment: Equipment,
     /// Series Number of the SEG; default 1000 + the reference series' number (or 1000).
     pub series_number: Option<i32>,
+    /// Also write the volumes as a DICOM SR (TID 1500) referencing the SEG's segments.
+    pub volume_report: bool,
 }
 
 impl SegSettings {
@@ -106,16 +111,80 @@ impl SegSettings {
                 software_versions: version.into(),
             },
             series_number: None,
+            volume_report: true,
         }
     }
 }
 
 fn code(c: &Code) -> CodedConcept {
-    CodedConcept::new(c.scheme.clone(), c.value.clone(), c.meaning.clone())
+    // CodedConcept::new takes (value, scheme, meaning).
+    CodedConcept::new(c.value.clone(), c.scheme.clone(), c.meaning.clone())
 }
 
 fn truncate(s: &str, max: usize) -> String {
     s.chars().take(max).collect()
+}
+
+/// The TID 1500 report of the volumes: one group per segment (its own segment number), then one per
+/// region of the manifest (the segments whose labels make it up), in the SEG's series number + 1.
+fn volume_report(
+    manifest: &Manifest,
+    seg: &dicom_seg::Segmentation,
+    settings: &SegSettings,
+    segments: &[Measured],
+    regions: &[Measured],
+) -> Result<Vec<u8>, SegmentError> {
+    let a = &manifest.file.algorithm;
+    let series_number = seg
+        .dataset()
+        .get(dicom_dictionary_std::tags::SERIES_NUMBER)
+        .and_then(|e| e.to_int::<i32>().ok())
+        .unwrap_or(1000);
+    let mut b = VolumeReportBuilder::new(
+        seg.dataset(),
+        settings.equipment.clone(),
+        ReportAlgorithm {
+            name: a.name.clone(),
+            version: a.version.clone(),
+        },
+    )
+    .series(
+        series_number.saturating_add(1),
+        Some(truncate(
+            &format!(
+                "Tumour volumes ({} {})",
+                manifest.name(),
+                manifest.version()
+            ),
+            64,
+        )),
+    );
+    for (n, (s, m)) in manifest.file.segments.iter().zip(segments).enumerate() {
+        b = b.volume(VolumeMeasurement {
+            tracking_identifier: truncate(&s.name, 64),
+            finding: code(&s.type_),
+            segments: vec![n as u16 + 1],
+            ml: m.ml,
+        });
+    }
+    for r in regions {
+        let numbers: Vec<u16> = manifest
+            .file
+            .segments
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| r.labels.contains(&s.label))
+            .map(|(n, _)| n as u16 + 1)
+            .collect();
+        b = b.volume(VolumeMeasurement {
+            tracking_identifier: truncate(&r.name, 64),
+            // SCT 108369006 Neoplasm: a BraTS region is a part of the tumour, not one tissue.
+            finding: CodedConcept::sct("108369006", "Neoplasm"),
+            segments: numbers,
+            ml: r.ml,
+        });
+    }
+    Ok(b.build()?.to_bytes()?)
 }
 
 /// Segments a study with `model`. `seg_uid_seed` fixes the SEG's SOP Instance UID (the job id: a
@@ -276,6 +345,13 @@ pub fn segment_study(
     }
     let seg = builder.build(Masks::Labels(masks.view()))?;
     let bytes = seg.to_bytes()?;
+    let sr = if settings.volume_report {
+        Some(volume_report(
+            manifest, &seg, settings, &segments, &regions,
+        )?)
+    } else {
+        None
+    };
     t.encode = started.elapsed();
 
     let reference_data = reference.data.clone();
@@ -293,6 +369,7 @@ pub fn segment_study(
         seg_series_instance_uid: seg.series_instance_uid().to_string(),
         seg_frames: seg.number_of_frames(),
         seg: bytes,
+        sr,
         chosen,
         labels,
         reference: reference_data,

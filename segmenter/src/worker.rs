@@ -12,7 +12,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::{error, info, warn, Instrument};
 
-use crate::deliver::{c_store, DeliveryOptions, Destination};
+use crate::deliver::{deliver, DeliveryError, DeliveryOptions, Target};
 use crate::error::SegmentError;
 use crate::metrics::WorkerMetrics;
 use crate::model::Model;
@@ -36,7 +36,7 @@ pub struct WorkerConfig {
     /// How long shutdown waits for a job in progress before releasing it.
     pub shutdown_grace: Duration,
     /// Destinations for every job, besides those a job names itself.
-    pub destinations: Vec<Destination>,
+    pub destinations: Vec<Target>,
     pub delivery: DeliveryOptions,
     pub seg: SegSettings,
     /// Bounds on an upload (S3 event path): bytes and files.
@@ -353,20 +353,34 @@ async fn run_job(ctx: &WorkerContext, job: &Job) -> Result<(String, Vec<String>)
     let started = Instant::now();
     let mut destinations = ctx.config.destinations.clone();
     for d in &job.results.destinations {
-        let d: Destination = d.parse().map_err(|e: String| SegmentError::BadJob(e))?;
+        let d: Target = d.parse().map_err(|e: String| SegmentError::BadJob(e))?;
         if !destinations.contains(&d) {
             destinations.push(d);
         }
     }
     let mut delivered = Vec::new();
+    // The SEG, then the volume report that references it, in one association / request.
+    let mut objects: Vec<&[u8]> = vec![&outcome.seg];
+    if let Some(sr) = &outcome.sr {
+        objects.push(sr);
+    }
     for d in &destinations {
-        let status = c_store(&outcome.seg, d, &ctx.config.delivery)
-            .await
-            .map_err(|e| SegmentError::Delivery {
+        let statuses = match deliver(&objects, d, &ctx.config.delivery).await {
+            // A destination that takes SEGs but not SRs still gets the SEG: the report is extra.
+            Err(DeliveryError::NotAccepted(_, class))
+                if objects.len() > 1 && class == dicom_seg::COMPREHENSIVE_3D_SR_STORAGE =>
+            {
+                warn!(destination = %d, "the destination does not accept Comprehensive 3D SR: SEG sent without the volume report");
+                deliver(&objects[..1], d, &ctx.config.delivery).await
+            }
+            other => other,
+        }
+        .map_err(|e| SegmentError::Delivery {
                 destination: d.to_string(),
                 message: e.to_string(),
             })?;
-        info!(destination = %d, status = format!("0x{status:04X}"), "SEG delivered");
+        let statuses: Vec<String> = statuses.iter().map(|s| format!("0x{s:04X}")).collect();
+        info!(destination = %d, statuses = ?statuses, objects = objects.len(), "SEG delivered");
         delivered.push(d.to_string());
     }
     m.record("deliver", started.elapsed());

@@ -210,6 +210,7 @@ pub struct Node {
     pub data_dir: PathBuf,
     pub log: PathBuf,
     args: Vec<String>,
+    env: Vec<(String, String)>,
     child: ChildGuard,
 }
 
@@ -230,6 +231,20 @@ impl Node {
 
     /// Start `segnode SUBCOMMAND` (`serve` or `scp`) the same way.
     pub fn start(subcommand: &str, data_dir: &Path, extra: &[&str]) -> Node {
+        Node::start_with_env(subcommand, data_dir, extra, &[])
+    }
+
+    /// [`Node::start`] with extra environment variables (e.g. credentials).
+    pub fn start_with_env(
+        subcommand: &str,
+        data_dir: &Path,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Node {
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         let port = free_port();
         let mut args: Vec<String> = [
             subcommand,
@@ -247,19 +262,20 @@ impl Node {
         .collect();
         args.extend(extra.iter().map(|s| s.to_string()));
         let log = data_dir.with_extension(format!("{port}.log"));
-        let child = Self::spawn(&args, &log);
+        let child = Self::spawn(&args, &env, &log);
         let node = Node {
             port,
             data_dir: data_dir.to_path_buf(),
             log,
             args,
+            env,
             child,
         };
         node.wait_ready();
         node
     }
 
-    fn spawn(args: &[String], log: &Path) -> ChildGuard {
+    fn spawn(args: &[String], env: &[(String, String)], log: &Path) -> ChildGuard {
         let out = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -268,6 +284,7 @@ impl Node {
         ChildGuard::spawn(
             Command::new(segnode_bin())
                 .args(args)
+                .envs(env.iter().map(|(k, v)| (k, v)))
                 .env("RUST_LOG", "info")
                 .stdout(out.try_clone().unwrap())
                 .stderr(out),
@@ -291,7 +308,7 @@ impl Node {
     /// Start again on the same port and data dir (after `kill`).
     pub fn restart(&mut self) {
         self.child.kill();
-        self.child = Self::spawn(&self.args, &self.log);
+        self.child = Self::spawn(&self.args, &self.env, &self.log);
         self.wait_ready();
     }
 

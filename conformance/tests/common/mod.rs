@@ -70,14 +70,24 @@ impl Storescp {
 
     /// SEG files received so far (storescp writes the file when the C-STORE completes).
     pub fn segs(&self) -> Vec<PathBuf> {
+        self.of_class(SEG_CLASS)
+    }
+
+    /// Files received so far whose file meta group names `class` (the Media Storage SOP Class:
+    /// an SR that references a SEG names the SEG class further on, in its data set).
+    pub fn of_class(&self, class: &str) -> Vec<PathBuf> {
         testkit::files_under(self.out.path())
             .into_iter()
             .filter(|p| {
                 std::fs::read(p)
                     .map(|b| {
-                        let head = &b[..b.len().min(1024)];
-                        head.windows(SEG_CLASS.len())
-                            .any(|w| w == SEG_CLASS.as_bytes())
+                        if b.len() < 144 {
+                            return false;
+                        }
+                        let meta_len =
+                            u32::from_le_bytes([b[140], b[141], b[142], b[143]]) as usize;
+                        let head = &b[..b.len().min(144 + meta_len)];
+                        head.windows(class.len()).any(|w| w == class.as_bytes())
                     })
                     .unwrap_or(false)
             })
