@@ -40,11 +40,15 @@ def dice(pred, gt, labels):
 
 
 class Model:
-    def __init__(self, folder, threads=2):
+    def __init__(self, folder, threads=2, brain=True):
         import onnxruntime as ort
 
         self.folder = Path(folder)
         self.m = tomllib.loads((self.folder / "model.toml").read_text())
+        # [brain_extraction]: the brain-mask model runs first (brain=False: the model alone, as before 0.3.0)
+        self.be = self.m.get("brain_extraction") if brain else None
+        self.brain = Model(self.folder / self.be["model"], threads, brain=False) if self.be else None
+        self.last_brain = None
         so = ort.SessionOptions()
         so.intra_op_num_threads = threads
         so.inter_op_num_threads = 1
@@ -56,8 +60,22 @@ class Model:
         assert g["size"][0] == g["size"][1] and g["spacing_mm"][0] == g["spacing_mm"][1]
         self.channels = [i["name"] for i in sorted(self.m["inputs"], key=lambda i: i["channel"])]
 
+    def brain_mask(self, vols, row_spacing, col_spacing, channels=None):
+        """The brain model's mask (uint8 0/1 on the reference grid) from the channels the stage names (or
+        `channels`, e.g. another contrast); also (mask, seconds)."""
+        chans = channels or self.be["channels"]
+        mask, dt = self.brain.segment({bc: vols[c] for bc, c in zip(self.brain.channels, chans)}, row_spacing,
+                                      col_spacing)
+        return mask, dt
+
     def segment(self, vols, row_spacing, col_spacing):
-        """vols {channel name: float32[K, rows, cols]} on the reference grid -> (labels uint8[K, rows, cols], s)."""
+        """vols {channel name: float32[K, rows, cols]} on the reference grid -> (labels uint8[K, rows, cols], s).
+        With a brain-extraction stage, self.last_brain = (mask, seconds) of the study."""
+        mask = None
+        if self.brain is not None:
+            mask, bdt = self.brain_mask(vols, row_spacing, col_spacing)
+            self.last_brain = (mask, bdt)
+            vols = preprocess.brain_extract(vols, mask, self.be["outside_value"])
         x = np.stack([vols[c] for c in self.channels])
         rows, cols = x.shape[-2:]
         xm = preprocess.to_model_grid(x, row_spacing, col_spacing, self.size, self.spacing)
@@ -71,7 +89,27 @@ class Model:
         dt = time.perf_counter() - t
         lab = preprocess.from_model_grid(logits, rows, cols, row_spacing, col_spacing, self.size, self.spacing)
         classes = np.array(self.m["output"]["classes"], np.uint8)
-        return classes[lab], dt
+        lab = classes[lab]
+        if mask is not None:
+            lab[mask == 0] = 0
+        return lab, dt
+
+
+def cached_render(cache, cs, geom):
+    """synth.render(cs, geom, with_brain=True) -> (images, labels, brain mask), kept in the .npz `cache` (a Path,
+    or None for no cache; written under a temporary name first, so an interrupted run leaves no half file)."""
+    import synth
+
+    if cache is not None and cache.exists():
+        z = np.load(cache)
+        return {c: z[c] for c in synth.CONTRASTS}, z["gt"], z["brain"]
+    imgs, gt, brain = synth.render(cs, geom, with_brain=True)
+    if cache is not None:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache.with_suffix(".tmp.npz")
+        np.savez(tmp, gt=gt, brain=brain, **imgs)
+        tmp.rename(cache)
+    return imgs, gt, brain
 
 
 def read_study(folder, manifest):
@@ -126,8 +164,10 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--json", default=None, help="write per-case results here")
     ap.add_argument("--cache", default=None, help="keep rendered cases here (rendering dominates the run time)")
+    ap.add_argument("--head", action="store_true", help="held-out cases with a skull, scalp and neck (synth/head.py)")
+    ap.add_argument("--no-brain", action="store_true", help="skip the manifest's [brain_extraction] stage")
     a = ap.parse_args()
-    model = Model(a.model, a.threads)
+    model = Model(a.model, a.threads, brain=not a.no_brain)
     rows = []
     if a.study:
         for st in a.study:
@@ -138,38 +178,41 @@ def main():
             pred, dt = model.segment(vols, rs, cs_)
             r = dict(case=str(st), slices=int(gt.shape[0]), infer_s=round(dt, 3),
                      **{k: dice(pred, gt, v) for k, v in REGIONS.items()})
+            bfile = Path(st) / "truth" / "brain_ref.u8"
+            if model.brain is not None and bfile.exists():
+                r["brain_dice"] = dice(model.last_brain[0], np.fromfile(bfile, np.uint8).reshape(gt.shape), (1,))
             rows.append(r)
-            print(f"  WT {r['WT']:.4f} TC {r['TC']:.4f} ET {r['ET']:.4f}  ({dt:.2f} s onnxruntime)")
+            extra = f" brain {r['brain_dice']:.4f}" if "brain_dice" in r else ""
+            print(f"  WT {r['WT']:.4f} TC {r['TC']:.4f} ET {r['ET']:.4f}{extra}  ({dt:.2f} s onnxruntime)")
     else:
         import synth
         from make_study import study_geometry
 
         for seed in range(a.first, a.first + a.cases):
             t0 = time.time()
-            cs = synth.make_case(seed)
+            cs = synth.make_case(seed, head=a.head, strong_bias=False if a.head else None)
             rng = np.random.default_rng([seed, 99])
             size = int(rng.choice([192, 224, 256]))
             fov = float(rng.uniform(220, 250))
             th = float(rng.choice([2.0, 3.0, 4.0, 5.0]))
             obl = bool(rng.random() < 0.5)
             geom = study_geometry(cs, rng, size, fov, th, obl)
-            cache = Path(a.cache) / f"eval_{seed}_{size}_{th:g}.npz" if a.cache else None
-            if cache is not None and cache.exists():
-                z = np.load(cache)
-                imgs, gt = {c: z[c] for c in synth.CONTRASTS}, z["gt"]
-            else:
-                imgs, gt = synth.render(cs, geom)
-                if cache is not None:
-                    cache.parent.mkdir(parents=True, exist_ok=True)
-                    np.savez(cache, gt=gt, **imgs)
+            tag = "_head" if a.head else ""
+            cache = Path(a.cache) / f"eval_{seed}_{size}_{th:g}{tag}.npz" if a.cache else None
+            imgs, gt, gt_brain = cached_render(cache, cs, geom)
             pred, dt = model.segment(imgs, geom.row_spacing, geom.col_spacing)
             r = dict(case=seed, size=size, fov=round(fov, 1), thickness=th, oblique=obl, slices=geom.slices,
                      gt_ml={k: round(float(np.isin(gt, v).sum() * geom.row_spacing * geom.col_spacing * th / 1000), 1)
                             for k, v in REGIONS.items()},
                      infer_s=round(dt, 3), **{k: dice(pred, gt, v) for k, v in REGIONS.items()})
+            if model.brain is not None:
+                r["brain_dice"] = dice(model.last_brain[0], gt_brain, (1,))
+                r["brain_s"] = round(model.last_brain[1], 3)
             rows.append(r)
+            extra = f" brain {r['brain_dice']:.4f}" if "brain_dice" in r else ""
             print(f"seed {seed} {size}px fov {fov:.0f} th {th:.0f} obl {int(obl)}: WT {r['WT']:.4f} TC {r['TC']:.4f} "
-                  f"ET {r['ET']:.4f}  gt ml {r['gt_ml']}  ort {dt:.2f}s  total {time.time() - t0:.1f}s", flush=True)
+                  f"ET {r['ET']:.4f}{extra}  gt ml {r['gt_ml']}  ort {dt:.2f}s  total {time.time() - t0:.1f}s",
+                  flush=True)
     means = {k: float(np.mean([r[k] for r in rows])) for k in REGIONS}
     medians = {k: float(np.median([r[k] for r in rows])) for k in REGIONS}
     print(f"MEAN over {len(rows)} cases: WT {means['WT']:.4f}  TC {means['TC']:.4f}  ET {means['ET']:.4f}")

@@ -79,3 +79,24 @@ def from_model_grid(logits: np.ndarray, rows, cols, row_spacing, col_spacing, si
     lab = np.argmax(np.nan_to_num(res, nan=-np.inf), axis=0).astype(np.uint8)
     lab[outside] = 0
     return lab
+
+
+def edge_fraction(mask: np.ndarray, spacing_k: float, row_spacing: float, col_spacing: float) -> float:
+    """Fraction of the surface area of mask[K, rows, cols] (faces between a mask voxel and a non-mask voxel or
+    the outside of the volume, weighted by face area in mm^2) lying on the volume's boundary faces."""
+    m = np.pad(mask.astype(bool), 1)
+    area = (row_spacing * col_spacing, col_spacing * spacing_k, row_spacing * spacing_k)
+    total = edge = 0.0
+    for ax in range(3):
+        a = np.diff(m.astype(np.int8), axis=ax) != 0  # faces where inside/outside changes
+        n = a.shape[ax]
+        first = np.take(a, 0, axis=ax).sum() + np.take(a, n - 1, axis=ax).sum()
+        total += a.sum() * area[ax]
+        edge += first * area[ax]
+    return 0.0 if total == 0 else float(edge / total)
+
+
+def brain_extract(vols: dict, mask: np.ndarray, outside_value: float) -> dict:
+    """`[brain_extraction]`: every channel on the reference grid gets outside_value outside the mask (before the
+    model-grid resampling and the normalisation); labels outside the mask are cleared by the caller."""
+    return {c: np.where(mask > 0, v, np.float32(outside_value)).astype(np.float32) for c, v in vols.items()}

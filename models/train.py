@@ -15,6 +15,10 @@ behind a 2x2 space-to-depth stem (three levels of 24/48/96 channels at 64x64 and
 head, same input and output shapes. Loss: cross-entropy + soft Dice over the three tumour classes. Adam, lr 2e-3
 with cosine decay over the time budget. Augmentation: optional 96x96 crops (--crop-prob of the batches; 90 % of them around a tumour pixel), left-right flip, per-channel intensity scale/shift, small Gaussian noise.
 
+`--arch mask` trains the brain-extraction model (models/brain-mask-synth) on models/synth/make_brainmask_set.py
+slices: one input channel (a random contrast of each slice), two classes (outside / brain), a narrower
+space-to-depth U-Net (16/32/64 channels), same loss and augmentation.
+
 The training run is wall-clock limited (--minutes) and checkpoints every few minutes, so a partial run is usable.
 The data directory is rescanned every "epoch" so training can start while the generator still runs.
 """
@@ -79,9 +83,12 @@ class UNet2D(nn.Module):
 
 
 # --arch: the full-resolution U-Net of 0.1.0, and the space-to-depth variant shipped since 0.2.0.
+# "mask": the brain-extraction model (models/brain-mask-synth): one input channel (any contrast), two classes
+# (outside / brain), a narrower space-to-depth U-Net.
 ARCHS = {
     "unet": dict(ch=CH, stem=1),
     "s2d": dict(ch=(24, 48, 96), stem=2),
+    "mask": dict(cin=1, ncls=2, ch=(16, 32, 64), stem=2),
 }
 
 
@@ -101,7 +108,7 @@ def load_data(d, loaded):
 
 def dice_loss(logits, y):
     p = logits.softmax(1)
-    oh = F.one_hot(y, 4).permute(0, 3, 1, 2).float()
+    oh = F.one_hot(y, logits.shape[1]).permute(0, 3, 1, 2).float()
     inter = (p * oh).sum((0, 2, 3))
     den = p.sum((0, 2, 3)) + oh.sum((0, 2, 3))
     d = (2 * inter + 1) / (den + 1)
@@ -175,9 +182,12 @@ def recalibrate(model, data, cases=40, seed=0):
             m.reset_running_stats()
             m.momentum = None
     model.train()
+    cin = model.enc[0][0].in_channels // (model.stem * model.stem)
     with torch.no_grad():
         for f in rng.choice(files, min(cases, len(files)), replace=False):
             x = torch.from_numpy(np.load(f)["x"].astype(np.float32))
+            if cin == 1:  # brain-mask model: every contrast in turn
+                x = x.reshape(-1, 1, *x.shape[2:])
             for b in range(0, len(x), 16):
                 model(x[b:b + 16])
     model.eval()
@@ -191,7 +201,7 @@ def export(ckpt, onnx_path, opset=17, data=None):
     if data:
         model = recalibrate(model, data)
     model = fuse(model)
-    x = torch.zeros(1, 4, SIZE, SIZE)
+    x = torch.zeros(1, ARCHS[state.get("arch", "unet")].get("cin", 4), SIZE, SIZE)
     kw = dict(input_names=["input"], output_names=["logits"], opset_version=opset, do_constant_folding=True)
     try:
         torch.onnx.export(model, (x,), onnx_path, dynamo=False, **kw)
@@ -257,7 +267,10 @@ def main():
             for g in opt.param_groups:
                 g["lr"] = lr
             idx = perm[bi:bi + a.batch]
-            x, y = augment(xs[idx].float(), ys[idx])
+            x = xs[idx].float()
+            if ARCHS[arch].get("cin", 4) == 1:  # brain-mask model: a random contrast per slice
+                x = x[torch.arange(len(idx)), torch.randint(x.shape[1], (len(idx),), generator=gen)][:, None]
+            x, y = augment(x, ys[idx])
             model.train()
             logits = model(x)
             loss = F.cross_entropy(logits, y) + dice_loss(logits, y)
@@ -270,12 +283,12 @@ def main():
                 with torch.no_grad():
                     pred = logits.argmax(1)
                     ds = []
-                    for cls in (1, 2, 3):
+                    for cls in range(1, logits.shape[1]):
                         p, t = pred == cls, y == cls
                         den = p.sum() + t.sum()
                         ds.append(float(2 * (p & t).sum() / den) if den > 0 else float("nan"))
                 print(f"step {step} t {el / 60:.1f}m lr {lr:.2e} loss {np.mean(hist[-50:]):.4f} "
-                      f"batch dice nec/ed/enh {ds[0]:.3f}/{ds[1]:.3f}/{ds[2]:.3f}", flush=True)
+                      f"batch dice {'/'.join(f'{v:.3f}' for v in ds)}", flush=True)
             if time.time() - last_ck > 180:
                 torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step, "arch": arch},
                            a.ckpt + ".tmp")

@@ -22,7 +22,7 @@ use crate::config::FileConfig;
 use crate::segment_cmd::{parse_files, part10_files};
 use crate::workers;
 
-const BUNDLED_STUDY: &str = "testdata/studies/synth-007-axial-rle";
+const BUNDLED_STUDY: &str = "testdata/studies/synth-007-head-axial-rle";
 
 #[derive(Args, Debug)]
 pub struct DemoArgs {
@@ -250,6 +250,9 @@ pub async fn run(args: DemoArgs, file: &mut FileConfig) -> Result<()> {
     );
     for s in segmenter::metrics::STAGES {
         println!("        {s:<12} {:>7.3} s", stage(s));
+    }
+    if let Some(ml) = metrics.last_brain_ml() {
+        println!("      brain volume (brain extraction): {ml:.0} mL");
     }
 
     step(5, "reading the SEG back and checking it");

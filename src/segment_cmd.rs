@@ -104,8 +104,9 @@ pub fn print_outcome(out: &Outcome) {
     }
     let t = &out.timings;
     println!(
-        "timings: decode {:.2} s, preprocess {:.2} s, inference {:.2} s, postprocess {:.2} s, encode {:.2} s",
+        "timings: decode {:.2} s, brain extraction {:.2} s, preprocess {:.2} s, inference {:.2} s, postprocess {:.2} s, encode {:.2} s",
         t.decode.as_secs_f64(),
+        t.brain_extraction.as_secs_f64(),
         t.preprocess.as_secs_f64(),
         t.inference.as_secs_f64(),
         t.postprocess.as_secs_f64(),
@@ -119,6 +120,9 @@ pub fn print_outcome(out: &Outcome) {
     }
     for r in &out.regions {
         println!("  region  {:<18} {:>8.2} mL", r.name, r.ml);
+    }
+    if let Some(ml) = out.brain_ml {
+        println!("  brain   {:<18} {:>8.2} mL", "(brain extraction)", ml);
     }
     println!(
         "SEG {} ({} frames, {} bytes, {} small components removed)",
@@ -162,6 +166,7 @@ pub fn run(args: SegmentArgs, file: &mut FileConfig) -> Result<()> {
             "seg_frames": out.seg_frames,
             "chosen": out.chosen.iter().map(|c| serde_json::json!({"channel": c.channel, "series_uid": c.series_uid})).collect::<Vec<_>>(),
             "segments": out.segments.iter().map(|s| serde_json::json!({"name": s.name, "ml": s.ml, "voxels": s.voxels})).collect::<Vec<_>>(),
+            "brain_ml": out.brain_ml,
             "timings_s": out.timings.stages().iter().map(|(n, d)| (n.to_string(), serde_json::json!(d.as_secs_f64()))).collect::<serde_json::Map<_, _>>(),
         });
         println!("{j}");

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# End-to-end benchmark: the bundled 4-series synthetic study (synth-007, 4 x 34 RLE slices) sent by
-# dcmsend to `segnode serve`, the SEG delivered by C-STORE to a dcmtk storescp destination.
+# End-to-end benchmark: the bundled 4-series synthetic head study (synth-007-head-axial-rle, 4 x 40 RLE slices
+# with skull) sent by dcmsend to `segnode serve`, the SEG delivered by C-STORE to a dcmtk storescp destination.
 #
 #   bench/e2e/run.sh [ROUNDS]       (default 3 rounds, a fresh node each round)
 #
@@ -15,7 +15,7 @@ ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target/fdn}"
 BIN="${SEGNODE_BIN:-$CARGO_TARGET_DIR/release/segnode}"
 QUIET="${QUIET:-2}"
-STUDY="${STUDY:-$ROOT/testdata/studies/synth-007-axial-rle}"
+STUDY="${STUDY:-$ROOT/testdata/studies/synth-007-head-axial-rle}"
 WORK="$(mktemp -d)"
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$WORK"' EXIT
 
@@ -30,7 +30,7 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 wait_port() { for _ in $(seq 300); do (echo > /dev/tcp/127.0.0.1/$1) 2>/dev/null && return 0; sleep 0.1; done; return 1; }
 now() { date +%s.%N; }
 
-printf '%-6s %9s %9s %8s %8s %8s %8s %8s %8s %8s %9s\n' round e2e_s pipeline fetch decode preproc infer post encode deliver rss_MiB
+printf '%-6s %9s %9s %8s %8s %8s %8s %8s %8s %8s %8s %9s %9s\n' round e2e_s pipeline fetch decode brain preproc infer post encode deliver rss_MiB brain_add
 for r in $(seq "$ROUNDS"); do
     D="$WORK/r$r"; mkdir -p "$D/out"
     VP=$(free_port); NP=$(free_port)
@@ -63,12 +63,16 @@ print(int((t["del"] - t["seg"]).total_seconds() * 1000) if len(t) == 2 else -1)
 PY
 )
     E2E=$(echo "$T1 - $T0" | bc -l)
-    printf '%-6s %9.2f %9.2f %8s %8s %8s %8s %8s %8s %8s %9.0f\n' "$r" "$E2E" "$(echo "$E2E - $QUIET" | bc -l)" \
-        "$(ms fetch_ms)" "$(ms decode_ms)" "$(ms preprocess_ms)" "$(ms inference_ms)" "$(ms postprocess_ms)" \
-        "$(ms encode_ms)" "$DELIVER" "$(echo "$RSS / 1024" | bc -l)"
+    PIPE_MS=$(echo "($E2E - $QUIET) * 1000" | bc -l)
+    BRAIN_MS=$(ms brain_extraction_ms); BRAIN_MS=${BRAIN_MS:-0}
+    ADD=$(echo "100 * $BRAIN_MS / ($PIPE_MS - $BRAIN_MS)" | bc -l)
+    printf '%-6s %9.2f %9.2f %8s %8s %8s %8s %8s %8s %8s %8s %9.0f %8.0f%%\n' "$r" "$E2E" "$(echo "$E2E - $QUIET" | bc -l)" \
+        "$(ms fetch_ms)" "$(ms decode_ms)" "$(ms brain_extraction_ms)" "$(ms preprocess_ms)" "$(ms inference_ms)" "$(ms postprocess_ms)" \
+        "$(ms encode_ms)" "$DELIVER" "$(echo "$RSS / 1024" | bc -l)" "$ADD"
 done
-echo "stage columns in ms (deliver: log time between 'segmented' and 'SEG delivered', includes storing the result)."
+echo "stage columns in ms (brain: the brain-extraction stage, 0 for a model without one; deliver: log time between 'segmented' and 'SEG delivered', includes storing the result)."
 echo "pipeline = e2e - quiet period ($QUIET s); target < 20 s."
+echo "brain_add = brain / (pipeline - brain): what the brain-extraction stage adds to the study's time (target <= 30 %)."
 
 # Peer, same run: the same study through the project's Python reference pipeline (pydicom decode, numpy
 # pre/postprocessing, onnxruntime; models/eval.py --study) against `segnode segment` (offline, same work plus

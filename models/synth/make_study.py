@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Write one synthetic brain-tumour MR study as DICOM (four MR Image Storage series) plus its ground truth.
 
-    python models/synth/make_study.py --seed 7 --out DIR [--oblique] [--slice-thickness 3] [--size 256]
+    python models/synth/make_study.py --seed 7 --out DIR [--oblique | --orientation sagittal|coronal] [--head]
+        [--strong-bias] [--slice-thickness 3] [--size 256]
         [--fov 240] [--transfer-syntax explicit|implicit|rle|jpegls] [--naming scanner|plain]
 
 Runs with the test-peer venv (numpy, nibabel, pydicom); compressed transfer syntaxes use dcmtk's dcmcrle /
@@ -14,6 +15,8 @@ Layout of DIR:
   truth/labels.nii.gz                     ground truth on the reference grid as NIfTI (uint8; RAS affine built
                                           from the DICOM geometry; array axes i=column, j=row, k=slice)
   truth/labels_ref.u8                     the same labels as raw uint8 in DICOM order [slice][row][column]
+  truth/brain_ref.u8                      ground-truth brain mask (1 = brain: the template brain and the CSF inside
+                                          it), raw uint8 in the same order and shape as labels_ref.u8
   truth/truth.json                        reference series (FLAIR) UID, its SOP Instance UIDs in slice order,
                                           shape, geometry, label convention, voxel counts
   study.json                              every series: UIDs, description, contrast, folder
@@ -73,12 +76,24 @@ def uid(*parts) -> str:
     return "2.25." + str(int.from_bytes(h[:16], "big"))
 
 
-def study_geometry(cs: synth.Case, rng, size, fov, thickness, oblique, coverage=170.0):
-    if oblique:
-        ang = np.deg2rad([rng.choice([-1, 1]) * rng.uniform(12, 25), rng.uniform(-10, 10), rng.uniform(-6, 6)])
+# row_dir, col_dir, normal (columns) of the plain sagittal and coronal stacks, as scanners write them
+PLANES = {
+    "sagittal": np.array([[0, 1, 0], [0, 0, -1], [-1, 0, 0]], float).T,
+    "coronal": np.array([[1, 0, 0], [0, 0, -1], [0, 1, 0]], float).T,
+}
+
+
+def study_geometry(cs: synth.Case, rng, size, fov, thickness, oblique, coverage=170.0, orientation=None):
+    """oblique: the axial stack tilted 12-25 deg (seeded); orientation "sagittal"/"coronal": a plain stack in that
+    plane (no random draw, so the centre draw below stays the same as for the axial stack)."""
+    if orientation in PLANES:
+        rm = PLANES[orientation]
     else:
-        ang = np.zeros(3)
-    rm = synth.rotation(*ang)
+        if oblique:
+            ang = np.deg2rad([rng.choice([-1, 1]) * rng.uniform(12, 25), rng.uniform(-10, 10), rng.uniform(-6, 6)])
+        else:
+            ang = np.zeros(3)
+        rm = synth.rotation(*ang)
     n = int(np.ceil(coverage / thickness))
     centre = cs.centre_subject + rng.uniform(-5, 5, 3)
     px = fov / size
@@ -89,9 +104,11 @@ def ds_fmt(v, nd=6):
     return float(f"{float(v):.{nd}f}")
 
 
-def write_series(out_dir: Path, arr, geom: synth.Geometry, con, study, seed, naming):
+def write_series(out_dir: Path, arr, geom: synth.Geometry, con, study, seed, naming, plane="AX"):
     num, desc_scanner, desc_plain, acq = SERIES[con]
     desc = desc_scanner if naming == "scanner" else desc_plain
+    if naming == "scanner" and plane != "AX":
+        desc = plane + desc[2:]
     series_uid = uid(seed, "series", con)
     out_dir.mkdir(parents=True, exist_ok=True)
     sop_uids = []
@@ -213,6 +230,11 @@ def main(argv=None):
     ap.add_argument("--seed", type=int, required=True)
     ap.add_argument("--out", required=True)
     ap.add_argument("--oblique", action="store_true", help="tilt the slice stack 12-25 deg (random, seeded)")
+    ap.add_argument("--orientation", default="axial", choices=["axial", "sagittal", "coronal"],
+                    help="plane of the stack (--oblique tilts an axial stack)")
+    ap.add_argument("--head", action="store_true",
+                    help="a head with skull, scalp, eyes, sinuses and neck around the brain (synth/head.py)")
+    ap.add_argument("--strong-bias", action="store_true", help="strong bias fields (head cases: else weak)")
     ap.add_argument("--slice-thickness", type=float, default=3.0, help="mm; also Spacing Between Slices")
     ap.add_argument("--size", type=int, default=256, help="rows = columns")
     ap.add_argument("--fov", type=float, default=240.0, help="in-plane field of view in mm")
@@ -226,10 +248,14 @@ def main(argv=None):
     if (out / "dicom").exists():
         shutil.rmtree(out / "dicom")
     out.mkdir(parents=True, exist_ok=True)
-    cs = synth.make_case(a.seed)
+    if a.oblique and a.orientation != "axial":
+        raise SystemExit("--oblique tilts an axial stack; leave --orientation axial")
+    strong = True if a.strong_bias else (False if a.head else None)
+    cs = synth.make_case(a.seed, head=a.head, strong_bias=strong)
     rng = np.random.default_rng([a.seed, 11])
-    geom = study_geometry(cs, rng, a.size, a.fov, a.slice_thickness, a.oblique, a.coverage)
-    imgs, lab = synth.render(cs, geom)
+    geom = study_geometry(cs, rng, a.size, a.fov, a.slice_thickness, a.oblique, a.coverage, a.orientation)
+    imgs, lab, brain = synth.render(cs, geom, with_brain=True)
+    plane = {"axial": "AX", "sagittal": "SAG", "coronal": "COR"}[a.orientation]
     study = dict(uid=uid(a.seed, "study"), **{"for": uid(a.seed, "for")},
                  date=f"2026{1 + a.seed % 12:02d}{1 + a.seed % 28:02d}", time=f"{8 + a.seed % 10:02d}0000")
     series = []
@@ -237,7 +263,8 @@ def main(argv=None):
     for con in synth.CONTRASTS:
         num = SERIES[con][0]
         folder = out / "dicom" / f"{num:02d}_{con}"
-        suid, sops, desc = write_series(folder, imgs[con].astype(np.uint16), geom, con, study, a.seed, a.naming)
+        suid, sops, desc = write_series(folder, imgs[con].astype(np.uint16), geom, con, study, a.seed, a.naming,
+                                        plane)
         transcode(folder, a.transfer_syntax)
         series.append(dict(contrast=con, series_number=num, series_instance_uid=suid, series_description=desc,
                            folder=str(folder.relative_to(out)), instances=len(sops)))
@@ -250,6 +277,7 @@ def main(argv=None):
     nif.header["descrip"] = b"labels 0 bg 1 necrotic 2 oedema 3 enhancing"
     nib.save(nif, tdir / "labels.nii.gz")
     lab.astype(np.uint8).tofile(tdir / "labels_ref.u8")
+    brain.astype(np.uint8).tofile(tdir / "brain_ref.u8")
     counts = np.bincount(lab.ravel(), minlength=4).tolist()
     vox = geom.row_spacing * geom.col_spacing * geom.slice_spacing
     truth = dict(
@@ -260,6 +288,9 @@ def main(argv=None):
         raw_file="labels_ref.u8", raw_dtype="uint8", raw_shape=[geom.slices, geom.rows, geom.cols],
         raw_order="[slice k = InstanceNumber-1][row][column]",
         nifti_file="labels.nii.gz",
+        brain_file="brain_ref.u8", brain_ml=round(float(brain.sum()) * geom.row_spacing * geom.col_spacing
+                                                  * geom.slice_spacing / 1000.0, 2),
+        head=bool(a.head),
         voxel_counts=counts, volumes_ml={k: round(v * vox / 1000.0, 2) for k, v in
                                          zip(["background", "necrotic", "oedema", "enhancing"], counts)},
         geometry=dict(image_orientation_patient=np.r_[geom.row_dir, geom.col_dir].round(6).tolist(),

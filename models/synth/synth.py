@@ -168,9 +168,26 @@ class Case:
     bias: dict = None
     sigma: dict = None
     gain: dict = None
+    head: object = None  # head.Head when the case has a skull, scalp and neck (models/synth/head.py)
 
 
-def make_case(seed: int) -> Case:
+def make_case(seed: int, head: bool = False, strong_bias=None) -> Case:
+    """A random case. head=True adds a procedural head (head.py) drawn from its own generator, so the brain,
+    the lesion and every other draw are those of the skull-stripped case of the same seed; strong_bias (None:
+    random per case, True/False: forced) then applies to the head case's bias fields."""
+    cs = _make_case(seed)
+    if head:
+        import head as head_mod
+
+        cs.head = head_mod.make_head(seed, cs, strong_bias)
+    elif strong_bias:
+        rng = np.random.default_rng([seed, 0xB1A5])
+        for con in CONTRASTS:
+            cs.bias[con] = rng.normal(0, 0.35, 9)
+    return cs
+
+
+def _make_case(seed: int) -> Case:
     rng = np.random.default_rng(seed)
     data, inv_aff = load_anatomy()
     cs = Case(seed=seed)
@@ -248,6 +265,11 @@ def _fields(cs: Case, p: np.ndarray):
     n4 = _noise(cs.noise[3], dv / (0.35 * cs.R))
     d = r / (cs.R * np.clip(1 + 0.22 * n1 + 0.1 * n4, 0.4, None))
     d2 = r / (cs.R * np.clip(1 + 0.35 * n2, 0.3, None))
+    if cs.head is not None:
+        import head as head_mod
+
+        _, inv_aff = load_anatomy()
+        n3 = (n3, head_mod.head_fractions(cs.head, v, inv_aff))
     return an, d, d2, n3
 
 
@@ -267,6 +289,9 @@ def _sig(x):
 
 
 def _images(cs: Case, p, an, d, d2, n3, rng):
+    hfr = None
+    if cs.head is not None:
+        n3, hfr = n3
     t1t, gm, wm, brain = an[:, 0], an[:, 1], an[:, 2], an[:, 3]
     csf = np.clip(brain - gm - wm, 0, None)
     R = cs.R
@@ -287,6 +312,10 @@ def _images(cs: Case, p, an, d, d2, n3, rng):
             healthy = 0.5 * healthy + 0.5 * t1t * 0.95
         img = (f_h * healthy + f_nec * i_nec * (1 + 0.08 * n3)
                + (f_tc - f_nec) * i_enh * (1 + 0.12 * n3) + f_ed * i_ed * (0.92 + 0.12 * wm + 0.05 * n3))
+        if hfr is not None:
+            import head as head_mod
+
+            img = img + (1 - brain) * head_mod.head_image(cs.head, con, hfr, i_csf)
         img = img * np.exp(poly @ cs.bias[con])
         s = cs.sigma[con] * 0.8
         img = np.sqrt((img + rng.normal(0, s, img.shape)) ** 2 + rng.normal(0, s, img.shape) ** 2)
@@ -294,19 +323,25 @@ def _images(cs: Case, p, an, d, d2, n3, rng):
     return out
 
 
-def render(cs: Case, geom: Geometry, with_images=True, quantise=True):
+def render(cs: Case, geom: Geometry, with_images=True, quantise=True, with_brain=False, slices=None):
     """Images {contrast: float32[k,j,i]} (stored pixel values, 0..4095 when quantise) and labels uint8[k,j,i].
-    Signal is averaged over the slice thickness (1 sample per mm); labels are taken at the voxel centres."""
+    Signal is averaged over the slice thickness (1 sample per mm); labels are taken at the voxel centres.
+    with_brain: also return the ground-truth brain mask uint8[k,j,i] (template mask > 0.5 at the voxel centre).
+    slices: render only these slice indices (arrays are then [len(slices), j, i])."""
     rng = np.random.default_rng([cs.seed, 0xA11CE, geom.rows, geom.cols, geom.slices])
-    K, NJ, NI = geom.slices, geom.rows, geom.cols
+    ks = list(range(geom.slices)) if slices is None else list(slices)
+    K, NJ, NI = len(ks), geom.rows, geom.cols
     labels = np.zeros((K, NJ, NI), np.uint8)
+    brain = np.zeros((K, NJ, NI), np.uint8)
     imgs = {con: np.zeros((K, NJ, NI), np.float32) for con in CONTRASTS} if with_images else None
     nsub = max(1, int(round(geom.slice_thickness / 1.0)))
     offsets = (np.arange(nsub) + 0.5) / nsub * geom.slice_thickness - geom.slice_thickness / 2 if nsub > 1 else [0.0]
-    for k in range(K):
+    for out_k, k in enumerate(ks):
         p0 = geom.points(k)
         an, d, d2, n3 = _fields(cs, p0)
+        k = out_k
         labels[k] = _labels(cs, an, d, d2).reshape(NJ, NI)
+        brain[k] = (an[:, 3] > 0.5).reshape(NJ, NI)
         if not with_images:
             continue
         acc = {con: np.zeros(NJ * NI, np.float32) for con in CONTRASTS}
@@ -321,9 +356,15 @@ def render(cs: Case, geom: Geometry, with_images=True, quantise=True):
                 acc[con] += im[con]
         for con in CONTRASTS:
             x = acc[con] / len(offsets) * cs.gain[con]
+            if cs.head is not None:
+                import head as head_mod
+
+                x = head_mod.motion_blur(x.reshape(NJ, NI), cs.head).reshape(-1)
             if quantise:
                 x = np.clip(np.round(x), 0, 4095)
             imgs[con][k] = x.reshape(NJ, NI)
+    if with_brain:
+        return imgs, labels, brain
     return imgs, labels
 
 

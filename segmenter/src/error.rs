@@ -38,6 +38,11 @@ pub enum SegmentError {
     },
     #[error("{0}")]
     Io(String),
+    /// The brain mask is implausible (volume out of the manifest's range, or a mask that fills the
+    /// field of view): the study is not a head the models can read, so the job fails rather than
+    /// delivering a silent wrong SEG.
+    #[error("brain extraction: {0}")]
+    BrainExtraction(String),
 }
 
 impl SegmentError {
@@ -52,6 +57,7 @@ impl SegmentError {
                 | SegmentError::BadJob(_)
                 | SegmentError::Upload { .. }
                 | SegmentError::Seg(_)
+                | SegmentError::BrainExtraction(_)
         )
     }
 }

@@ -5,10 +5,12 @@
 //! - [`manifest`]: the model manifest (`models/<name>/model.toml`), validated, ONNX checksum verified;
 //! - [`study`], [`select`]: the job's instances grouped by series, series matched to input channels;
 //! - [`volume`]: pixels decoded (every transfer syntax the SCP accepts) and stacked on a checked grid;
+//! - [`brain`]: the optional brain-extraction stage (`[brain_extraction]`), run before the model;
 //! - [`preprocess`], [`model`], [`postprocess`]: resampling and normalisation as the manifest says,
 //!   tract-onnx inference, argmax back on the reference grid and clean-up;
 //! - [`pipeline`]: all of the above for one study, with per-stage timings, ending in SEG bytes.
 
+pub mod brain;
 pub mod error;
 pub mod jpeg_ls;
 pub mod manifest;

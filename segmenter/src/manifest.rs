@@ -30,6 +30,36 @@ pub struct ManifestFile {
     #[serde(default)]
     pub regions: Vec<Region>,
     pub segments: Vec<Segment>,
+    /// Optional: a brain-extraction model run first (see [`BrainExtraction`]).
+    pub brain_extraction: Option<BrainExtraction>,
+}
+
+/// `[brain_extraction]`: a brain-mask model (itself a slice2d manifest whose output classes are
+/// `[0, 1]`, 1 = brain) run on the reference grid before this model. Voxels outside the mask get
+/// `outside_value` (in every channel, before normalisation), and no label is kept outside the mask.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BrainExtraction {
+    /// Folder (or model.toml) of the brain-mask model, relative to the folder of this manifest.
+    pub model: String,
+    /// Names of this model's inputs fed to the brain model's input channels, in its channel order.
+    pub channels: Vec<String>,
+    /// Raw value given to every voxel outside the brain mask, before normalisation.
+    pub outside_value: f32,
+    /// Plausible brain volume [min, max] in mL; outside it the job fails permanently.
+    pub brain_ml: [f64; 2],
+    /// Largest plausible fraction of the mask's surface (area) lying on the volume's boundary faces;
+    /// above it (a mask that fills the field of view) the job fails permanently.
+    pub max_edge_fraction: f64,
+}
+
+/// The brain-extraction stage of a manifest, resolved: the brain model's own manifest and the
+/// indices (into this manifest's channels) of the channels it reads.
+#[derive(Debug, Clone)]
+pub struct BrainStage {
+    pub manifest: Box<Manifest>,
+    pub channels: Vec<usize>,
+    pub settings: BrainExtraction,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -177,6 +207,8 @@ pub struct Manifest {
     pub rules: Vec<ChannelRule>,
     /// Index into `rules` of the reference input.
     pub reference_channel: usize,
+    /// The brain-extraction stage, when the manifest has `[brain_extraction]`.
+    pub brain: Option<BrainStage>,
 }
 
 fn invalid(path: &Path, msg: impl Into<String>) -> SegmentError {
@@ -190,6 +222,12 @@ impl Manifest {
     /// Reads `model.toml` from `path` (a file, or a folder holding `model.toml`), validates it and
     /// verifies the ONNX file's SHA-256.
     pub fn load(path: &Path) -> Result<Self, SegmentError> {
+        Self::load_at(path, true)
+    }
+
+    /// `with_brain` false: a brain-extraction model's own manifest, which may not name another one
+    /// (no chains, no cycles).
+    fn load_at(path: &Path, with_brain: bool) -> Result<Self, SegmentError> {
         let file_path = if path.is_dir() {
             path.join("model.toml")
         } else {
@@ -203,8 +241,48 @@ impl Manifest {
             .parent()
             .map(Path::to_path_buf)
             .unwrap_or_else(|| PathBuf::from("."));
-        let m = Self::from_parts(file, dir, &file_path)?;
+        if !with_brain && file.brain_extraction.is_some() {
+            return Err(invalid(
+                &file_path,
+                "a brain-extraction model may not have a [brain_extraction] of its own",
+            ));
+        }
+        let mut m = Self::from_parts(file, dir, &file_path)?;
         m.verify_onnx()?;
+        if let Some(be) = m.file.brain_extraction.clone() {
+            let bad = |msg: String| invalid(&file_path, format!("[brain_extraction] {msg}"));
+            let brain_path = m.dir.join(&be.model);
+            let brain =
+                Self::load_at(&brain_path, false).map_err(|e| bad(format!("model: {e}")))?;
+            if brain.classes() != [0, 1] {
+                return Err(bad(format!(
+                    "model {} must have output.classes [0, 1] (1 = brain), not {:?}",
+                    brain_path.display(),
+                    brain.classes()
+                )));
+            }
+            if be.channels.len() != brain.channels() {
+                return Err(bad(format!(
+                    "channels {:?} must name {} input(s), as many as the brain model has",
+                    be.channels,
+                    brain.channels()
+                )));
+            }
+            let channels =
+                be.channels
+                    .iter()
+                    .map(|c| {
+                        m.rules.iter().position(|r| &r.name == c).ok_or_else(|| {
+                            bad(format!("channel {c:?} is not an input of this model"))
+                        })
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+            m.brain = Some(BrainStage {
+                manifest: Box::new(brain),
+                channels,
+                settings: be,
+            });
+        }
         Ok(m)
     }
 
@@ -354,6 +432,23 @@ impl Manifest {
         if min_ml.is_nan() || min_ml < 0.0 {
             return Err(bad("postprocess.min_component_ml must be >= 0".into()));
         }
+        if let Some(be) = &file.brain_extraction {
+            let [lo, hi] = be.brain_ml;
+            if !(lo.is_finite() && hi.is_finite() && 0.0 <= lo && lo < hi) {
+                return Err(bad(format!(
+                    "[brain_extraction] brain_ml {:?} must be [min, max] with 0 <= min < max",
+                    be.brain_ml
+                )));
+            }
+            if !(be.max_edge_fraction > 0.0 && be.max_edge_fraction <= 1.0) {
+                return Err(bad(
+                    "[brain_extraction] max_edge_fraction must be in (0, 1]".into(),
+                ));
+            }
+            if !be.outside_value.is_finite() {
+                return Err(bad("[brain_extraction] outside_value must be finite".into()));
+            }
+        }
         let onnx_path = dir.join(&file.model.onnx);
         Ok(Manifest {
             file,
@@ -361,6 +456,7 @@ impl Manifest {
             onnx_path,
             rules,
             reference_channel,
+            brain: None,
         })
     }
 
@@ -422,9 +518,79 @@ mod tests {
     }
 
     #[test]
+    fn shipped_manifest_has_a_brain_stage() {
+        let m = Manifest::load(&shipped()).unwrap();
+        let b = m.brain.as_ref().expect("[brain_extraction]");
+        assert_eq!(b.manifest.name(), "brain-mask-synth");
+        assert_eq!(b.manifest.classes(), &[0, 1]);
+        assert_eq!(b.manifest.channels(), 1);
+        assert_eq!(b.channels, vec![3], "reads the FLAIR channel");
+        assert_eq!(b.settings.brain_ml, [800.0, 3000.0]);
+    }
+
+    /// The shipped manifest with `edit` applied, in a temporary folder beside a copy of its ONNX file
+    /// (the brain model referenced by absolute path).
+    fn load_edited(edit: impl Fn(String) -> String) -> Result<Manifest, SegmentError> {
+        let dir = tempfile::tempdir().unwrap();
+        let text = std::fs::read_to_string(shipped().join("model.toml")).unwrap();
+        let brain = shipped().join("../brain-mask-synth");
+        let text = text.replace(
+            "model = \"../brain-mask-synth\"",
+            &format!("model = {:?}", brain.display().to_string()),
+        );
+        let edited = edit(text.clone());
+        assert_ne!(edited, text, "the edit changed nothing");
+        std::fs::write(dir.path().join("model.toml"), edited).unwrap();
+        std::fs::copy(
+            shipped().join("brats_synth_unet2d.onnx"),
+            dir.path().join("brats_synth_unet2d.onnx"),
+        )
+        .unwrap();
+        Manifest::load(dir.path())
+    }
+
+    #[test]
+    fn brain_stage_errors_are_clear() {
+        load_edited(|t| t.replace("\nbrain_ml = ", "\nbrain_mL = "))
+            .map(|_| ())
+            .expect_err("unknown field brain_mL");
+        let e = load_edited(|t| t.replace("channels = [\"FLAIR\"]", "channels = [\"T1w\"]"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("channel \"T1w\" is not an input"), "{e}");
+        let e =
+            load_edited(|t| t.replace("channels = [\"FLAIR\"]", "channels = [\"FLAIR\", \"T2\"]"))
+                .unwrap_err()
+                .to_string();
+        assert!(e.contains("must name 1 input(s)"), "{e}");
+        let e =
+            load_edited(|t| t.replace("brain_ml = [800.0, 3000.0]", "brain_ml = [3000.0, 800.0]"))
+                .unwrap_err()
+                .to_string();
+        assert!(e.contains("brain_ml"), "{e}");
+        let e = load_edited(|t| t.replace("max_edge_fraction = 0.5", "max_edge_fraction = 0.0"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("max_edge_fraction"), "{e}");
+        // a tumour model cannot serve as a brain model (classes [0, 1 ,2, 3]) ...
+        let e = load_edited(|t| {
+            let own = shipped().display().to_string();
+            let brain = shipped().join("../brain-mask-synth").display().to_string();
+            t.replace(&format!("model = {brain:?}"), &format!("model = {own:?}"))
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("[brain_extraction]"), "{e}");
+        // ... and no stage may chain another one: the shipped model has a stage of its own.
+        assert!(e.contains("may not have a [brain_extraction]"), "{e}");
+    }
+
+    #[test]
     fn checksum_mismatch_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let text = std::fs::read_to_string(shipped().join("model.toml")).unwrap();
+        let brain = shipped().join("../brain-mask-synth").display().to_string();
+        let text = text.replace("\"../brain-mask-synth\"", &format!("{brain:?}"));
         std::fs::write(dir.path().join("model.toml"), &text).unwrap();
         let onnx = std::fs::read(shipped().join("brats_synth_unet2d.onnx")).unwrap();
         let mut tampered = onnx.clone();

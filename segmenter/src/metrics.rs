@@ -4,9 +4,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 /// The stages a job goes through, in order.
-pub const STAGES: [&str; 7] = [
+pub const STAGES: [&str; 8] = [
     "fetch",
     "decode",
+    "brain_extraction",
     "preprocess",
     "inference",
     "postprocess",
@@ -29,7 +30,9 @@ pub struct WorkerMetrics {
     pub jobs_dead_lettered: AtomicU64,
     pub busy_workers: AtomicU64,
     pub workers: AtomicU64,
-    stages: [StageStat; 7],
+    stages: [StageStat; 8],
+    /// Brain volume of the last job with a brain-extraction stage, in µL (0: none yet).
+    pub last_brain_ul: AtomicU64,
 }
 
 impl WorkerMetrics {
@@ -83,6 +86,20 @@ impl WorkerMetrics {
                 c(&s.last_us) as f64 / 1e6
             );
         }
+        let _ = writeln!(out, "# HELP segnode_brain_ml_last Brain volume (mL) of the last job with brain extraction.\n# TYPE segnode_brain_ml_last gauge");
+        let _ = writeln!(
+            out,
+            "segnode_brain_ml_last {:.3}",
+            c(&self.last_brain_ul) as f64 / 1e3
+        );
+    }
+
+    /// The brain volume of the last job (mL), if a job had a brain-extraction stage.
+    pub fn last_brain_ml(&self) -> Option<f64> {
+        match self.last_brain_ul.load(Ordering::Relaxed) {
+            0 => None,
+            ul => Some(ul as f64 / 1e3),
+        }
     }
 }
 
@@ -109,5 +126,11 @@ mod tests {
         assert!(out.contains("segnode_stage_seconds_count{stage=\"inference\"} 2\n"));
         assert!(out.contains("segnode_stage_last_seconds{stage=\"inference\"} 0.500000\n"));
         assert!(out.contains("segnode_stage_seconds_count{stage=\"deliver\"} 0\n"));
+        assert!(out.contains("segnode_stage_seconds_count{stage=\"brain_extraction\"} 0\n"));
+        assert_eq!(m.last_brain_ml(), None);
+        m.last_brain_ul.store(1_234_500, Ordering::Relaxed);
+        m.render(&mut out);
+        assert!(out.contains("segnode_brain_ml_last 1234.500\n"), "{out}");
+        assert_eq!(m.last_brain_ml(), Some(1234.5));
     }
 }

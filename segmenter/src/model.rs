@@ -19,6 +19,8 @@ pub struct Model {
     plan: Plan,
     /// How many slices of one study run at once (threads).
     slice_threads: usize,
+    /// The brain-extraction model of the manifest's `[brain_extraction]`, loaded with this one.
+    brain: Option<Box<Model>>,
 }
 
 impl std::fmt::Debug for Model {
@@ -31,8 +33,13 @@ impl std::fmt::Debug for Model {
 }
 
 impl Model {
-    /// Loads and optimises the ONNX file the manifest names, with its fixed input shape.
+    /// Loads and optimises the ONNX file the manifest names, with its fixed input shape (and the
+    /// brain-extraction model's, when the manifest has one).
     pub fn load(manifest: Manifest) -> Result<Self, SegmentError> {
+        let brain = match &manifest.brain {
+            Some(b) => Some(Box::new(Model::load((*b.manifest).clone())?)),
+            None => None,
+        };
         let err = |e: TractError| SegmentError::Model {
             model: manifest.name().to_string(),
             message: format!("{e:#}"),
@@ -48,13 +55,22 @@ impl Model {
             manifest: Arc::new(manifest),
             plan,
             slice_threads: 1,
+            brain,
         })
     }
 
     /// Run up to `threads` slices of a study at once (1: one after the other).
     pub fn with_slice_threads(mut self, threads: usize) -> Self {
         self.slice_threads = threads.max(1);
+        self.brain = self
+            .brain
+            .map(|b| Box::new((*b).with_slice_threads(threads)));
         self
+    }
+
+    /// The brain-extraction model, when the manifest names one.
+    pub fn brain(&self) -> Option<&Model> {
+        self.brain.as_deref()
     }
 
     pub fn manifest(&self) -> &Manifest {

@@ -11,6 +11,7 @@ use dicom_seg::{
 };
 use ndarray::{Array3, Axis};
 
+use crate::brain;
 use crate::error::SegmentError;
 use crate::manifest::{Code, Manifest};
 use crate::model::Model;
@@ -29,6 +30,9 @@ pub struct StageTimings {
     pub decode: Duration,
     /// Resampling onto the reference and model grids, normalisation.
     pub preprocess: Duration,
+    /// The brain-extraction stage (its own resampling, normalisation and inference, the checks and
+    /// the stripping); zero without `[brain_extraction]`.
+    pub brain_extraction: Duration,
     pub inference: Duration,
     /// Back to the reference grid, argmax, clean-up.
     pub postprocess: Duration,
@@ -37,9 +41,10 @@ pub struct StageTimings {
 }
 
 impl StageTimings {
-    pub fn stages(&self) -> [(&'static str, Duration); 5] {
+    pub fn stages(&self) -> [(&'static str, Duration); 6] {
         [
             ("decode", self.decode),
+            ("brain_extraction", self.brain_extraction),
             ("preprocess", self.preprocess),
             ("inference", self.inference),
             ("postprocess", self.postprocess),
@@ -88,6 +93,10 @@ pub struct Outcome {
     pub segments: Vec<Measured>,
     pub regions: Vec<Measured>,
     pub components_removed: usize,
+    /// Volume of the brain mask in mL, when the model has a brain-extraction stage.
+    pub brain_ml: Option<f64>,
+    /// The brain mask (1 = brain) on the reference grid, indexed like `labels`, with that stage.
+    pub brain_mask: Option<Array3<u8>>,
     pub timings: StageTimings,
 }
 
@@ -242,18 +251,45 @@ pub fn segment_study(
         size: g.size,
         spacing: g.spacing_mm,
     };
-    let channels: Vec<Array3<f32>> = volumes
+    let mut on_ref: Vec<Array3<f32>> = volumes
         .iter()
-        .map(|v| {
-            let on_ref = resample_trilinear(v.data.view(), &v.grid, &grid, g.outside_value);
-            let mut x = model_grid.from_reference(on_ref.view(), &grid, g.outside_value);
+        .map(|v| resample_trilinear(v.data.view(), &v.grid, &grid, g.outside_value))
+        .collect();
+    t.preprocess = started.elapsed();
+
+    // Brain extraction on the reference grid, before the model's own resampling and normalisation.
+    let started = Instant::now();
+    let brain_mask = match (&manifest.brain, model.brain()) {
+        (Some(stage), Some(brain_model)) => {
+            let b = brain::extract(brain_model, stage, &on_ref, &grid)?;
+            tracing::info!(
+                brain_ml = format!("{:.0}", b.ml),
+                edge_fraction = format!("{:.3}", b.edge_fraction),
+                model = %brain_model.manifest().name(),
+                "brain extracted"
+            );
+            brain::check(stage, &b)?;
+            for x in &mut on_ref {
+                brain::strip(x, &b.mask, stage.settings.outside_value);
+            }
+            Some(b)
+        }
+        _ => None,
+    };
+    t.brain_extraction = started.elapsed();
+
+    let started = Instant::now();
+    let channels: Vec<Array3<f32>> = on_ref
+        .into_iter()
+        .map(|r| {
+            let mut x = model_grid.from_reference(r.view(), &grid, g.outside_value);
             normalise_zscore_above_mean(&mut x, manifest.file.normalisation.std_floor);
             x
         })
         .collect();
     let input = stack_channels(&channels);
     drop(channels);
-    t.preprocess = started.elapsed();
+    t.preprocess += started.elapsed();
 
     let started = Instant::now();
     let logits = model.run(input.view())?;
@@ -261,6 +297,9 @@ pub fn segment_study(
 
     let started = Instant::now();
     let mut labels = model_grid.labels_on_reference(logits.view(), &grid, manifest.classes());
+    if let Some(b) = &brain_mask {
+        brain::clear_outside(&mut labels, &b.mask);
+    }
     let min_voxels = (manifest.file.postprocess.min_component_ml / grid.voxel_ml()).ceil() as usize;
     let components_removed = remove_small_components(&mut labels, min_voxels);
     let counts = label_counts(&labels);
@@ -378,6 +417,8 @@ pub fn segment_study(
         segments,
         regions,
         components_removed,
+        brain_ml: brain_mask.as_ref().map(|b| b.ml),
+        brain_mask: brain_mask.map(|b| b.mask),
         timings: t,
     })
 }

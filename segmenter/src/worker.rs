@@ -324,6 +324,10 @@ async fn run_job(ctx: &WorkerContext, job: &Job) -> Result<(String, Vec<String>)
     for (stage, d) in outcome.timings.stages() {
         m.record(stage, d);
     }
+    if let Some(ml) = outcome.brain_ml {
+        m.last_brain_ul
+            .store((ml * 1e3).round().max(1.0) as u64, Ordering::Relaxed);
+    }
     let sop = outcome.seg_sop_instance_uid.clone();
     let key = ObjectKey::result(
         &job.study_uid,
@@ -337,6 +341,7 @@ async fn run_job(ctx: &WorkerContext, job: &Job) -> Result<(String, Vec<String>)
     info!(
         fetch_ms = fetch.as_millis() as u64,
         decode_ms = outcome.timings.decode.as_millis() as u64,
+        brain_extraction_ms = outcome.timings.brain_extraction.as_millis() as u64,
         preprocess_ms = outcome.timings.preprocess.as_millis() as u64,
         inference_ms = outcome.timings.inference.as_millis() as u64,
         postprocess_ms = outcome.timings.postprocess.as_millis() as u64,
@@ -344,6 +349,7 @@ async fn run_job(ctx: &WorkerContext, job: &Job) -> Result<(String, Vec<String>)
         seg = %sop,
         frames = outcome.seg_frames,
         volumes = ?volumes,
+        brain_ml = outcome.brain_ml.map(|v| format!("{v:.0}")),
         "segmented"
     );
     ctx.store

@@ -29,6 +29,12 @@ fn instances(study: &Path) -> Vec<dicom_object::DefaultDicomObject> {
 
 /// Ground-truth labels, re-ordered like the outcome's slices (by SOP Instance UID).
 fn truth(study: &Path, slice_sources: &[(String, Option<u32>)]) -> Array3<u8> {
+    truth_file(study, slice_sources, "raw_file")
+}
+
+/// A raw truth file named by truth.json's `key` (raw_file: labels, brain_file: brain mask), re-ordered
+/// like the outcome's slices.
+fn truth_file(study: &Path, slice_sources: &[(String, Option<u32>)], key: &str) -> Array3<u8> {
     let meta: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(study.join("truth/truth.json")).unwrap())
             .unwrap();
@@ -38,7 +44,7 @@ fn truth(study: &Path, slice_sources: &[(String, Option<u32>)]) -> Array3<u8> {
         .iter()
         .map(|v| v.as_u64().unwrap() as usize)
         .collect();
-    let raw = std::fs::read(study.join("truth").join(meta["raw_file"].as_str().unwrap())).unwrap();
+    let raw = std::fs::read(study.join("truth").join(meta[key].as_str().unwrap())).unwrap();
     let raw = Array3::from_shape_vec((shape[0], shape[1], shape[2]), raw).unwrap();
     let uids: Vec<&str> = meta["reference_sop_instance_uids"]
         .as_array()
@@ -55,8 +61,9 @@ fn truth(study: &Path, slice_sources: &[(String, Option<u32>)]) -> Array3<u8> {
     out
 }
 
-/// (WT, TC, ET) from the model card (models/brats-synth-unet2d/eval_test_studies.json), rounded down.
-fn card_floor(name: &str) -> [f64; 3] {
+/// (WT, TC, ET, brain) from the model card (models/brats-synth-unet2d/eval_test_studies.json), rounded
+/// down to 3 decimals.
+fn card_floor(name: &str) -> [f64; 4] {
     let v: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(root().join("models/brats-synth-unet2d/eval_test_studies.json"))
             .unwrap(),
@@ -68,7 +75,7 @@ fn card_floor(name: &str) -> [f64; 3] {
         .iter()
         .find(|c| c["case"].as_str().unwrap().ends_with(name))
         .unwrap();
-    ["WT", "TC", "ET"].map(|r| (case[r].as_f64().unwrap() * 1000.0).floor() / 1000.0)
+    ["WT", "TC", "ET", "brain_dice"].map(|r| (case[r].as_f64().unwrap() * 1000.0).floor() / 1000.0)
 }
 
 fn check_study(name: &str) {
@@ -100,6 +107,27 @@ fn check_study(name: &str) {
             "{name}: Dice {r} {g:.4} below the model card's {f}"
         );
     }
+    // The brain-extraction stage: a mask as good as the card says, its volume reported, no tumour
+    // label outside it.
+    let mask = out
+        .brain_mask
+        .as_ref()
+        .expect("the shipped model extracts the brain");
+    let brain_gt = truth_file(&dir, &out.slice_sources, "brain_file");
+    let brain_dice = dice(mask, &brain_gt, &[1]);
+    let brain_ml = out.brain_ml.expect("brain volume reported");
+    eprintln!("{name}: brain Dice {brain_dice:.4}, {brain_ml:.0} mL");
+    assert!(
+        brain_dice >= floor[3],
+        "{name}: brain Dice {brain_dice:.4} below the model card's {}",
+        floor[3]
+    );
+    let voxels = mask.iter().filter(|&&m| m == 1).count();
+    assert!((brain_ml - voxels as f64 * out.grid.voxel_ml()).abs() < 1e-6);
+    let outside = ndarray::Zip::from(&out.labels)
+        .and(mask)
+        .fold(0usize, |n, &l, &m| n + usize::from(l != 0 && m == 0));
+    assert_eq!(outside, 0, "{name}: tumour labels outside the brain mask");
     // The channels went to the right series.
     let chosen: Vec<(&str, &str)> = out
         .chosen
@@ -132,31 +160,87 @@ fn oblique_jpegls_study_matches_truth() {
     check_study("synth-042-oblique-jpegls");
 }
 
-/// A FLAIR slice lost in transit: the study is refused with a message that says so, permanently.
+/// Heads with skull, scalp, eyes, sinuses and neck (issue 14): the brain-extraction stage strips them.
 #[test]
-fn a_missing_slice_is_a_clear_permanent_error() {
-    let dir = root().join("testdata/studies/synth-007-axial-rle");
-    let mut all = instances(&dir);
-    let flair_uid = "2.25.56281463486819709945257946676503405164";
-    let victim = all
-        .iter()
-        .position(|o| {
-            let series = o
-                .get(dicom_dictionary_std::tags::SERIES_INSTANCE_UID)
-                .and_then(|e| e.to_str().ok())
-                .map(|s| s.trim_end_matches('\0').to_string());
-            let n = o
-                .get(dicom_dictionary_std::tags::INSTANCE_NUMBER)
-                .and_then(|e| e.to_int::<i32>().ok());
-            series.as_deref() == Some(flair_uid) && n == Some(10)
-        })
-        .expect("FLAIR slice 10");
-    all.remove(victim);
-    let err = segment_study(&model(), all, "gap", &SegSettings::segnode("test")).unwrap_err();
+fn head_axial_rle_study_matches_truth() {
+    check_study("synth-007-head-axial-rle");
+}
+
+#[test]
+fn head_coronal_jpegls_study_matches_truth() {
+    check_study("synth-042-head-coronal-jpegls");
+}
+
+/// The shipped manifest with `[brain_extraction]` edited by `edit`, in a folder of its own (the ONNX
+/// file copied beside it, the brain model referenced by absolute path).
+fn edited_model(edit: impl Fn(String) -> String) -> (tempfile::TempDir, Model) {
+    let shipped = root().join("models/brats-synth-unet2d");
+    let dir = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string(shipped.join("model.toml")).unwrap();
+    let brain = root().join("models/brain-mask-synth");
+    let text = text.replace(
+        "model = \"../brain-mask-synth\"",
+        &format!("model = {:?}", brain.display().to_string()),
+    );
+    let edited = edit(text.clone());
+    assert_ne!(edited, text, "the edit changed nothing");
+    std::fs::write(dir.path().join("model.toml"), edited).unwrap();
+    std::fs::copy(
+        shipped.join("brats_synth_unet2d.onnx"),
+        dir.path().join("brats_synth_unet2d.onnx"),
+    )
+    .unwrap();
+    let model = Model::load(Manifest::load(dir.path()).unwrap()).unwrap();
+    (dir, model)
+}
+
+/// A brain outside the manifest's plausible volume fails the job permanently, with the volume and
+/// the range in the reason: never a silent wrong SEG.
+#[test]
+fn an_implausible_brain_volume_is_a_permanent_failure() {
+    let (_dir, model) =
+        edited_model(|t| t.replace("brain_ml = [800.0, 3000.0]", "brain_ml = [100.0, 500.0]"));
+    let dir = root().join("testdata/studies/synth-007-head-axial-rle");
+    let err = segment_study(
+        &model,
+        instances(&dir),
+        "small",
+        &SegSettings::segnode("test"),
+    )
+    .unwrap_err();
     let text = err.to_string();
     assert!(err.is_permanent(), "{text}");
-    assert!(text.contains(flair_uid), "{text}");
-    assert!(text.contains("1 slice(s) missing"), "{text}");
+    assert!(text.contains("implausible brain volume"), "{text}");
+    assert!(text.contains("100-500 mL"), "{text}");
+}
+
+/// A mask with too much of its surface on the volume's edge fails permanently: here a slab of 8
+/// slices (40 mm) through the middle of a head, every series cut the same way, so the brain fills the
+/// stack from its first slice to its last (55 % of the true mask's surface is on the edge). The volume
+/// rule is widened so that the edge rule decides, and its threshold lowered to 30 % to keep the test
+/// clear of the shipped 50 %, which a slab like this exceeds only just.
+#[test]
+fn a_mask_on_the_volume_edge_is_a_permanent_failure() {
+    let (_dir, model) = edited_model(|t| {
+        t.replace("brain_ml = [800.0, 3000.0]", "brain_ml = [1.0, 5000.0]")
+            .replace("max_edge_fraction = 0.5", "max_edge_fraction = 0.3")
+    });
+    let dir = root().join("testdata/studies/synth-007-head-axial-rle");
+    let slab: Vec<_> = instances(&dir)
+        .into_iter()
+        .filter(|o| {
+            let n = o
+                .get(dicom_dictionary_std::tags::INSTANCE_NUMBER)
+                .and_then(|e| e.to_int::<i32>().ok())
+                .unwrap();
+            (17..=24).contains(&n)
+        })
+        .collect();
+    assert_eq!(slab.len(), 4 * 8);
+    let err = segment_study(&model, slab, "edge", &SegSettings::segnode("test")).unwrap_err();
+    let text = err.to_string();
+    assert!(err.is_permanent(), "{text}");
+    assert!(text.contains("lies on the edge of the volume"), "{text}");
 }
 
 /// JPEG-LS is decoded in pure Rust (segmenter::jpeg_ls): an MR image compressed by dcmtk's dcmcjpls
