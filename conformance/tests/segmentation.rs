@@ -137,7 +137,7 @@ fn study_to_storescp_seg_validates_and_matches_truth() {
     let Delivered {
         node,
         got,
-        _viewer,
+        _viewer: viewer,
         _data,
     } = deliver_and_check(name);
     assert_eq!(
