@@ -6,8 +6,10 @@
 mod aws;
 pub mod job;
 pub mod keys;
+pub mod logsafe;
 pub mod queue;
 pub mod s3;
+pub mod scan;
 pub mod sqlite_queue;
 pub mod sqs;
 pub mod store;
@@ -19,6 +21,7 @@ pub use keys::{
     KeyError, ObjectKey, UploadKey, INCOMING_PREFIX, RESULTS_PREFIX, UPLOADS_PREFIX,
     UPLOAD_COMPLETE_MARKER,
 };
+pub use logsafe::{escape, Escaped};
 pub use queue::{Backlog, DeadLetter, JobQueue, QueueError, Receipt, Received};
 pub use s3::{S3Settings, S3Store};
 pub use sqlite_queue::{QueuedMessage, SqliteQueue};
