@@ -16,13 +16,13 @@ pub mod store;
 pub mod uid;
 
 pub use aws::{sdk_config, AwsSettings};
-pub use job::{derive_job_id, Job, JobError, JobObject, ResultTarget, JOB_VERSION};
+pub use job::{content_digest, derive_job_id, Job, JobError, JobObject, ResultTarget, JOB_VERSION};
 pub use keys::{
     KeyError, ObjectKey, UploadKey, INCOMING_PREFIX, RESULTS_PREFIX, UPLOADS_PREFIX,
     UPLOAD_COMPLETE_MARKER,
 };
 pub use logsafe::{escape, Escaped};
-pub use queue::{Backlog, DeadLetter, JobQueue, QueueError, Receipt, Received};
+pub use queue::{Backlog, DeadLetter, JobQueue, QueueError, Receipt, Received, Sent};
 pub use s3::{S3Settings, S3Store};
 pub use sqlite_queue::{QueuedMessage, SqliteQueue};
 pub use sqs::{SqsQueue, SqsSettings, REASON_ATTRIBUTE};
