@@ -3,10 +3,17 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
+use staging::logsafe::RateLimited;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tracing::{info, warn};
+
+/// Concurrent HTTP connections; more are closed at once (scrapes and probes need a few).
+pub const MAX_CONNECTIONS: usize = 32;
+const MIN_BACKOFF: Duration = Duration::from_millis(10);
+const MAX_BACKOFF: Duration = Duration::from_secs(1);
 
 /// What the endpoint serves: a function rendering the metrics text, and one answering health.
 pub struct Endpoints {
@@ -19,16 +26,34 @@ pub async fn serve(addr: SocketAddr, endpoints: Arc<Endpoints>) -> anyhow::Resul
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen for HTTP on {addr}: {e}"))?;
     info!(addr = %listener.local_addr()?, "metrics and health endpoint ready");
+    let connections = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    let failed_log = RateLimited::new(Duration::from_secs(10));
+    let mut backoff = MIN_BACKOFF;
     loop {
         let (mut socket, _) = match listener.accept().await {
-            Ok(s) => s,
+            Ok(s) => {
+                backoff = MIN_BACKOFF;
+                s
+            }
             Err(e) => {
-                warn!(error = %e, "HTTP accept failed");
+                // Out of file descriptors (EMFILE) and the like: the error repeats at once,
+                // so wait (doubling up to a second) and log it a few times a minute only.
+                if let Some(suppressed) = failed_log.allow() {
+                    warn!(error = %e, suppressed, retry_in = ?backoff, "HTTP accept failed");
+                }
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(MAX_BACKOFF);
                 continue;
             }
         };
+        let Ok(permit) = connections.clone().try_acquire_owned() else {
+            // over the cap: close at once rather than hold a descriptor and a task
+            drop(socket);
+            continue;
+        };
         let endpoints = endpoints.clone();
         tokio::spawn(async move {
+            let _permit = permit;
             let mut buf = vec![0u8; 4096];
             let mut n = 0;
             let read = tokio::time::timeout(std::time::Duration::from_secs(5), async {

@@ -331,3 +331,45 @@ fn a_duplicate_instance_is_stored_once_and_a_reopened_study_gets_a_new_job() {
     assert_eq!(jobs2[1].objects.len(), 10);
     assert_ne!(jobs2[1].job_id, jobs1[0].job_id);
 }
+
+/// A PACS administrator who fixes an image and sends it again under the same UIDs expects a
+/// new result; a byte-identical resend must not segment twice, and the log says which it was.
+#[test]
+fn a_corrected_image_under_the_same_uids_gets_a_new_job_and_a_resend_is_a_logged_duplicate() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::listener(&dir.path().join("data"), &["--quiet-period", "2"]);
+    let study = dir.path().join("study");
+    make_series(&study, &["--slices", "3", "--size", "32", "--seed", "310"]);
+    let (rc, out) = node.storescu("TESTSCU", &[], &study);
+    assert_eq!(rc, 0, "{out}");
+    let first = wait_jobs(&node, 1);
+    // the same bytes again: same job id, dropped by the queue, logged as a duplicate
+    let (rc, out) = node.storescu("TESTSCU", &[], &study);
+    assert_eq!(rc, 0, "{out}");
+    wait_until(Duration::from_secs(30), "the duplicate logged", || {
+        node.log_text()
+            .contains("duplicate not enqueued")
+            .then_some(())
+    });
+    assert_eq!(common::jobs(&node).len(), 1);
+    // one image corrected (a pixel changed), UIDs kept: a second job for the same keys
+    let mut files = files_under(&study);
+    files.sort();
+    let fixed = dir.path().join("fixed.dcm");
+    stdout_of(
+        Command::new(python())
+            .arg("-c")
+            .arg(
+                "import sys, pydicom\nds = pydicom.dcmread(sys.argv[1])\na = ds.pixel_array\n\
+                 a[0, 0] = a[0, 0] + 1\nds.PixelData = a.tobytes()\nds.save_as(sys.argv[2])\nprint('ok')",
+            )
+            .arg(&files[0])
+            .arg(&fixed),
+    );
+    let (rc, out) = node.storescu("TESTSCU", &[], &fixed);
+    assert_eq!(rc, 0, "{out}");
+    let jobs = wait_jobs(&node, 2);
+    assert_eq!(jobs[1].study_uid, first[0].study_uid);
+    assert_eq!(jobs[1].objects, first[0].objects, "same keys");
+    assert_ne!(jobs[1].job_id, first[0].job_id, "new content, new job");
+}

@@ -243,10 +243,14 @@ impl Assembler {
                 let result = this.emit(&dir, &study, calling_ae).await;
                 let mut emissions = this.emissions.lock().unwrap();
                 match result {
-                    Ok(job) => {
+                    Ok((job, staging::Sent::Accepted)) => {
                         emissions.remove(&dir);
                         ScpMetrics::inc(&this.metrics.jobs_enqueued);
                         info!(study = %study, job_id = %job.job_id, instances = job.objects.len(), "study complete: job enqueued");
+                    }
+                    Ok((job, staging::Sent::Duplicate)) => {
+                        emissions.remove(&dir);
+                        info!(study = %study, job_id = %job.job_id, instances = job.objects.len(), "study complete: same content as an earlier job; duplicate not enqueued");
                     }
                     Err(e) => {
                         ScpMetrics::inc(&this.metrics.emit_failures);
@@ -274,7 +278,7 @@ impl Assembler {
         dir: &Path,
         study: &Uid,
         calling_ae: Option<String>,
-    ) -> Result<Job, EmitError> {
+    ) -> Result<(Job, staging::Sent), EmitError> {
         let instances = Spool::instances_in(dir)?;
         for inst in &instances {
             self.store
@@ -311,7 +315,10 @@ impl Assembler {
                     .duration_since(UNIX_EPOCH)
                     .map(|d| d.as_millis() as u64)
                     .unwrap_or(0);
-                let job = Job::new(study.clone(), objects, calling_ae, now_ms);
+                // The id covers the bytes received for this emission too: a corrected image
+                // under the same UIDs is new work, an identical resend is a duplicate.
+                let content = content_of(&instances)?;
+                let job = Job::with_content(study.clone(), objects, &content, calling_ae, now_ms);
                 let tmp = dir.join(".job.json.tmp");
                 staging::write_synced(&tmp, job.to_json().as_bytes())?;
                 std::fs::rename(&tmp, &job_path)?;
@@ -320,8 +327,27 @@ impl Assembler {
             }
             Err(e) => return Err(e.into()),
         };
-        self.queue.send(&job.to_json(), Some(&job.job_id)).await?;
+        let sent = self
+            .queue
+            .send_checked(&job.to_json(), Some(&job.job_id))
+            .await?;
         self.spool.finish_emit(dir)?;
-        Ok(job)
+        Ok((job, sent))
     }
+}
+
+/// [`staging::content_digest`] of the instances of a frozen study folder, by key.
+fn content_of(instances: &[crate::spool::SpooledInstance]) -> std::io::Result<String> {
+    let mut named: Vec<(String, &Path)> = instances
+        .iter()
+        .map(|i| (format!("{}/{}", i.series, i.sop), i.path.as_path()))
+        .collect();
+    named.sort();
+    let mut h = Vec::with_capacity(named.len());
+    for (name, path) in &named {
+        h.push((name.as_str(), std::fs::read(path)?));
+    }
+    Ok(staging::content_digest(
+        h.iter().map(|(n, b)| (*n, b.as_slice())),
+    ))
 }

@@ -100,8 +100,14 @@ pub struct ScpConfig {
     pub allowed_callers: Vec<AllowedCaller>,
     /// The largest P-DATA PDU we accept (we announce it in the A-ASSOCIATE-AC).
     pub max_pdu_length: u32,
+    /// Established associations at once; a slot is taken only after the A-ASSOCIATE-AC.
     pub max_associations: usize,
-    /// How long a peer has to complete association negotiation (PS3.8 ARTIM).
+    /// Connections that have not completed association negotiation, in all and from one IP
+    /// address (see `admission`); more are closed at once.
+    pub max_pending_associations: usize,
+    pub max_pending_per_peer: usize,
+    /// How long a peer has to complete association negotiation (PS3.8 ARTIM); also how long
+    /// a silent connection holds its pending place.
     pub artim_timeout: Duration,
     /// How long an established association may stay silent before we abort it.
     pub idle_timeout: Duration,
@@ -130,7 +136,9 @@ impl ScpConfig {
             allowed_callers: Vec::new(),
             max_pdu_length: 131_072,
             max_associations: 16,
-            artim_timeout: Duration::from_secs(30),
+            max_pending_associations: 64,
+            max_pending_per_peer: 8,
+            artim_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(120),
             max_object_bytes: 2 * 1024 * 1024 * 1024,
             min_free_disk_bytes: 1024 * 1024 * 1024,

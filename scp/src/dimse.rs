@@ -61,6 +61,10 @@ pub enum CommandError {
     Parse(String),
     #[error("the command set lacks {0}")]
     Missing(&'static str),
+    #[error("command set of {0} bytes, over the {max} byte limit", max = crate::guard::MAX_COMMAND_BYTES)]
+    TooLarge(usize),
+    #[error("the command set is malformed: {0}")]
+    Scan(#[from] staging::scan::ScanError),
 }
 
 fn implicit_le() -> &'static dicom_encoding::TransferSyntax {
@@ -73,7 +77,17 @@ fn trim_uid(s: &str) -> String {
     s.trim_end_matches(['\0', ' ']).to_string()
 }
 
+/// Parses a command set. Its size is capped and its structure scanned (nesting, declared
+/// lengths) before dicom-rs builds an object from it.
 pub fn parse_command(bytes: &[u8]) -> Result<Command, CommandError> {
+    if bytes.len() > crate::guard::MAX_COMMAND_BYTES {
+        return Err(CommandError::TooLarge(bytes.len()));
+    }
+    staging::scan::scan_dataset(
+        bytes,
+        staging::scan::Encoding::ImplicitLittle,
+        &staging::scan::Limits::default(),
+    )?;
     let obj = InMemDicomObject::read_dataset_with_ts(bytes, implicit_le())
         .map_err(|e| CommandError::Parse(e.to_string()))?;
     let u16_of = |tag, name| -> Result<u16, CommandError> {
@@ -183,6 +197,55 @@ pub fn store_response(rq: &Command, status: Status, comment: Option<&str>) -> Ve
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn echo_rq_with(extra: &[u8]) -> Vec<u8> {
+        let mut body = Vec::new();
+        let mut el = |g: u16, e: u16, v: &[u8]| {
+            body.extend_from_slice(&g.to_le_bytes());
+            body.extend_from_slice(&e.to_le_bytes());
+            body.extend_from_slice(&(v.len() as u32).to_le_bytes());
+            body.extend_from_slice(v);
+        };
+        el(0x0000, 0x0002, b"1.2.840.10008.1.1\0");
+        el(0x0000, 0x0100, &C_ECHO_RQ.to_le_bytes());
+        el(0x0000, 0x0110, &1u16.to_le_bytes());
+        el(0x0000, 0x0800, &NO_DATA_SET.to_le_bytes());
+        body.extend_from_slice(extra);
+        body
+    }
+
+    #[test]
+    fn hostile_command_sets_are_errors_not_crashes() {
+        assert!(parse_command(&echo_rq_with(&[])).is_ok());
+        // 3,000 nested undefined-length sequences (48 KB): overflowed the stack before
+        let mut bomb = Vec::new();
+        for _ in 0..3000 {
+            bomb.extend_from_slice(&[0x08, 0, 0x15, 0x11, 0xFF, 0xFF, 0xFF, 0xFF]);
+            bomb.extend_from_slice(&[0xFE, 0xFF, 0x00, 0xE0, 0xFF, 0xFF, 0xFF, 0xFF]);
+        }
+        assert!(matches!(
+            parse_command(&echo_rq_with(&bomb)),
+            Err(CommandError::Scan(staging::scan::ScanError::TooDeep { .. }))
+        ));
+        // an Error Comment declaring 1 GiB with 34 KB present: allocated 1 GiB before
+        let mut huge = vec![0x00, 0x00, 0x02, 0x09];
+        huge.extend_from_slice(&(1u32 << 30).to_le_bytes());
+        huge.extend(vec![b'A'; 34 * 1024]);
+        assert!(matches!(
+            parse_command(&echo_rq_with(&huge)),
+            Err(CommandError::Scan(
+                staging::scan::ScanError::Truncated { .. }
+            ))
+        ));
+        // over the cap, however well formed
+        let mut big = vec![0x00, 0x00, 0x02, 0x09];
+        big.extend_from_slice(&(70_000u32).to_le_bytes());
+        big.extend(vec![b'A'; 70_000]);
+        assert!(matches!(
+            parse_command(&echo_rq_with(&big)),
+            Err(CommandError::TooLarge(_))
+        ));
+    }
 
     #[test]
     fn store_response_round_trips_with_group_length() {

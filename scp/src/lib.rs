@@ -2,10 +2,12 @@
 //! policy, a durable spool (an instance is fsynced before its success status), back-pressure
 //! on low disk, and study assembly (a quiet period, then stage + exactly one job).
 
+pub mod admission;
 pub mod assembler;
 pub mod config;
 pub mod dimse;
 pub mod disk;
+pub mod guard;
 pub mod journal;
 pub mod metrics;
 pub mod server;

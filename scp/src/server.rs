@@ -19,7 +19,8 @@ use dicom_ul::pdu::{
     PresentationContextResultReason, UserIdentity,
 };
 use dicom_ul::ServerAssociationOptions;
-use staging::{JobQueue, ObjectStore, Uid};
+use staging::logsafe::RateLimited;
+use staging::{Escaped, JobQueue, ObjectStore, Uid};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
 use tracing::{debug, info, warn};
@@ -58,7 +59,12 @@ pub struct Scp {
     assembler: Arc<Assembler>,
     metrics: Arc<ScpMetrics>,
     slots: Arc<Semaphore>,
+    admission: Arc<crate::admission::Admission>,
 }
+
+/// Repeated accept failures and refused connections are logged at most once a second each.
+static ACCEPT_FAILED_LOG: RateLimited = RateLimited::new(Duration::from_secs(1));
+static NOT_ADMITTED_LOG: RateLimited = RateLimited::new(Duration::from_secs(1));
 
 impl Scp {
     pub async fn bind(
@@ -130,6 +136,10 @@ impl Scp {
                 source,
             })?;
         let slots = Arc::new(Semaphore::new(config.max_associations));
+        let admission = crate::admission::Admission::new(
+            config.max_pending_associations,
+            config.max_pending_per_peer,
+        );
         Ok(Scp {
             config: Arc::new(config),
             listener,
@@ -138,6 +148,7 @@ impl Scp {
             assembler,
             metrics,
             slots,
+            admission,
         })
     }
 
@@ -167,6 +178,17 @@ impl Scp {
                 _ = &mut shutdown => break,
                 accepted = self.listener.accept() => match accepted {
                     Ok((socket, peer)) => {
+                        let ticket = match self.admission.admit(peer.ip()) {
+                            Ok(t) => t,
+                            Err(refusal) => {
+                                ScpMetrics::inc(&self.metrics.associations_rejected_limit);
+                                if let Some(suppressed) = NOT_ADMITTED_LOG.allow() {
+                                    warn!(peer = %peer, ?refusal, suppressed, "connection closed: too many connections without an association");
+                                }
+                                drop(socket);
+                                continue;
+                            }
+                        };
                         let conn = Connection {
                             config: self.config.clone(),
                             spool: self.spool.clone(),
@@ -177,10 +199,12 @@ impl Scp {
                             peer,
                         };
                         let slots = self.slots.clone();
-                        tokio::spawn(async move { conn.handle(socket, slots).await });
+                        tokio::spawn(async move { conn.handle(socket, slots, ticket).await });
                     }
                     Err(e) => {
-                        warn!(error = %e, "accept failed");
+                        if let Some(suppressed) = ACCEPT_FAILED_LOG.allow() {
+                            warn!(error = %e, suppressed, "accept failed");
+                        }
                         tokio::time::sleep(Duration::from_millis(100)).await;
                     }
                 },
@@ -340,11 +364,16 @@ fn reject_pdu(result: AssociationRJResult, source: AssociationRJSource) -> Pdu {
 }
 
 impl Connection {
-    async fn handle(self, socket: TcpStream, slots: Arc<Semaphore>) {
+    async fn handle(
+        self,
+        socket: TcpStream,
+        slots: Arc<Semaphore>,
+        ticket: crate::admission::Ticket,
+    ) {
         let _ = socket.set_nodelay(true);
-        let permit = match slots.try_acquire_owned() {
-            Ok(p) => p,
-            Err(_) => {
+        // Refuse early when every slot is taken; the slot itself is taken after the AC.
+        if slots.available_permits() == 0 {
+            {
                 ScpMetrics::inc(&self.metrics.associations_rejected_limit);
                 warn!(peer = %self.peer, limit = self.config.max_associations, "association refused: too many concurrent associations");
                 self.refuse(
@@ -354,7 +383,7 @@ impl Connection {
                 .await;
                 return;
             }
-        };
+        }
         if self.disk_low() {
             ScpMetrics::inc(&self.metrics.associations_rejected_disk);
             warn!(peer = %self.peer, "association refused: free disk space below the configured threshold");
@@ -396,7 +425,7 @@ impl Connection {
                 } else {
                     ScpMetrics::inc(&self.metrics.associations_failed);
                 }
-                warn!(peer = %self.peer, error = %text, "association not established");
+                warn!(peer = %self.peer, error = %Escaped(&text), "association not established");
                 return;
             }
             Err(_) => {
@@ -404,6 +433,14 @@ impl Connection {
                 warn!(peer = %self.peer, timeout = ?self.config.artim_timeout, "association request not completed in time (ARTIM); connection closed");
                 return;
             }
+        };
+        drop(ticket);
+        let Ok(permit) = slots.try_acquire_owned() else {
+            // another association took the last slot while this one negotiated
+            ScpMetrics::inc(&self.metrics.associations_rejected_limit);
+            warn!(peer = %self.peer, limit = self.config.max_associations, "association aborted: too many concurrent associations");
+            let _ = assoc.abort().await;
+            return;
         };
         let calling_ae = {
             use dicom_ul::association::Association;
@@ -416,7 +453,7 @@ impl Connection {
             .iter()
             .filter(|pc| pc.reason == PresentationContextResultReason::Acceptance)
             .count();
-        info!(peer = %self.peer, calling_ae = %calling_ae, accepted_contexts = accepted, "association accepted");
+        info!(peer = %self.peer, calling_ae = %Escaped(&calling_ae), accepted_contexts = accepted, "association accepted");
 
         let outcome = self.serve_association(&mut assoc, &calling_ae).await;
         match outcome {
@@ -426,7 +463,7 @@ impl Connection {
             }
             End::PeerAborted => debug!(peer = %self.peer, "association aborted by the peer"),
             End::Abort(reason) => {
-                warn!(peer = %self.peer, reason = %reason, "aborting association");
+                warn!(peer = %self.peer, reason = %Escaped(&reason), "aborting association");
                 let _ = assoc.abort().await;
             }
         }
@@ -506,6 +543,13 @@ impl Connection {
                                         "command fragment while a data set was still arriving"
                                             .into(),
                                     );
+                                }
+                                if command_buf.len() + data.len() > crate::guard::MAX_COMMAND_BYTES
+                                {
+                                    return End::Abort(format!(
+                                        "command set over the {} byte limit",
+                                        crate::guard::MAX_COMMAND_BYTES
+                                    ));
                                 }
                                 command_buf.extend_from_slice(&data);
                                 if !is_last {
@@ -699,7 +743,7 @@ impl Connection {
             Finish::Stored(id, bytes) => {
                 ScpMetrics::inc(&self.metrics.instances_stored);
                 self.metrics.instance_bytes.fetch_add(bytes, Relaxed);
-                debug!(study = %id.study, series = %id.series, sop = %id.sop_instance, "instance stored");
+                debug!(study = %id.study, series = %id.series, sop = %Escaped(&id.sop_instance), "instance stored");
                 self.assembler.instance_stored(&id.study, calling_ae);
                 (Status::Success, None)
             }
@@ -713,7 +757,7 @@ impl Connection {
                     _ => &self.metrics.store_failed_processing,
                 };
                 ScpMetrics::inc(counter);
-                warn!(sop = %command.affected_sop_instance_uid, status = format!("0x{:04X}", status.code()), reason = %why, "C-STORE refused");
+                warn!(sop = %Escaped(&command.affected_sop_instance_uid), status = format!("0x{:04X}", status.code()), reason = %Escaped(&why), "C-STORE refused");
                 (status, Some(why))
             }
         }
@@ -741,6 +785,7 @@ impl Connection {
         }
         let guard = self.assembler.structure.clone().read_owned().await;
         let spool = self.spool.clone();
+        let limits = crate::guard::instance_limits(self.config.max_object_bytes);
         let path = part.path();
         tokio::task::spawn_blocking(move || {
             let PartFile { file, buf, .. } = part;
@@ -749,7 +794,7 @@ impl Connection {
                 let in_memory = if streamed {
                     None
                 } else {
-                    Some(identify(Source::Bytes(&buf))?)
+                    Some(identify(Source::Bytes(&buf), &limits)?)
                 };
                 let mut f = match file {
                     Some(f) => f,
@@ -761,7 +806,7 @@ impl Connection {
                 drop(f);
                 let id = match in_memory {
                     Some(id) => id,
-                    None => identify(Source::File(&path))?,
+                    None => identify(Source::File(&path), &limits)?,
                 };
                 let sop = checked_sop(&id, &sop_instance, &sop_class)?;
                 spool
@@ -796,8 +841,9 @@ impl Connection {
     ) -> Finish {
         let writer = self.writer.clone();
         let total = part.total;
+        let limits = crate::guard::instance_limits(self.config.max_object_bytes);
         let work = move || {
-            let id = match identify(Source::Bytes(&part.buf)) {
+            let id = match identify(Source::Bytes(&part.buf), &limits) {
                 Ok(id) => id,
                 Err(refused) => return refused,
             };
@@ -932,8 +978,20 @@ fn file_header(
     Ok(out)
 }
 
-/// Read the header of a received instance (up to Pixel Data) for its identifying UIDs.
-fn identify(source: Source<'_>) -> Result<Identity, Finish> {
+/// Scan a received instance whole (nesting depth, every declared length against the bytes
+/// present: a truncated instance is refused here), then read its header (up to Pixel Data)
+/// for its identifying UIDs.
+fn identify(source: Source<'_>, limits: &staging::scan::Limits) -> Result<Identity, Finish> {
+    let scanned = match source {
+        Source::Bytes(b) => crate::guard::scan_instance(b, limits).map_err(|e| e.to_string()),
+        Source::File(p) => crate::guard::scan_instance_file(p, limits).map_err(|e| e.to_string()),
+    };
+    if let Err(why) = scanned {
+        return Err(Finish::Refused(
+            Status::CannotUnderstand,
+            format!("data set refused: {why}"),
+        ));
+    }
     let options = OpenFileOptions::new().read_until(tags::PIXEL_DATA);
     let parsed = match source {
         Source::Bytes(b) => options

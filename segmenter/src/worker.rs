@@ -149,19 +149,68 @@ async fn fetch_and_segment(
     let settings = ctx.config.seg.clone();
     let outcome = tokio::task::spawn_blocking(move || {
         let started = Instant::now();
-        let instances = bytes
-            .iter()
-            .map(|(name, b)| parse_instance(b, name))
-            .collect::<Result<Vec<_>, _>>()?;
+        let (instances, unreadable) = parse_readable(&bytes)?;
         drop(bytes);
         let parse = started.elapsed();
-        let mut out = segment_study(&model, instances, &seed, &settings)?;
+        let mut out = segment_study(&model, instances, &seed, &settings).map_err(|e| {
+            if unreadable.is_empty() {
+                e
+            } else {
+                with_unreadable(e, &unreadable)
+            }
+        })?;
         out.timings.decode += parse;
         Ok::<_, SegmentError>(out)
     })
     .await
     .map_err(|e| SegmentError::Io(format!("segmentation task failed: {e}")))??;
     Ok((outcome, fetch))
+}
+
+/// Parses the fetched instances; an unreadable one is left out (and logged) rather than failing
+/// the study: if its series stays usable (the volume builder's gap rule decides: a missing
+/// edge slice is fine, a missing middle slice is not) the study is segmented without it.
+/// Fails only when nothing is readable.
+pub fn parse_readable<B: AsRef<[u8]>>(
+    fetched: &[(String, B)],
+) -> Result<(Vec<dicom_object::DefaultDicomObject>, Vec<String>), SegmentError> {
+    let mut instances = Vec::with_capacity(fetched.len());
+    let mut unreadable = Vec::new();
+    let mut first_error = None;
+    for (name, b) in fetched {
+        match parse_instance(b.as_ref(), name) {
+            Ok(obj) => instances.push(obj),
+            Err(e) => {
+                warn!(key = %staging::Escaped(name), error = %e, "unreadable instance left out of the study");
+                unreadable.push(name.clone());
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    match first_error {
+        Some(e) if instances.is_empty() => Err(e),
+        _ => Ok((instances, unreadable)),
+    }
+}
+
+/// Says which instances were left out when the study then fails (a series with a gap).
+fn with_unreadable(e: SegmentError, unreadable: &[String]) -> SegmentError {
+    let note = format!(
+        " ({} unreadable instance(s) left out: {})",
+        unreadable.len(),
+        staging::escape(&unreadable.join(", "))
+    );
+    match e {
+        SegmentError::Geometry {
+            series_uid,
+            message,
+        } => SegmentError::Geometry {
+            series_uid,
+            message: message + &note,
+        },
+        SegmentError::MissingSeries(m) => SegmentError::MissingSeries(m + &note),
+        other => other,
+    }
 }
 
 /// Processes one received message to the end (done, released or dead-lettered). The message is

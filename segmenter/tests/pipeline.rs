@@ -321,3 +321,51 @@ fn jpeg_ls_decodes_like_dcmtk_encoded_it() {
         "near-lossless decoded exactly: was NEAR applied?"
     );
 }
+
+/// One instance cut in transit (an edge slice of T2) and one hostile object (a nesting bomb)
+/// among the study's files: both are left out, the series stays usable (no gap in the middle),
+/// and the study is segmented rather than dead-lettered.
+#[test]
+fn unreadable_instances_are_left_out_when_the_series_stays_usable() {
+    let dir = root().join("testdata/studies/synth-007-axial-rle");
+    let mut files = testkit::files_under(&dir.join("dicom"));
+    files.sort();
+    let mut fetched: Vec<(String, Vec<u8>)> = files
+        .iter()
+        .map(|f| (f.display().to_string(), std::fs::read(f).unwrap()))
+        .collect();
+    let total = fetched.len();
+    let edge = fetched
+        .iter_mut()
+        .find(|(name, _)| name.ends_with("03_T2/IM_0001.dcm"))
+        .expect("T2 slice 1");
+    let keep = edge.1.len() - 100;
+    edge.1.truncate(keep);
+    let mut bomb = fetched[0].1[..132].to_vec();
+    bomb.truncate(128);
+    bomb.extend_from_slice(b"DICM");
+    // file meta: Transfer Syntax UID only, then 10,000 nested sequences
+    bomb.extend_from_slice(&[0x02, 0, 0x10, 0, b'U', b'I', 18, 0]);
+    bomb.extend_from_slice(b"1.2.840.10008.1.2\0");
+    for _ in 0..10_000 {
+        bomb.extend_from_slice(&[0x08, 0, 0x15, 0x11, 0xFF, 0xFF, 0xFF, 0xFF]);
+        bomb.extend_from_slice(&[0xFE, 0xFF, 0x00, 0xE0, 0xFF, 0xFF, 0xFF, 0xFF]);
+    }
+    fetched.push(("bomb.dcm".into(), bomb));
+
+    let (instances, unreadable) = segmenter::worker::parse_readable(&fetched).unwrap();
+    assert_eq!(instances.len(), total - 1);
+    assert_eq!(unreadable.len(), 2, "{unreadable:?}");
+    assert!(unreadable.iter().any(|n| n.ends_with("03_T2/IM_0001.dcm")));
+    let out = segment_study(&model(), instances, "edge", &SegSettings::segnode("test"))
+        .expect("the study is segmented without the unreadable instances");
+    assert!(!out.seg.is_empty());
+
+    // nothing readable at all: an error, not an empty study
+    let only_bad = vec![("bomb.dcm".to_string(), fetched.pop().unwrap().1)];
+    let err = segmenter::worker::parse_readable(&only_bad).unwrap_err();
+    assert!(
+        err.is_permanent() && err.to_string().contains("nested"),
+        "{err}"
+    );
+}

@@ -6,20 +6,23 @@
 mod aws;
 pub mod job;
 pub mod keys;
+pub mod logsafe;
 pub mod queue;
 pub mod s3;
+pub mod scan;
 pub mod sqlite_queue;
 pub mod sqs;
 pub mod store;
 pub mod uid;
 
 pub use aws::{sdk_config, AwsSettings};
-pub use job::{derive_job_id, Job, JobError, JobObject, ResultTarget, JOB_VERSION};
+pub use job::{content_digest, derive_job_id, Job, JobError, JobObject, ResultTarget, JOB_VERSION};
 pub use keys::{
     KeyError, ObjectKey, UploadKey, INCOMING_PREFIX, RESULTS_PREFIX, UPLOADS_PREFIX,
     UPLOAD_COMPLETE_MARKER,
 };
-pub use queue::{Backlog, DeadLetter, JobQueue, QueueError, Receipt, Received};
+pub use logsafe::{escape, Escaped};
+pub use queue::{Backlog, DeadLetter, JobQueue, QueueError, Receipt, Received, Sent};
 pub use s3::{S3Settings, S3Store};
 pub use sqlite_queue::{QueuedMessage, SqliteQueue};
 pub use sqs::{SqsQueue, SqsSettings, REASON_ATTRIBUTE};

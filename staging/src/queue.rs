@@ -58,11 +58,25 @@ pub enum QueueError {
     NoDeadLetterQueue(String),
 }
 
+/// What became of a sent message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sent {
+    /// On the queue (or, where the queue cannot tell, accepted by it).
+    Accepted,
+    /// Dropped: a message with the same deduplication id was sent within the window.
+    Duplicate,
+}
+
 #[async_trait]
 pub trait JobQueue: Send + Sync + Debug {
     /// Enqueue `body`. With a `dedup_id`, a second send with the same id (within the
     /// queue's deduplication window) is dropped: crash recovery may re-send a job.
     async fn send(&self, body: &str, dedup_id: Option<&str>) -> Result<(), QueueError>;
+    /// [`JobQueue::send`], saying whether the queue dropped the message as a duplicate of
+    /// `dedup_id`. A queue that cannot tell (SQS) answers [`Sent::Accepted`].
+    async fn send_checked(&self, body: &str, dedup_id: Option<&str>) -> Result<Sent, QueueError> {
+        self.send(body, dedup_id).await.map(|()| Sent::Accepted)
+    }
     /// Receive up to `max` messages, hiding them for `visibility`; waits up to `wait` for one.
     async fn receive(
         &self,

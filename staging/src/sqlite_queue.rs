@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use rusqlite::{params, Connection, OptionalExtension};
 use tokio::sync::Notify;
 
-use crate::queue::{Backlog, DeadLetter, JobQueue, QueueError, Receipt, Received};
+use crate::queue::{Backlog, DeadLetter, JobQueue, QueueError, Receipt, Received, Sent};
 
 /// A message as `peek` shows it.
 #[derive(Debug, Clone)]
@@ -197,16 +197,20 @@ fn stale(receipt: &Receipt) -> QueueError {
 #[async_trait]
 impl JobQueue for SqliteQueue {
     async fn send(&self, body: &str, dedup_id: Option<&str>) -> Result<(), QueueError> {
+        self.send_checked(body, dedup_id).await.map(|_| ())
+    }
+
+    async fn send_checked(&self, body: &str, dedup_id: Option<&str>) -> Result<Sent, QueueError> {
         let body = body.to_string();
         let dedup_id = dedup_id.map(str::to_string);
-        self.with_conn(move |conn, inner| {
+        let sent = self.with_conn(move |conn, inner| {
             let now = now_ms();
             let tx = conn.transaction()?;
             if let Some(id) = &dedup_id {
                 tx.execute("DELETE FROM dedup WHERE at_ms < ?1", params![now - inner.dedup_window.as_millis() as i64])?;
                 let fresh = tx.execute("INSERT OR IGNORE INTO dedup (dedup_id, at_ms) VALUES (?1, ?2)", params![id, now])?;
                 if fresh == 0 {
-                    return Ok(Ok(()));
+                    return Ok(Ok(Sent::Duplicate));
                 }
             }
             tx.execute(
@@ -214,11 +218,13 @@ impl JobQueue for SqliteQueue {
                 params![uuid::Uuid::new_v4().to_string(), body, now],
             )?;
             tx.commit()?;
-            Ok(Ok(()))
+            Ok(Ok(Sent::Accepted))
         })
         .await?;
-        self.inner.sent.notify_waiters();
-        Ok(())
+        if sent == Sent::Accepted {
+            self.inner.sent.notify_waiters();
+        }
+        Ok(sent)
     }
 
     async fn receive(

@@ -312,6 +312,16 @@ impl Node {
         self.wait_ready();
     }
 
+    /// The node's process id (for /proc).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Whether the node's process has exited.
+    pub fn exited(&mut self) -> bool {
+        matches!(self.child.child().try_wait(), Ok(Some(_)))
+    }
+
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
