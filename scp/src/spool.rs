@@ -8,7 +8,13 @@
 //! <study>/<series>/<sop>.dcm        acknowledged, waiting for the study's quiet period
 //! .emitting/<ms>-<study>/...        a study being staged and enqueued (same layout inside,
 //!                                   plus job.json once the job is fixed)
+//! .lock                             held (exclusive file lock) by the one listener using it
 //! ```
+//!
+//! One listener per spool: two processes replaying one journal would emit its studies twice and
+//! delete each other's partial receptions. [`Spool::open`] takes an exclusive lock on `.lock`
+//! first and fails if another process holds it; the operating system releases it when the
+//! process ends, however it ends (on EFS/NFS too: NFSv4 locks).
 //!
 //! Only `.part` files are ever deleted without having been staged: they were never
 //! acknowledged. Everything else survives restarts until its job is on the queue.
@@ -26,7 +32,11 @@ pub const JOB_FILE: &str = "job.json";
 #[derive(Debug)]
 pub struct Spool {
     root: PathBuf,
+    /// Held open, locked, for as long as the spool is in use.
+    _lock: fs::File,
 }
+
+const LOCK_FILE: &str = ".lock";
 
 /// One spooled instance of a study being emitted.
 #[derive(Debug, Clone)]
@@ -37,11 +47,28 @@ pub struct SpooledInstance {
 }
 
 impl Spool {
-    /// Open (creating) the spool and discard partial receptions from a previous run.
+    /// Open (creating) the spool, lock it for this process, and discard partial receptions from a
+    /// previous run. Fails with `WouldBlock` if another process has the spool open.
     pub fn open(root: &Path) -> io::Result<(Spool, usize)> {
         fs::create_dir_all(root.join(INCOMING))?;
         fs::create_dir_all(root.join(EMITTING))?;
         let root = root.canonicalize()?;
+        let lock = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(root.join(LOCK_FILE))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::WouldBlock,
+                    "another segnode listener is using this spool (its .lock is held); \
+                     run one listener per data folder",
+                ))
+            }
+            Err(fs::TryLockError::Error(e)) => return Err(e),
+        }
         fsync_dir(&root)?;
         let mut discarded = 0;
         for entry in fs::read_dir(root.join(INCOMING))? {
@@ -49,7 +76,7 @@ impl Spool {
             fs::remove_file(entry.path())?;
             discarded += 1;
         }
-        Ok((Spool { root }, discarded))
+        Ok((Spool { root, _lock: lock }, discarded))
     }
 
     pub fn root(&self) -> &Path {
@@ -188,4 +215,20 @@ const INSTANCE_SUFFIX: &str = ".dcm";
 
 fn instance_file(series_dir: &Path, sop: &Uid) -> PathBuf {
     series_dir.join(format!("{sop}{INSTANCE_SUFFIX}"))
+}
+
+#[cfg(test)]
+mod lock_tests {
+    use super::*;
+
+    #[test]
+    fn one_open_spool_per_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        let (first, _) = Spool::open(dir.path()).unwrap();
+        let err = Spool::open(dir.path()).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::WouldBlock, "{err}");
+        assert!(err.to_string().contains("one listener per data folder"));
+        drop(first);
+        Spool::open(dir.path()).expect("the lock goes with the spool that held it");
+    }
 }
