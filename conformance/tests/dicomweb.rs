@@ -331,7 +331,7 @@ fn check_volume_report(sr: &Path, seg: &Path, log: &str) {
         assert_eq!(g["segments_known"], true, "{g}");
         assert_eq!(
             g["algorithm"],
-            serde_json::json!(["segnode brats-synth-unet2d", "0.2.0"])
+            serde_json::json!(["segnode brats-synth-unet2d", shipped_algorithm_version()])
         );
         let seg_ml = g["seg_ml"].as_f64().unwrap();
         assert!(
@@ -432,4 +432,23 @@ fn wrong_password_and_untrusted_certificate_are_dead_lettered_with_the_reason() 
     let series = dicomweb(&ca, &["qido", &format!("{base}/series")]);
     assert_eq!(series.trim(), "[]", "nothing may be stored: {series}");
     orthanc.guard.terminate(Duration::from_secs(10));
+}
+
+/// The `[algorithm] version` of the shipped model's manifest (what the SR must name).
+fn shipped_algorithm_version() -> String {
+    let manifest = std::fs::read_to_string(
+        testkit::workspace_root().join("models/brats-synth-unet2d/model.toml"),
+    )
+    .unwrap();
+    let section = &manifest[manifest
+        .find("[algorithm]")
+        .expect("[algorithm] in model.toml")..];
+    let line = section
+        .lines()
+        .find(|l| l.trim_start().starts_with("version"))
+        .expect("[algorithm] version");
+    line.split('"')
+        .nth(1)
+        .expect("a quoted version")
+        .to_string()
 }
