@@ -249,7 +249,7 @@ pub async fn run(args: DemoArgs, file: &mut FileConfig) -> Result<()> {
         args.quiet_period
     );
     for s in segmenter::metrics::STAGES {
-        println!("        {s:<12} {:>7.3} s", stage(s));
+        println!("        {s:<16} {:>7.3} s", stage(s));
     }
     if let Some(ml) = metrics.last_brain_ml() {
         println!("      brain volume (brain extraction): {ml:.0} mL");
