@@ -12,7 +12,14 @@ pub struct AwsSettings {
 }
 
 pub async fn sdk_config(settings: &AwsSettings) -> SdkConfig {
-    let mut loader = aws_config::defaults(BehaviorVersion::latest());
+    use aws_smithy_http_client::tls::{rustls_provider::CryptoMode, Provider};
+    // The one HTTP client of every AWS call (S3, SQS, ECS, STS and the credential providers):
+    // hyper 1 + rustls with the *ring* provider and the system's root certificates (the SDK's own
+    // default would build aws-lc, a large C library; see the workspace Cargo.toml).
+    let https = aws_smithy_http_client::Builder::new()
+        .tls_provider(Provider::Rustls(CryptoMode::Ring))
+        .build_https();
+    let mut loader = aws_config::defaults(BehaviorVersion::latest()).http_client(https);
     if let Some(region) = &settings.region {
         loader = loader.region(Region::new(region.clone()));
     }
