@@ -54,6 +54,8 @@ enum EmitError {
     Store(#[from] staging::StoreError),
     #[error(transparent)]
     Queue(#[from] staging::QueueError),
+    #[error(transparent)]
+    Job(#[from] staging::JobError),
     #[error("job file {path}: {message}")]
     JobFile { path: PathBuf, message: String },
 }
@@ -246,11 +248,11 @@ impl Assembler {
                     Ok((job, staging::Sent::Accepted)) => {
                         emissions.remove(&dir);
                         ScpMetrics::inc(&this.metrics.jobs_enqueued);
-                        info!(study = %study, job_id = %job.job_id, instances = job.objects.len(), "study complete: job enqueued");
+                        info!(study = %study, job_id = %job.job_id, instances = job.object_count(), "study complete: job enqueued");
                     }
                     Ok((job, staging::Sent::Duplicate)) => {
                         emissions.remove(&dir);
-                        info!(study = %study, job_id = %job.job_id, instances = job.objects.len(), "study complete: same content as an earlier job; duplicate not enqueued");
+                        info!(study = %study, job_id = %job.job_id, instances = job.object_count(), "study complete: same content as an earlier job; duplicate not enqueued");
                     }
                     Err(e) => {
                         ScpMetrics::inc(&this.metrics.emit_failures);
@@ -288,12 +290,24 @@ impl Assembler {
                 )
                 .await?;
         }
+        // job.json holds the queue message as it was first sent (its manifest, for a big
+        // study, is stored before it is written), so a retry re-sends the same job.
         let job_path = dir.join(JOB_FILE);
-        let job = match std::fs::read_to_string(&job_path) {
-            Ok(text) => Job::from_json(&text).map_err(|e| EmitError::JobFile {
-                path: job_path.clone(),
-                message: e.to_string(),
-            })?,
+        let (job, message) = match std::fs::read_to_string(&job_path) {
+            Ok(text) => {
+                let job = Job::from_json(&text).map_err(|e| EmitError::JobFile {
+                    path: job_path.clone(),
+                    message: e.to_string(),
+                })?;
+                if text.len() > staging::MAX_INLINE_JOB_BYTES {
+                    // Written inline by an older build and refused by the queue ever since:
+                    // send it as a manifest and a pointer now (same job id).
+                    let message = job.to_message(self.store.as_ref()).await?;
+                    (job, message)
+                } else {
+                    (job, text)
+                }
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 // The job lists the whole study as staged so far: instances that reopen a
                 // study after its first job give a job for the updated study.
@@ -319,18 +333,18 @@ impl Assembler {
                 // under the same UIDs is new work, an identical resend is a duplicate.
                 let content = content_of(&instances)?;
                 let job = Job::with_content(study.clone(), objects, &content, calling_ae, now_ms);
+                // Small and bounded whatever the study's size: a big study's object list
+                // goes to a manifest in the store (staging::Job::to_message).
+                let message = job.to_message(self.store.as_ref()).await?;
                 let tmp = dir.join(".job.json.tmp");
-                staging::write_synced(&tmp, job.to_json().as_bytes())?;
+                staging::write_synced(&tmp, message.as_bytes())?;
                 std::fs::rename(&tmp, &job_path)?;
                 staging::fsync_dir(dir)?;
-                job
+                (job, message)
             }
             Err(e) => return Err(e.into()),
         };
-        let sent = self
-            .queue
-            .send_checked(&job.to_json(), Some(&job.job_id))
-            .await?;
+        let sent = self.queue.send_checked(&message, Some(&job.job_id)).await?;
         self.spool.finish_emit(dir)?;
         Ok((job, sent))
     }

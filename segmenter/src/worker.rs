@@ -250,7 +250,7 @@ enum Work {
 /// Does `work` while keeping the message hidden, then deletes, releases or dead-letters it.
 async fn process(ctx: &WorkerContext, msg: &Received, work: Work) -> Handled {
     if let Work::Job(job) = &work {
-        info!(objects = job.objects.len(), "job received");
+        info!(objects = job.object_count(), "job received");
     }
 
     // Heartbeat: keep the message hidden while we work.
@@ -269,7 +269,10 @@ async fn process(ctx: &WorkerContext, msg: &Received, work: Work) -> Handled {
         })
     };
     let result = match &work {
-        Work::Job(job) => run_job(ctx, job).await.map(Some),
+        Work::Job(job) => match load_objects(ctx, job).await {
+            Ok(job) => run_job(ctx, &job).await.map(Some),
+            Err(e) => Err(e),
+        },
         Work::Uploads(objects) => run_uploads(ctx, objects).await,
     };
     heartbeat.abort();
@@ -354,6 +357,26 @@ async fn run_uploads(
         last = Some(run_job(ctx, &job).instrument(span).await?);
     }
     Ok(last)
+}
+
+/// The job with its object list: a version-2 job's manifest is read from the store (a store
+/// failure is retried; a missing or altered manifest is the job's own, permanent failure).
+async fn load_objects(ctx: &WorkerContext, job: &Job) -> Result<Job, SegmentError> {
+    let mut job = job.clone();
+    if job.manifest.is_some() {
+        job.load_objects(ctx.store.as_ref()).await.map_err(|e| {
+            if e.is_transient() {
+                SegmentError::Store(e.to_string())
+            } else {
+                SegmentError::BadJob(e.to_string())
+            }
+        })?;
+        info!(
+            objects = job.objects.len(),
+            "object list read from the job's manifest"
+        );
+    }
+    Ok(job)
 }
 
 async fn dead_letter(ctx: &WorkerContext, msg: &Received, reason: String) -> Handled {
