@@ -243,3 +243,43 @@ print(" ".join("%04X" % s for s in out))
         "the refused instance must not be kept: {spooled:?}"
     );
 }
+
+/// Issue 13 item 10: an acknowledged instance that cannot be written into its study folder
+/// (here the folder's name is taken by a file) stalled the journal materializer, and the
+/// emitter waited on its barrier forever: no study got a job any more. Now that study waits
+/// (its instances stay in the journal, retried, a warning says why) and the others are
+/// emitted; once the folder can be written, the held study gets its job too.
+#[test]
+fn an_unwritable_study_folder_holds_back_its_study_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let (held, free) = (dir.path().join("held"), dir.path().join("free"));
+    make_series(&held, &["--slices", "3", "--size", "16", "--seed", "531"]);
+    make_series(&free, &["--slices", "3", "--size", "16", "--seed", "532"]);
+    let data = dir.path().join("data");
+    let node = Node::listener(&data, &["--quiet-period", "1"]);
+    let blocker = data.join("spool").join(format!("{STUDY_PREFIX}531"));
+    std::fs::write(&blocker, b"in the way").unwrap();
+    for series in [&held, &free] {
+        let (rc, out) = node.storescu("TESTSCU", &[], series);
+        assert_eq!(rc, 0, "every instance acknowledged: {out}");
+    }
+    let first = common::wait_jobs(&node, 1);
+    assert_eq!(first.len(), 1);
+    assert_eq!(first[0].study_uid.as_str(), format!("{STUDY_PREFIX}532"));
+    // Several quiet periods later the held study still has no job, and the log says why.
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(jobs(&node).len(), 1);
+    assert!(
+        node.log_text()
+            .contains("cannot write an acknowledged instance into its study folder"),
+        "{}",
+        node.log_text()
+    );
+    std::fs::remove_file(&blocker).unwrap();
+    let both = common::wait_jobs(&node, 2);
+    let held_job = both
+        .iter()
+        .find(|j| j.study_uid.as_str() == format!("{STUDY_PREFIX}531"))
+        .expect("the held study's job");
+    assert_eq!(held_job.objects.len(), 3, "none of its instances lost");
+}

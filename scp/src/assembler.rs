@@ -16,6 +16,10 @@ use crate::journal::Journal;
 use crate::metrics::ScpMetrics;
 use crate::spool::{Spool, JOB_FILE};
 
+/// How long the emitter waits for the journal to confirm that acknowledged instances are in
+/// their study folders before it leaves the due studies pending for the next tick.
+const BARRIER_TIMEOUT: Duration = Duration::from_secs(10);
+
 #[derive(Debug)]
 struct Pending {
     last_instance: Instant,
@@ -163,7 +167,7 @@ impl Assembler {
 
     async fn tick(self: &Arc<Self>) {
         let now = Instant::now();
-        let due: Vec<(Uid, Option<String>)> = {
+        let mut due: Vec<(Uid, Option<String>)> = {
             let mut pending = self.pending.lock().unwrap();
             let due: Vec<Uid> = pending
                 .iter()
@@ -180,20 +184,35 @@ impl Assembler {
         if !due.is_empty() {
             if let Some(journal) = &self.journal {
                 // Every instance acknowledged so far must be in its study folder before the
-                // folder is frozen.
-                if let Err(e) = journal.barrier().await {
-                    warn!(error = %e, "journal barrier failed; studies stay pending");
+                // folder is frozen. Bounded: a materializer that cannot sync at all must not
+                // stop the emissions below (already frozen studies, retries).
+                let held = match tokio::time::timeout(BARRIER_TIMEOUT, journal.barrier()).await {
+                    Ok(Ok(blocked)) => blocked,
+                    Ok(Err(e)) => {
+                        warn!(error = %e, "journal barrier failed; due studies stay pending");
+                        due.iter().map(|(s, _)| s.clone()).collect()
+                    }
+                    Err(_) => {
+                        ScpMetrics::inc(&self.metrics.barrier_timeouts);
+                        warn!(timeout = ?BARRIER_TIMEOUT, studies = due.len(), "the ingest journal did not confirm its instances in time (see the materializer's warnings); due studies stay pending, emissions go on");
+                        due.iter().map(|(s, _)| s.clone()).collect()
+                    }
+                };
+                if !held.is_empty() {
                     let mut pending = self.pending.lock().unwrap();
-                    for (study, calling_ae) in due {
+                    due.retain(|(study, calling_ae)| {
+                        if !held.contains(study) {
+                            return true;
+                        }
                         pending.insert(
-                            study,
+                            study.clone(),
                             Pending {
                                 last_instance: now,
-                                calling_ae,
+                                calling_ae: calling_ae.clone(),
                             },
                         );
-                    }
-                    return;
+                        false
+                    });
                 }
             }
         }

@@ -114,6 +114,10 @@ impl Scp {
                 .as_ref()
                 .map(|j| j.pending_bytes_counter())
                 .unwrap_or_default(),
+            journal_stuck_instances: journal
+                .as_ref()
+                .map(|j| j.stuck_instances_counter())
+                .unwrap_or_default(),
             ..ScpMetrics::default()
         });
         let assembler = Assembler::recover(
