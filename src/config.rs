@@ -48,6 +48,8 @@ pub struct WorkerSection {
     pub delivery_timeout_secs: f64,
     /// Seconds shutdown waits for a job in progress before handing it back to the queue.
     pub shutdown_grace_secs: f64,
+    /// Seconds one attempt at a job may take before it is abandoned (released or dead-lettered).
+    pub job_deadline_secs: f64,
     /// Most MiB one S3 upload may hold (the zip, and its files uncompressed; or the folder).
     pub max_upload_mb: u64,
     /// Most files in one S3 upload (zip entries or folder objects).
@@ -70,6 +72,7 @@ impl Default for WorkerSection {
             delivery_backoff_secs: 2.0,
             delivery_timeout_secs: 30.0,
             shutdown_grace_secs: 60.0,
+            job_deadline_secs: segmenter::worker::DEFAULT_JOB_DEADLINE.as_secs_f64(),
             max_upload_mb: 4096,
             max_upload_files: 10_000,
         }

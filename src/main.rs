@@ -80,6 +80,9 @@ pub struct WorkerArgs {
     /// Seconds before a failed job is tried again.
     #[arg(long, env = "SEGNODE_RETRY_DELAY")]
     retry_delay: Option<f64>,
+    /// Seconds one attempt at a job may take before it is abandoned (default 1800).
+    #[arg(long, env = "SEGNODE_JOB_DEADLINE")]
+    job_deadline: Option<f64>,
     /// C-STORE attempts per destination within one job attempt.
     #[arg(long, env = "SEGNODE_DELIVERY_ATTEMPTS")]
     delivery_attempts: Option<u32>,
@@ -122,6 +125,9 @@ impl WorkerArgs {
         }
         if let Some(v) = self.retry_delay {
             w.retry_delay_secs = v;
+        }
+        if let Some(v) = self.job_deadline {
+            w.job_deadline_secs = v;
         }
         if let Some(v) = self.delivery_attempts {
             w.delivery_attempts = v;

@@ -283,3 +283,59 @@ fn an_unwritable_study_folder_holds_back_its_study_only() {
         .expect("the held study's job");
     assert_eq!(held_job.objects.len(), 3, "none of its instances lost");
 }
+
+/// Issue 13 item 10: a job whose attempt hangs (here a staged instance is a FIFO nobody
+/// writes: a read that never returns, like a hung network file system) was heart-beaten
+/// forever, holding its worker. Now the attempt is abandoned at the job deadline and, on its
+/// last receive, dead-lettered with the reason.
+#[test]
+fn a_hung_job_is_abandoned_at_its_deadline() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let node = Node::start_with_env(
+        "serve",
+        &data,
+        &["--workers", "1", "--max-receives", "1"],
+        &[("SEGNODE_JOB_DEADLINE", "2")],
+    );
+    let uid = |s: &str| staging::Uid::new(s).unwrap();
+    let (study, series, sop) = (uid("1.2.3.77"), uid("1.2.3.77.1"), uid("1.2.3.77.1.1"));
+    let key = staging::ObjectKey::incoming(&study, &series, &sop);
+    let fifo = data.join("store").join(key.as_str());
+    std::fs::create_dir_all(fifo.parent().unwrap()).unwrap();
+    let st = Command::new("mkfifo").arg(&fifo).status().unwrap();
+    assert!(st.success());
+    let job = staging::Job::new(
+        study,
+        vec![staging::JobObject {
+            key,
+            series_uid: series,
+            sop_uid: sop,
+        }],
+        None,
+        0,
+    );
+    let queue = staging::SqliteQueue::open(data.join("queue.sqlite"), 1).unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(staging::JobQueue::send(
+        &queue,
+        &job.to_json(),
+        Some(&job.job_id),
+    ))
+    .unwrap();
+    let dead = wait_until(Duration::from_secs(60), "the job dead-lettered", || {
+        let d = rt
+            .block_on(staging::JobQueue::dead_letters(&queue, 10))
+            .unwrap();
+        (!d.is_empty()).then_some(d)
+    });
+    assert_eq!(dead.len(), 1);
+    assert!(
+        dead[0].reason.contains("deadline of 2 s"),
+        "{}",
+        dead[0].reason
+    );
+    // The worker is free again: the node still answers.
+    let (rc, out) = node.echoscu("TESTSCU", "SEGNODE");
+    assert_eq!(rc, 0, "{out}");
+}

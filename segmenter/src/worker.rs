@@ -35,6 +35,12 @@ pub struct WorkerConfig {
     pub retry_delay: Duration,
     /// How long shutdown waits for a job in progress before releasing it.
     pub shutdown_grace: Duration,
+    /// The longest one attempt at a job may take (fetch, segmentation, delivery): past it the
+    /// job is abandoned (no more heartbeats) and released for another attempt, or dead-lettered
+    /// on its last, with the reason. A hung store read or destination no longer holds the job
+    /// (and the worker) forever. Work already running on a blocking thread is not interrupted:
+    /// its result is dropped.
+    pub job_deadline: Duration,
     /// Destinations for every job, besides those a job names itself.
     pub destinations: Vec<Target>,
     pub delivery: DeliveryOptions,
@@ -60,6 +66,7 @@ impl WorkerConfig {
             poll_wait: Duration::from_secs(5),
             retry_delay: Duration::from_secs(10),
             shutdown_grace: Duration::from_secs(60),
+            job_deadline: DEFAULT_JOB_DEADLINE,
             destinations: Vec::new(),
             delivery: DeliveryOptions::default(),
             seg: SegSettings::segnode(version),
@@ -68,6 +75,10 @@ impl WorkerConfig {
         }
     }
 }
+
+/// 30 minutes: far above a study's usual minutes (inference of a big study on a few cores),
+/// far below "forever".
+pub const DEFAULT_JOB_DEADLINE: Duration = Duration::from_secs(30 * 60);
 
 /// Everything the workers share.
 #[derive(Clone)]
@@ -268,12 +279,26 @@ async fn process(ctx: &WorkerContext, msg: &Received, work: Work) -> Handled {
             }
         })
     };
-    let result = match &work {
-        Work::Job(job) => match load_objects(ctx, job).await {
-            Ok(job) => run_job(ctx, &job).await.map(Some),
-            Err(e) => Err(e),
-        },
-        Work::Uploads(objects) => run_uploads(ctx, objects).await,
+    let attempt = async {
+        match &work {
+            Work::Job(job) => match load_objects(ctx, job).await {
+                Ok(job) => run_job(ctx, &job).await.map(Some),
+                Err(e) => Err(e),
+            },
+            Work::Uploads(objects) => run_uploads(ctx, objects).await,
+        }
+    };
+    let deadline = ctx.config.job_deadline;
+    let result = match tokio::time::timeout(deadline, attempt).await {
+        Ok(r) => r,
+        Err(_) => {
+            ctx.metrics
+                .jobs_past_deadline
+                .fetch_add(1, Ordering::Relaxed);
+            Err(SegmentError::Deadline {
+                seconds: deadline.as_secs_f64(),
+            })
+        }
     };
     heartbeat.abort();
     match result {
