@@ -105,9 +105,18 @@ impl LocalStore {
     }
 
     /// Create `dir` and fsync every ancestor up to the root whose entry may be new.
+    ///
+    /// Folders made durable once are remembered, but a remembered folder that is gone (an
+    /// operator or a clean-up job deleted it, or the whole store folder) is made again:
+    /// without the check every later write under it failed for the life of the process.
+    /// One `stat` per write, against the fsyncs it already costs.
     fn ensure_durable_dir(&self, dir: &Path) -> Result<(), StoreError> {
         if self.durable_dirs.lock().unwrap().contains(dir) {
-            return Ok(());
+            if dir.is_dir() {
+                return Ok(());
+            }
+            tracing::warn!(folder = %dir.display(), "a store folder was deleted under the node; making it again");
+            self.durable_dirs.lock().unwrap().retain(|d| d.is_dir());
         }
         Self::io(dir, fs::create_dir_all(dir))?;
         let mut d = dir.to_path_buf();

@@ -150,3 +150,25 @@ async fn a_job_too_big_for_a_message_travels_as_a_manifest_beside_the_study() {
     let err = staging::Job::from_json(&evil).unwrap_err();
     assert!(err.to_string().contains("is not under"), "{err}");
 }
+
+/// Issue 13 item 10: the store remembers the folders it made durable; a folder deleted under
+/// it (or the whole store folder) made every later write there fail for the life of the
+/// process ("No such file or directory", staging retried forever). Now it is made again.
+#[tokio::test]
+async fn a_deleted_store_folder_is_made_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = LocalStore::open(dir.path().join("store")).unwrap();
+    let a = key("incoming/1.2.3/1.2.3.4/1.2.3.4.1.dcm");
+    let b = key("incoming/1.2.3/1.2.3.4/1.2.3.4.2.dcm");
+    store.put(&a, Bytes::from_static(b"one")).await.unwrap();
+    std::fs::remove_dir_all(dir.path().join("store/incoming")).unwrap();
+    store.put(&b, Bytes::from_static(b"two")).await.unwrap();
+    assert_eq!(store.get(&b).await.unwrap(), Bytes::from_static(b"two"));
+    assert!(matches!(store.get(&a).await, Err(StoreError::NotFound(_))));
+    // The store's root itself.
+    std::fs::remove_dir_all(dir.path().join("store")).unwrap();
+    let src = dir.path().join("src.dcm");
+    std::fs::write(&src, b"three").unwrap();
+    store.put_file(&a, &src).await.unwrap();
+    assert_eq!(store.get(&a).await.unwrap(), Bytes::from_static(b"three"));
+}
