@@ -114,6 +114,9 @@ pub struct ScpSection {
     /// Ingest journal segment size in MiB; 0 = a file, fsync and rename per instance.
     pub journal_segment_mb: u64,
     pub quiet_period_secs: f64,
+    /// Seconds spent on SIGTERM staging studies still in their quiet period (below the
+    /// orchestrator's stop timeout); 0 leaves them to the next start.
+    pub drain_time_secs: f64,
     /// Override the accepted storage SOP classes (UIDs).
     pub sop_classes: Option<Vec<String>>,
     /// Override the accepted transfer syntaxes (UIDs).
@@ -136,6 +139,7 @@ impl Default for ScpSection {
             min_free_disk_mb: d.min_free_disk_bytes / (1024 * 1024),
             journal_segment_mb: d.journal_segment_bytes / (1024 * 1024),
             quiet_period_secs: d.quiet_period.as_secs_f64(),
+            drain_time_secs: d.drain_time.as_secs_f64(),
             sop_classes: None,
             transfer_syntaxes: None,
         }
@@ -204,6 +208,7 @@ impl FileConfig {
         c.artim_timeout = secs(s.artim_timeout_secs, "ARTIM timeout")?;
         c.idle_timeout = secs(s.idle_timeout_secs, "idle timeout")?;
         c.quiet_period = secs(s.quiet_period_secs, "quiet period")?;
+        c.drain_time = secs(s.drain_time_secs, "drain time")?;
         c.max_object_bytes = s.max_object_mb.saturating_mul(1024 * 1024);
         c.min_free_disk_bytes = s.min_free_disk_mb.saturating_mul(1024 * 1024);
         c.journal_segment_bytes = s.journal_segment_mb.saturating_mul(1024 * 1024);

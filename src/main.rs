@@ -180,6 +180,10 @@ struct NodeArgs {
     /// Seconds without a new instance after which a study is complete.
     #[arg(long, env = "SEGNODE_QUIET_PERIOD")]
     quiet_period: Option<f64>,
+    /// Seconds spent on SIGTERM staging studies still in their quiet period (default 60;
+    /// 0: leave them in the spool for the next start).
+    #[arg(long, env = "SEGNODE_DRAIN_TIME")]
+    drain_time: Option<f64>,
     /// Allow this calling AE (optionally only from HOST); repeatable. Without any, all callers are allowed.
     #[arg(
         long = "allow-calling",
@@ -279,6 +283,7 @@ impl NodeArgs {
         set!(f.scp.port, self.port);
         set!(f.scp.bind, self.bind);
         set!(f.scp.quiet_period_secs, self.quiet_period);
+        set!(f.scp.drain_time_secs, self.drain_time);
         set!(f.scp.max_associations, self.max_associations);
         set!(f.scp.max_pdu, self.max_pdu);
         set!(f.scp.artim_timeout_secs, self.artim_timeout);

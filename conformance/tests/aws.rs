@@ -330,3 +330,46 @@ async fn a_study_of_3000_instances_travels_as_a_manifest_and_the_worker_reads_ev
     assert!(line.contains(&job.job_id), "{line}");
     drop(node);
 }
+
+/// Issue 13 item 8: on SIGTERM (ECS stopping the task) `segnode scp` stages the studies still
+/// in their quiet period and enqueues their jobs before it exits, within `--drain-time`
+/// (default 60 s, below the template's StopTimeout of 120 s). Before, they waited in the spool
+/// for "the next run".
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_stages_a_study_still_in_its_quiet_period() {
+    let (moto, store, sqs, queue) =
+        moto_bucket_and_queue("segnode-drain", "segnode-drain-jobs").await;
+    let dir = tempfile::tempdir().unwrap();
+    let series = dir.path().join("study");
+    make_series(&series, &["--slices", "5", "--size", "16", "--seed", "914"]);
+    let flags = aws_flags("segnode-drain", &sqs, &moto.endpoint());
+    let mut node = start_scp(dir.path().join("scp"), "600", &flags).await;
+    let (rc, out) = node.storescu("TESTSCU", &[], &series);
+    assert_eq!(rc, 0, "{out}");
+    let status = tokio::task::block_in_place(|| node.terminate(Duration::from_secs(90)));
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "clean exit within the drain time: {status:?}\n{}",
+        node.log_text()
+    );
+    // The process is gone: whatever it enqueued is on the queue now.
+    let got = queue
+        .receive(10, Duration::from_secs(60), Duration::from_secs(2))
+        .await
+        .unwrap();
+    assert_eq!(
+        got.len(),
+        1,
+        "one job, enqueued before exit:\n{}",
+        node.log_text()
+    );
+    let job = Job::from_message(&got[0].body, &store).await.unwrap();
+    assert_eq!(job.objects.len(), 5);
+    for o in &job.objects {
+        assert!(
+            store.exists(&o.key).await.unwrap(),
+            "{} staged",
+            o.key.as_str()
+        );
+    }
+}

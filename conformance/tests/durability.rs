@@ -339,3 +339,26 @@ fn a_hung_job_is_abandoned_at_its_deadline() {
     let (rc, out) = node.echoscu("TESTSCU", "SEGNODE");
     assert_eq!(rc, 0, "{out}");
 }
+
+/// Issue 13 item 8, the other side: a drain that cannot run (here `--drain-time 0`, as when the
+/// grace period is spent) loses nothing. The study stays in the spool and its journal, and the
+/// next listener on the same data folder emits it, every acknowledged instance included.
+#[test]
+fn a_study_left_by_a_cut_drain_is_emitted_by_the_next_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let series = dir.path().join("study");
+    make_series(&series, &["--slices", "4", "--size", "16", "--seed", "533"]);
+    let data = dir.path().join("data");
+    let mut node = Node::listener(&data, &["--quiet-period", "600", "--drain-time", "0"]);
+    let (rc, out) = node.storescu("TESTSCU", &[], &series);
+    assert_eq!(rc, 0, "{out}");
+    let status = node.terminate(Duration::from_secs(30));
+    assert!(status.is_some_and(|s| s.success()), "{status:?}");
+    assert!(jobs(&node).is_empty(), "nothing staged on the way out");
+    drop(node);
+    let next = Node::listener(&data, &["--quiet-period", "1"]);
+    let got = common::wait_jobs(&next, 1);
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].study_uid.as_str(), format!("{STUDY_PREFIX}533"));
+    assert_eq!(got[0].objects.len(), 4, "every acknowledged instance");
+}

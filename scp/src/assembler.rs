@@ -165,13 +165,46 @@ impl Assembler {
         }
     }
 
+    /// On shutdown: stage and enqueue every study now, quiet period or not, within `within`.
+    /// Studies not done by then stay in the spool (and their instances in the journal) for the
+    /// next start, which emits them: a drain cut short loses nothing. Returns how many are left.
+    pub async fn drain(self: &Arc<Self>, within: Duration) -> usize {
+        let until = Instant::now() + within;
+        let studies = self.outstanding();
+        if studies == 0 {
+            return 0;
+        }
+        info!(studies, within = ?within, "shutdown: staging the studies still in their quiet period");
+        loop {
+            self.tick_now(true).await;
+            let left = self.outstanding();
+            if left == 0 {
+                info!(studies, "shutdown: every study staged and enqueued");
+                return 0;
+            }
+            if Instant::now() >= until {
+                warn!(
+                    left,
+                    "shutdown: drain time over; these studies stay in the spool for the next start"
+                );
+                return left;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     async fn tick(self: &Arc<Self>) {
+        self.tick_now(false).await
+    }
+
+    /// Freeze the studies due (all of them with `all`) and start the emissions due.
+    async fn tick_now(self: &Arc<Self>, all: bool) {
         let now = Instant::now();
         let mut due: Vec<(Uid, Option<String>)> = {
             let mut pending = self.pending.lock().unwrap();
             let due: Vec<Uid> = pending
                 .iter()
-                .filter(|(_, p)| now.duration_since(p.last_instance) >= self.quiet_period)
+                .filter(|(_, p)| all || now.duration_since(p.last_instance) >= self.quiet_period)
                 .map(|(s, _)| s.clone())
                 .collect();
             due.into_iter()
