@@ -73,7 +73,9 @@ impl Default for WorkerSection {
             delivery_timeout_secs: 30.0,
             shutdown_grace_secs: 60.0,
             job_deadline_secs: segmenter::worker::DEFAULT_JOB_DEADLINE.as_secs_f64(),
-            max_upload_mb: 4096,
+            // The expansion streams through disk; segmentation then holds the study's
+            // instances: 1 GiB fits deploy/cloudformation.yaml's 4 GiB WorkerMemory.
+            max_upload_mb: 1024,
             max_upload_files: 10_000,
         }
     }
