@@ -276,6 +276,7 @@ async fn a_study_of_3000_instances_travels_as_a_manifest_and_the_worker_reads_ev
     let got = tokio::task::block_in_place(|| wait_for_messages(&queue, Duration::from_secs(240)));
     assert_eq!(got.len(), 1, "one job for the study");
     let body = &got[0].body;
+    println!("job message: {} bytes for 3,000 instances", body.len());
     assert!(
         body.len() < 2048,
         "the message stays small: {} bytes",
