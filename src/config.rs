@@ -48,6 +48,8 @@ pub struct WorkerSection {
     pub delivery_timeout_secs: f64,
     /// Seconds shutdown waits for a job in progress before handing it back to the queue.
     pub shutdown_grace_secs: f64,
+    /// Seconds one attempt at a job may take before it is abandoned (released or dead-lettered).
+    pub job_deadline_secs: f64,
     /// Most MiB one S3 upload may hold (the zip, and its files uncompressed; or the folder).
     pub max_upload_mb: u64,
     /// Most files in one S3 upload (zip entries or folder objects).
@@ -70,7 +72,10 @@ impl Default for WorkerSection {
             delivery_backoff_secs: 2.0,
             delivery_timeout_secs: 30.0,
             shutdown_grace_secs: 60.0,
-            max_upload_mb: 4096,
+            job_deadline_secs: segmenter::worker::DEFAULT_JOB_DEADLINE.as_secs_f64(),
+            // The expansion streams through disk; segmentation then holds the study's
+            // instances: 1 GiB fits deploy/cloudformation.yaml's 4 GiB WorkerMemory.
+            max_upload_mb: 1024,
             max_upload_files: 10_000,
         }
     }
@@ -111,6 +116,9 @@ pub struct ScpSection {
     /// Ingest journal segment size in MiB; 0 = a file, fsync and rename per instance.
     pub journal_segment_mb: u64,
     pub quiet_period_secs: f64,
+    /// Seconds spent on SIGTERM staging studies still in their quiet period (below the
+    /// orchestrator's stop timeout); 0 leaves them to the next start.
+    pub drain_time_secs: f64,
     /// Override the accepted storage SOP classes (UIDs).
     pub sop_classes: Option<Vec<String>>,
     /// Override the accepted transfer syntaxes (UIDs).
@@ -133,6 +141,7 @@ impl Default for ScpSection {
             min_free_disk_mb: d.min_free_disk_bytes / (1024 * 1024),
             journal_segment_mb: d.journal_segment_bytes / (1024 * 1024),
             quiet_period_secs: d.quiet_period.as_secs_f64(),
+            drain_time_secs: d.drain_time.as_secs_f64(),
             sop_classes: None,
             transfer_syntaxes: None,
         }
@@ -201,6 +210,7 @@ impl FileConfig {
         c.artim_timeout = secs(s.artim_timeout_secs, "ARTIM timeout")?;
         c.idle_timeout = secs(s.idle_timeout_secs, "idle timeout")?;
         c.quiet_period = secs(s.quiet_period_secs, "quiet period")?;
+        c.drain_time = secs(s.drain_time_secs, "drain time")?;
         c.max_object_bytes = s.max_object_mb.saturating_mul(1024 * 1024);
         c.min_free_disk_bytes = s.min_free_disk_mb.saturating_mul(1024 * 1024);
         c.journal_segment_bytes = s.journal_segment_mb.saturating_mul(1024 * 1024);

@@ -80,6 +80,9 @@ pub struct WorkerArgs {
     /// Seconds before a failed job is tried again.
     #[arg(long, env = "SEGNODE_RETRY_DELAY")]
     retry_delay: Option<f64>,
+    /// Seconds one attempt at a job may take before it is abandoned (default 1800).
+    #[arg(long, env = "SEGNODE_JOB_DEADLINE")]
+    job_deadline: Option<f64>,
     /// C-STORE attempts per destination within one job attempt.
     #[arg(long, env = "SEGNODE_DELIVERY_ATTEMPTS")]
     delivery_attempts: Option<u32>,
@@ -122,6 +125,9 @@ impl WorkerArgs {
         }
         if let Some(v) = self.retry_delay {
             w.retry_delay_secs = v;
+        }
+        if let Some(v) = self.job_deadline {
+            w.job_deadline_secs = v;
         }
         if let Some(v) = self.delivery_attempts {
             w.delivery_attempts = v;
@@ -174,6 +180,10 @@ struct NodeArgs {
     /// Seconds without a new instance after which a study is complete.
     #[arg(long, env = "SEGNODE_QUIET_PERIOD")]
     quiet_period: Option<f64>,
+    /// Seconds spent on SIGTERM staging studies still in their quiet period (default 60;
+    /// 0: leave them in the spool for the next start).
+    #[arg(long, env = "SEGNODE_DRAIN_TIME")]
+    drain_time: Option<f64>,
     /// Allow this calling AE (optionally only from HOST); repeatable. Without any, all callers are allowed.
     #[arg(
         long = "allow-calling",
@@ -273,6 +283,7 @@ impl NodeArgs {
         set!(f.scp.port, self.port);
         set!(f.scp.bind, self.bind);
         set!(f.scp.quiet_period_secs, self.quiet_period);
+        set!(f.scp.drain_time_secs, self.drain_time);
         set!(f.scp.max_associations, self.max_associations);
         set!(f.scp.max_pdu, self.max_pdu);
         set!(f.scp.artim_timeout_secs, self.artim_timeout);

@@ -85,6 +85,10 @@ pub fn worker_config(file: &FileConfig) -> Result<WorkerConfig> {
     }
     c.retry_delay = secs(w.retry_delay_secs, "retry delay")?;
     c.shutdown_grace = secs(w.shutdown_grace_secs, "shutdown grace")?;
+    c.job_deadline = secs(w.job_deadline_secs, "job deadline")?;
+    if c.job_deadline.is_zero() {
+        bail!("job deadline must be more than 0 seconds");
+    }
     c.destinations = w
         .destinations
         .iter()

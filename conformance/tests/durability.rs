@@ -243,3 +243,122 @@ print(" ".join("%04X" % s for s in out))
         "the refused instance must not be kept: {spooled:?}"
     );
 }
+
+/// Issue 13 item 10: an acknowledged instance that cannot be written into its study folder
+/// (here the folder's name is taken by a file) stalled the journal materializer, and the
+/// emitter waited on its barrier forever: no study got a job any more. Now that study waits
+/// (its instances stay in the journal, retried, a warning says why) and the others are
+/// emitted; once the folder can be written, the held study gets its job too.
+#[test]
+fn an_unwritable_study_folder_holds_back_its_study_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let (held, free) = (dir.path().join("held"), dir.path().join("free"));
+    make_series(&held, &["--slices", "3", "--size", "16", "--seed", "531"]);
+    make_series(&free, &["--slices", "3", "--size", "16", "--seed", "532"]);
+    let data = dir.path().join("data");
+    let node = Node::listener(&data, &["--quiet-period", "1"]);
+    let blocker = data.join("spool").join(format!("{STUDY_PREFIX}531"));
+    std::fs::write(&blocker, b"in the way").unwrap();
+    for series in [&held, &free] {
+        let (rc, out) = node.storescu("TESTSCU", &[], series);
+        assert_eq!(rc, 0, "every instance acknowledged: {out}");
+    }
+    let first = common::wait_jobs(&node, 1);
+    assert_eq!(first.len(), 1);
+    assert_eq!(first[0].study_uid.as_str(), format!("{STUDY_PREFIX}532"));
+    // Several quiet periods later the held study still has no job, and the log says why.
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(jobs(&node).len(), 1);
+    assert!(
+        node.log_text()
+            .contains("cannot write an acknowledged instance into its study folder"),
+        "{}",
+        node.log_text()
+    );
+    std::fs::remove_file(&blocker).unwrap();
+    let both = common::wait_jobs(&node, 2);
+    let held_job = both
+        .iter()
+        .find(|j| j.study_uid.as_str() == format!("{STUDY_PREFIX}531"))
+        .expect("the held study's job");
+    assert_eq!(held_job.objects.len(), 3, "none of its instances lost");
+}
+
+/// Issue 13 item 10: a job whose attempt hangs (here a staged instance is a FIFO nobody
+/// writes: a read that never returns, like a hung network file system) was heart-beaten
+/// forever, holding its worker. Now the attempt is abandoned at the job deadline and, on its
+/// last receive, dead-lettered with the reason.
+#[test]
+fn a_hung_job_is_abandoned_at_its_deadline() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let node = Node::start_with_env(
+        "serve",
+        &data,
+        &["--workers", "1", "--max-receives", "1"],
+        &[("SEGNODE_JOB_DEADLINE", "2")],
+    );
+    let uid = |s: &str| staging::Uid::new(s).unwrap();
+    let (study, series, sop) = (uid("1.2.3.77"), uid("1.2.3.77.1"), uid("1.2.3.77.1.1"));
+    let key = staging::ObjectKey::incoming(&study, &series, &sop);
+    let fifo = data.join("store").join(key.as_str());
+    std::fs::create_dir_all(fifo.parent().unwrap()).unwrap();
+    let st = Command::new("mkfifo").arg(&fifo).status().unwrap();
+    assert!(st.success());
+    let job = staging::Job::new(
+        study,
+        vec![staging::JobObject {
+            key,
+            series_uid: series,
+            sop_uid: sop,
+        }],
+        None,
+        0,
+    );
+    let queue = staging::SqliteQueue::open(data.join("queue.sqlite"), 1).unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(staging::JobQueue::send(
+        &queue,
+        &job.to_json(),
+        Some(&job.job_id),
+    ))
+    .unwrap();
+    let dead = wait_until(Duration::from_secs(60), "the job dead-lettered", || {
+        let d = rt
+            .block_on(staging::JobQueue::dead_letters(&queue, 10))
+            .unwrap();
+        (!d.is_empty()).then_some(d)
+    });
+    assert_eq!(dead.len(), 1);
+    assert!(
+        dead[0].reason.contains("deadline of 2 s"),
+        "{}",
+        dead[0].reason
+    );
+    // The worker is free again: the node still answers.
+    let (rc, out) = node.echoscu("TESTSCU", "SEGNODE");
+    assert_eq!(rc, 0, "{out}");
+}
+
+/// Issue 13 item 8, the other side: a drain that cannot run (here `--drain-time 0`, as when the
+/// grace period is spent) loses nothing. The study stays in the spool and its journal, and the
+/// next listener on the same data folder emits it, every acknowledged instance included.
+#[test]
+fn a_study_left_by_a_cut_drain_is_emitted_by_the_next_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let series = dir.path().join("study");
+    make_series(&series, &["--slices", "4", "--size", "16", "--seed", "533"]);
+    let data = dir.path().join("data");
+    let mut node = Node::listener(&data, &["--quiet-period", "600", "--drain-time", "0"]);
+    let (rc, out) = node.storescu("TESTSCU", &[], &series);
+    assert_eq!(rc, 0, "{out}");
+    let status = node.terminate(Duration::from_secs(30));
+    assert!(status.is_some_and(|s| s.success()), "{status:?}");
+    assert!(jobs(&node).is_empty(), "nothing staged on the way out");
+    drop(node);
+    let next = Node::listener(&data, &["--quiet-period", "1"]);
+    let got = common::wait_jobs(&next, 1);
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].study_uid.as_str(), format!("{STUDY_PREFIX}533"));
+    assert_eq!(got[0].objects.len(), 4, "every acknowledged instance");
+}

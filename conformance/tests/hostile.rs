@@ -338,6 +338,38 @@ fn connect_from(source: &str, port: u16) -> Option<TcpStream> {
     Some(socket.into())
 }
 
+/// A flood from the address a legitimate sender uses too: the node cannot tell them apart
+/// before association, so it keeps at most its per-address pending bound (8) and closes the rest
+/// at once; when the flood's connections close, their places free at once (not at ARTIM) and the
+/// sender on that address is served again (the echo after this attack). While the flood holds
+/// its 8 places, that one address waits: a known limit, other addresses are served (the
+/// 127.0.0.2 row).
+fn same_address_flood(port: u16) -> (String, bool) {
+    let held: Vec<TcpStream> = (0..200)
+        .filter_map(|_| TcpStream::connect(("127.0.0.1", port)).ok())
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    // A connection the node closed reads end-of-file at once; an open silent one times out.
+    let open = held
+        .iter()
+        .filter(|c| {
+            c.set_read_timeout(Some(Duration::from_millis(5))).unwrap();
+            let mut stream: &TcpStream = c;
+            matches!(stream.read(&mut [0u8; 1]),
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut))
+        })
+        .count();
+    let n = held.len();
+    drop(held);
+    (
+        format!(
+            "{n} connected, {open} kept pending, {} closed at once",
+            n - open
+        ),
+        open <= 8,
+    )
+}
+
 struct Row {
     attack: String,
     answer: String,
@@ -511,6 +543,10 @@ fn hostile_peers_get_answers_or_aborts_and_the_node_keeps_serving() {
         (
             "5. 200 silent connections from 127.0.0.2 held open during the echo",
             Box::new(|_port| (String::new(), true)),
+        ),
+        (
+            "5. flood from 127.0.0.1, echoscu's own address: 200 silent connections, then closed",
+            Box::new(same_address_flood),
         ),
         (
             "7. SOP Instance UID with a newline forging a log line",

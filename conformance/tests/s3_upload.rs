@@ -194,6 +194,19 @@ impl Setup {
         }
     }
 
+    /// Waits up to `timeout` for the first dead letters.
+    fn wait_dead_letters(&self, timeout: Duration) -> Vec<staging::DeadLetter> {
+        wait_until(timeout, "a dead letter", || {
+            let rt = tokio::runtime::Handle::current();
+            let q = self.queue.clone();
+            let d = std::thread::spawn(move || rt.block_on(q.dead_letters(10)))
+                .join()
+                .unwrap()
+                .unwrap();
+            (!d.is_empty()).then_some(d)
+        })
+    }
+
     async fn wait_queue_empty(&self) {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
@@ -254,15 +267,7 @@ async fn a_zip_uploaded_to_the_bucket_comes_back_as_a_seg() {
     // A zip of something else is dead-lettered at once, with the reason.
     let junk = zip_of(&[("report.pdf".into(), b"%PDF-1.4 not DICOM".to_vec())]);
     s.put("uploads/report.zip", junk).await;
-    let dead = wait_until(Duration::from_secs(60), "a dead letter", || {
-        let rt = tokio::runtime::Handle::current();
-        let q = s.queue.clone();
-        let d = std::thread::spawn(move || rt.block_on(q.dead_letters(10)))
-            .join()
-            .unwrap()
-            .unwrap();
-        (!d.is_empty()).then_some(d)
-    });
+    let dead = s.wait_dead_letters(Duration::from_secs(60));
     assert_eq!(dead.len(), 1, "{dead:?}");
     assert!(
         dead[0].reason.contains("uploads/report.zip")
@@ -322,5 +327,86 @@ async fn a_folder_closed_by_a_complete_marker_comes_back_as_a_seg_once() {
     assert_eq!(done, vec![sop.clone(), sop], "SEG UIDs of the two runs");
     assert!(!first.is_empty());
     s.wait_queue_empty().await;
+    s.stop();
+}
+
+/// Peak and current resident memory of process `pid`, in KiB (VmHWM, VmRSS).
+fn memory_kib(pid: u32) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let field = |name: &str| -> u64 {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in /proc/{pid}/status"))
+    };
+    (field("VmHWM:"), field("VmRSS:"))
+}
+
+/// Issue 13 item 12: the worker held a whole upload zip and every entry in memory (default cap
+/// 4 GiB, on a 4 GiB task): its peak RSS grew by twice the zip's size before it even knew what
+/// the upload held. Now the zip streams to a temporary folder and the entries are identified
+/// one at a time: peak RSS no longer follows the zip's size. Measured, not timed: the worker's
+/// peak RSS is reset (`clear_refs` 5) once it is idle, a ~100 MiB zip of two studies (refused
+/// after every file is identified: memory of the expansion alone) is uploaded, and the growth
+/// of the peak is compared with the zip's size.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_worker_expands_a_large_zip_without_holding_it_in_memory() {
+    let s = Setup::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut files = Vec::new();
+    for seed in ["915", "916"] {
+        let out = dir.path().join(seed);
+        testkit::make_series(
+            &out,
+            &[
+                "--slices", "50", "--size", "512", "--seed", seed, "--series", "2",
+            ],
+        );
+        files.extend(
+            testkit::named_files(&out)
+                .into_iter()
+                .map(|(n, b)| (format!("{seed}/{n}"), b)),
+        );
+    }
+    // Stored, not deflated: the zip is as big as its files.
+    let mut w = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    let opts =
+        zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
+    for (name, data) in &files {
+        w.start_file(name.as_str(), opts).unwrap();
+        w.write_all(data).unwrap();
+    }
+    let zip = w.finish().unwrap().into_inner();
+    drop(files);
+    let zip_kib = zip.len() as u64 / 1024;
+    assert!(zip_kib > 90 * 1024, "{zip_kib} KiB");
+    // Idle and ready: the model is loaded and the S3 test event handled.
+    let pid = s.worker.0.as_ref().unwrap().id();
+    tokio::task::block_in_place(|| {
+        wait_until(Duration::from_secs(120), "the worker idle", || {
+            s.log_text().contains("S3 test event").then_some(())
+        })
+    });
+    std::fs::write(format!("/proc/{pid}/clear_refs"), "5").unwrap();
+    let (_, before) = memory_kib(pid);
+    s.put("uploads/two-studies.zip", zip).await;
+    let dead = s.wait_dead_letters(Duration::from_secs(180));
+    assert!(
+        dead[0].reason.contains("holds 2 studies"),
+        "{}",
+        dead[0].reason
+    );
+    let (peak, _) = memory_kib(pid);
+    let growth = peak.saturating_sub(before);
+    println!(
+        "zip {zip_kib} KiB; worker RSS before {before} KiB, peak {peak} KiB, growth {growth} KiB ({:.2} of the zip)",
+        growth as f64 / zip_kib as f64
+    );
+    assert!(
+        growth < zip_kib / 4,
+        "peak RSS grew by {growth} KiB for a {zip_kib} KiB zip"
+    );
     s.stop();
 }

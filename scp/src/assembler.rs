@@ -16,6 +16,10 @@ use crate::journal::Journal;
 use crate::metrics::ScpMetrics;
 use crate::spool::{Spool, JOB_FILE};
 
+/// How long the emitter waits for the journal to confirm that acknowledged instances are in
+/// their study folders before it leaves the due studies pending for the next tick.
+const BARRIER_TIMEOUT: Duration = Duration::from_secs(10);
+
 #[derive(Debug)]
 struct Pending {
     last_instance: Instant,
@@ -54,6 +58,8 @@ enum EmitError {
     Store(#[from] staging::StoreError),
     #[error(transparent)]
     Queue(#[from] staging::QueueError),
+    #[error(transparent)]
+    Job(#[from] staging::JobError),
     #[error("job file {path}: {message}")]
     JobFile { path: PathBuf, message: String },
 }
@@ -159,13 +165,46 @@ impl Assembler {
         }
     }
 
+    /// On shutdown: stage and enqueue every study now, quiet period or not, within `within`.
+    /// Studies not done by then stay in the spool (and their instances in the journal) for the
+    /// next start, which emits them: a drain cut short loses nothing. Returns how many are left.
+    pub async fn drain(self: &Arc<Self>, within: Duration) -> usize {
+        let until = Instant::now() + within;
+        let studies = self.outstanding();
+        if studies == 0 {
+            return 0;
+        }
+        info!(studies, within = ?within, "shutdown: staging the studies still in their quiet period");
+        loop {
+            self.tick_now(true).await;
+            let left = self.outstanding();
+            if left == 0 {
+                info!(studies, "shutdown: every study staged and enqueued");
+                return 0;
+            }
+            if Instant::now() >= until {
+                warn!(
+                    left,
+                    "shutdown: drain time over; these studies stay in the spool for the next start"
+                );
+                return left;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     async fn tick(self: &Arc<Self>) {
+        self.tick_now(false).await
+    }
+
+    /// Freeze the studies due (all of them with `all`) and start the emissions due.
+    async fn tick_now(self: &Arc<Self>, all: bool) {
         let now = Instant::now();
-        let due: Vec<(Uid, Option<String>)> = {
+        let mut due: Vec<(Uid, Option<String>)> = {
             let mut pending = self.pending.lock().unwrap();
             let due: Vec<Uid> = pending
                 .iter()
-                .filter(|(_, p)| now.duration_since(p.last_instance) >= self.quiet_period)
+                .filter(|(_, p)| all || now.duration_since(p.last_instance) >= self.quiet_period)
                 .map(|(s, _)| s.clone())
                 .collect();
             due.into_iter()
@@ -178,20 +217,35 @@ impl Assembler {
         if !due.is_empty() {
             if let Some(journal) = &self.journal {
                 // Every instance acknowledged so far must be in its study folder before the
-                // folder is frozen.
-                if let Err(e) = journal.barrier().await {
-                    warn!(error = %e, "journal barrier failed; studies stay pending");
+                // folder is frozen. Bounded: a materializer that cannot sync at all must not
+                // stop the emissions below (already frozen studies, retries).
+                let held = match tokio::time::timeout(BARRIER_TIMEOUT, journal.barrier()).await {
+                    Ok(Ok(blocked)) => blocked,
+                    Ok(Err(e)) => {
+                        warn!(error = %e, "journal barrier failed; due studies stay pending");
+                        due.iter().map(|(s, _)| s.clone()).collect()
+                    }
+                    Err(_) => {
+                        ScpMetrics::inc(&self.metrics.barrier_timeouts);
+                        warn!(timeout = ?BARRIER_TIMEOUT, studies = due.len(), "the ingest journal did not confirm its instances in time (see the materializer's warnings); due studies stay pending, emissions go on");
+                        due.iter().map(|(s, _)| s.clone()).collect()
+                    }
+                };
+                if !held.is_empty() {
                     let mut pending = self.pending.lock().unwrap();
-                    for (study, calling_ae) in due {
+                    due.retain(|(study, calling_ae)| {
+                        if !held.contains(study) {
+                            return true;
+                        }
                         pending.insert(
-                            study,
+                            study.clone(),
                             Pending {
                                 last_instance: now,
-                                calling_ae,
+                                calling_ae: calling_ae.clone(),
                             },
                         );
-                    }
-                    return;
+                        false
+                    });
                 }
             }
         }
@@ -246,11 +300,11 @@ impl Assembler {
                     Ok((job, staging::Sent::Accepted)) => {
                         emissions.remove(&dir);
                         ScpMetrics::inc(&this.metrics.jobs_enqueued);
-                        info!(study = %study, job_id = %job.job_id, instances = job.objects.len(), "study complete: job enqueued");
+                        info!(study = %study, job_id = %job.job_id, instances = job.object_count(), "study complete: job enqueued");
                     }
                     Ok((job, staging::Sent::Duplicate)) => {
                         emissions.remove(&dir);
-                        info!(study = %study, job_id = %job.job_id, instances = job.objects.len(), "study complete: same content as an earlier job; duplicate not enqueued");
+                        info!(study = %study, job_id = %job.job_id, instances = job.object_count(), "study complete: same content as an earlier job; duplicate not enqueued");
                     }
                     Err(e) => {
                         ScpMetrics::inc(&this.metrics.emit_failures);
@@ -288,12 +342,24 @@ impl Assembler {
                 )
                 .await?;
         }
+        // job.json holds the queue message as it was first sent (its manifest, for a big
+        // study, is stored before it is written), so a retry re-sends the same job.
         let job_path = dir.join(JOB_FILE);
-        let job = match std::fs::read_to_string(&job_path) {
-            Ok(text) => Job::from_json(&text).map_err(|e| EmitError::JobFile {
-                path: job_path.clone(),
-                message: e.to_string(),
-            })?,
+        let (job, message) = match std::fs::read_to_string(&job_path) {
+            Ok(text) => {
+                let job = Job::from_json(&text).map_err(|e| EmitError::JobFile {
+                    path: job_path.clone(),
+                    message: e.to_string(),
+                })?;
+                if text.len() > staging::MAX_INLINE_JOB_BYTES {
+                    // Written inline by an older build and refused by the queue ever since:
+                    // send it as a manifest and a pointer now (same job id).
+                    let message = job.to_message(self.store.as_ref()).await?;
+                    (job, message)
+                } else {
+                    (job, text)
+                }
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 // The job lists the whole study as staged so far: instances that reopen a
                 // study after its first job give a job for the updated study.
@@ -319,18 +385,18 @@ impl Assembler {
                 // under the same UIDs is new work, an identical resend is a duplicate.
                 let content = content_of(&instances)?;
                 let job = Job::with_content(study.clone(), objects, &content, calling_ae, now_ms);
+                // Small and bounded whatever the study's size: a big study's object list
+                // goes to a manifest in the store (staging::Job::to_message).
+                let message = job.to_message(self.store.as_ref()).await?;
                 let tmp = dir.join(".job.json.tmp");
-                staging::write_synced(&tmp, job.to_json().as_bytes())?;
+                staging::write_synced(&tmp, message.as_bytes())?;
                 std::fs::rename(&tmp, &job_path)?;
                 staging::fsync_dir(dir)?;
-                job
+                (job, message)
             }
             Err(e) => return Err(e.into()),
         };
-        let sent = self
-            .queue
-            .send_checked(&job.to_json(), Some(&job.job_id))
-            .await?;
+        let sent = self.queue.send_checked(&message, Some(&job.job_id)).await?;
         self.spool.finish_emit(dir)?;
         Ok((job, sent))
     }

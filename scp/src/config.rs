@@ -118,6 +118,12 @@ pub struct ScpConfig {
     pub min_free_disk_bytes: u64,
     /// A study is complete after this long without a new instance.
     pub quiet_period: Duration,
+    /// On shutdown (SIGTERM), how long the listener may spend staging and enqueueing the
+    /// studies still in their quiet period before it exits. Keep it below the orchestrator's
+    /// stop timeout (ECS `StopTimeout` 120 s in deploy/cloudformation.yaml, less the up to 10 s
+    /// spent waiting for open associations). What is not done by then stays in the spool and
+    /// the next start (same data folder) emits it. Zero: leave everything to the next start.
+    pub drain_time: Duration,
     pub sop_classes: Vec<String>,
     pub transfer_syntaxes: Vec<String>,
     /// Where received instances wait, durably, until their study is staged and enqueued.
@@ -143,6 +149,7 @@ impl ScpConfig {
             max_object_bytes: 2 * 1024 * 1024 * 1024,
             min_free_disk_bytes: 1024 * 1024 * 1024,
             quiet_period: Duration::from_secs(10),
+            drain_time: Duration::from_secs(60),
             sop_classes: sop::default_sop_classes(),
             transfer_syntaxes: sop::default_transfer_syntaxes(),
             spool_dir: spool_dir.into(),

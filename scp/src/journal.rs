@@ -24,7 +24,7 @@
 //!           | crc32 u32 (of everything after it) | study | series | sop | payload (Part 10 file)
 //! ```
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read};
 use std::os::unix::fs::FileExt;
@@ -116,7 +116,9 @@ enum Msg {
         generation: u64,
         tail: u64,
     },
-    Barrier(oneshot::Sender<()>),
+    /// Answered with the studies that have acknowledged instances the materializer cannot
+    /// write yet (see [`Journal::barrier`]).
+    Barrier(oneshot::Sender<BTreeSet<Uid>>),
 }
 
 #[derive(Debug)]
@@ -135,6 +137,8 @@ pub struct Journal {
     tx: Mutex<Option<mpsc::Sender<Msg>>>,
     /// Bytes acknowledged but not yet materialized, for the metrics and the memory bound.
     pending_bytes: Arc<AtomicU64>,
+    /// Acknowledged instances the materializer cannot write into their study folder yet.
+    stuck_instances: Arc<AtomicU64>,
     materializer: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
@@ -235,6 +239,7 @@ impl Journal {
             next_id: AtomicU64::new(max_id + 1),
             tx: Mutex::new(Some(tx)),
             pending_bytes: pending_bytes.clone(),
+            stuck_instances: Arc::new(AtomicU64::new(0)),
             materializer: Mutex::new(None),
         });
         if !materialize {
@@ -242,6 +247,7 @@ impl Journal {
             return Ok((journal, recovery));
         }
         let weak = Arc::downgrade(&journal);
+        let stuck_instances = journal.stuck_instances.clone();
         let handle = std::thread::Builder::new()
             .name("journal-materializer".into())
             .spawn(move || {
@@ -252,6 +258,8 @@ impl Journal {
                     pending_bytes,
                     segments: HashMap::new(),
                     dirty: Default::default(),
+                    stuck: Vec::new(),
+                    stuck_instances,
                 }
                 .run(rx)
             })?;
@@ -273,6 +281,12 @@ impl Journal {
         self.pending_bytes.clone()
     }
 
+    /// The live count of acknowledged instances that cannot be written into their study
+    /// folder yet (they stay in the journal, retried), for the metrics.
+    pub fn stuck_instances_counter(&self) -> Arc<AtomicU64> {
+        self.stuck_instances.clone()
+    }
+
     /// A writer for one association.
     pub fn writer(self: &Arc<Self>) -> JournalWriter {
         JournalWriter {
@@ -282,8 +296,12 @@ impl Journal {
     }
 
     /// Resolves once every instance acknowledged before the call is materialized and durable
-    /// in the spool's study folders.
-    pub async fn barrier(&self) -> io::Result<()> {
+    /// in the spool's study folders, except those of the studies it returns: instances the
+    /// materializer cannot write (one study's folder is unwritable, say) stay in the journal,
+    /// retried every second, without holding back every other study. The caller must not
+    /// freeze a returned study. Waits while the file system cannot be synced at all: callers
+    /// bound the wait.
+    pub async fn barrier(&self) -> io::Result<BTreeSet<Uid>> {
         let (tx, rx) = oneshot::channel();
         self.send(Msg::Barrier(tx))?;
         rx.await
@@ -564,6 +582,17 @@ struct SegmentProgress {
     checkpoint: u64,
     generation: u64,
     sealed_tail: Option<u64>,
+    /// Offsets of this segment's stuck records: the checkpoint written stays below the first.
+    stuck: BTreeSet<u64>,
+}
+
+impl SegmentProgress {
+    /// The checkpoint that may be written: past every materialized record, before any stuck one.
+    fn durable_checkpoint(&self) -> u64 {
+        self.stuck
+            .first()
+            .map_or(self.checkpoint, |&s| s.min(self.checkpoint))
+    }
 }
 
 struct Materializer {
@@ -574,6 +603,18 @@ struct Materializer {
     segments: HashMap<u64, (Arc<SegmentFile>, SegmentProgress)>,
     /// Segments whose header (checkpoint or recycling) is yet to be written.
     dirty: std::collections::BTreeSet<u64>,
+    /// Records that could not be written into their study folder; retried with every batch
+    /// (at least every second). Their segments' checkpoints stay before them.
+    stuck: Vec<Msg>,
+    /// How many records are stuck, for the metrics.
+    stuck_instances: Arc<AtomicU64>,
+}
+
+fn msg_segment(msg: &Msg) -> Option<&Arc<SegmentFile>> {
+    match msg {
+        Msg::Record { segment, .. } | Msg::Sealed { segment, .. } => Some(segment),
+        Msg::Barrier(_) => None,
+    }
 }
 
 impl Materializer {
@@ -582,13 +623,14 @@ impl Materializer {
         let mut failing = false;
         loop {
             if batch.is_empty() {
-                if self.dirty.is_empty() {
+                if self.dirty.is_empty() && self.stuck.is_empty() {
                     match rx.recv() {
                         Ok(m) => batch.push(m),
                         Err(_) => return,
                     }
                 } else {
-                    // a header write failed earlier: retry it even if nothing new arrives
+                    // a header write failed earlier, or records are stuck: retry them even if
+                    // nothing new arrives
                     match rx.recv_timeout(Duration::from_secs(1)) {
                         Ok(m) => batch.push(m),
                         Err(mpsc::RecvTimeoutError::Timeout) => {}
@@ -618,19 +660,74 @@ impl Materializer {
                     Err(mpsc::RecvTimeoutError::Disconnected) => break,
                 }
             }
-            if let Err(e) = self.materialize(&batch) {
-                // Nothing was checkpointed, so nothing is lost: retry the same batch.
-                if !failing {
-                    warn!(error = %e, "cannot materialize journalled instances into the spool; retrying");
-                    failing = true;
+            let retried = self.stuck.len();
+            let mut work = std::mem::take(&mut self.stuck);
+            work.append(&mut batch);
+            let failed = match self.materialize(&work) {
+                Ok(failed) => failed,
+                Err(e) => {
+                    // The file system cannot be synced: nothing was checkpointed, so nothing
+                    // is lost: retry the same batch.
+                    if !failing {
+                        warn!(error = %e, "cannot materialize journalled instances into the spool; retrying");
+                        failing = true;
+                    }
+                    batch = work.split_off(retried);
+                    self.stuck = work;
+                    std::thread::sleep(Duration::from_secs(1));
+                    continue;
                 }
-                std::thread::sleep(Duration::from_secs(1));
-                continue;
+            };
+            let mut done = Vec::with_capacity(work.len());
+            for (i, msg) in work.into_iter().enumerate() {
+                match failed.get(&i) {
+                    Some(e) => {
+                        if let Msg::Record {
+                            instance, offset, ..
+                        } = &msg
+                        {
+                            if i >= retried {
+                                warn!(study = %instance.study, sop = %instance.sop, error = %e,
+                                    "cannot write an acknowledged instance into its study folder; \
+                                     it stays in the journal and is retried (its study is not emitted \
+                                     meanwhile, other studies are)");
+                                self.stuck_instances.fetch_add(1, Relaxed);
+                            }
+                            if let Some(segment) = msg_segment(&msg) {
+                                self.progress(segment).stuck.insert(*offset);
+                            }
+                        }
+                        self.stuck.push(msg);
+                    }
+                    None => {
+                        if i < retried {
+                            if let Msg::Record {
+                                instance, offset, ..
+                            } = &msg
+                            {
+                                info!(study = %instance.study, sop = %instance.sop, "a stuck instance is now in its study folder");
+                                self.stuck_instances.fetch_sub(1, Relaxed);
+                                if let Some(segment) = msg_segment(&msg) {
+                                    self.progress(segment).stuck.remove(offset);
+                                }
+                            }
+                        }
+                        done.push(msg);
+                    }
+                }
             }
-            self.apply(&batch);
-            for msg in batch.drain(..) {
+            self.apply(&done);
+            let blocked: BTreeSet<Uid> = self
+                .stuck
+                .iter()
+                .filter_map(|m| match m {
+                    Msg::Record { instance, .. } => Some(instance.study.clone()),
+                    _ => None,
+                })
+                .collect();
+            for msg in done {
                 if let Msg::Barrier(reply) = msg {
-                    let _ = reply.send(());
+                    let _ = reply.send(blocked.clone());
                 }
             }
             match self.write_headers() {
@@ -651,13 +748,23 @@ impl Materializer {
         }
     }
 
-    /// Write the batch's instances into their study folders and make them durable.
-    /// Idempotent, so a failed batch is simply retried.
-    fn materialize(&self, batch: &[Msg]) -> io::Result<()> {
+    fn progress(&mut self, segment: &Arc<SegmentFile>) -> &mut SegmentProgress {
+        &mut self
+            .segments
+            .entry(segment.id)
+            .or_insert_with(|| (segment.clone(), SegmentProgress::default()))
+            .1
+    }
+
+    /// Write the batch's instances into their study folders and make them durable. Returns
+    /// the records (by index) that could not be written; fails as a whole only when the file
+    /// system cannot be synced. Idempotent, so a failed record or batch is simply retried.
+    fn materialize(&self, batch: &[Msg]) -> io::Result<HashMap<usize, io::Error>> {
         let mut wrote = false;
+        let mut failed = HashMap::new();
         {
             let _guard = self.structure.blocking_read();
-            for msg in batch {
+            for (i, msg) in batch.iter().enumerate() {
                 if let Msg::Record {
                     segment,
                     generation,
@@ -671,32 +778,49 @@ impl Materializer {
                     let payload = match bytes {
                         Some(b) => b.as_slice(),
                         None => {
-                            let len = segment.file.metadata()?.len();
-                            reread = read_record(&segment.file, *generation, *offset, len)?
-                                .map(|((_, payload), _)| payload)
-                                .ok_or_else(|| {
-                                    io::Error::new(
-                                        io::ErrorKind::InvalidData,
-                                        "a journal record cannot be read back",
-                                    )
-                                })?;
-                            reread.as_slice()
+                            let record = segment.file.metadata().and_then(|m| {
+                                read_record(&segment.file, *generation, *offset, m.len())
+                            });
+                            match record {
+                                Ok(Some(((_, payload), _))) => {
+                                    reread = payload;
+                                    reread.as_slice()
+                                }
+                                Ok(None) => {
+                                    failed.insert(
+                                        i,
+                                        io::Error::new(
+                                            io::ErrorKind::InvalidData,
+                                            "a journal record cannot be read back",
+                                        ),
+                                    );
+                                    continue;
+                                }
+                                Err(e) => {
+                                    failed.insert(i, e);
+                                    continue;
+                                }
+                            }
                         }
                     };
-                    self.spool.materialize(
+                    match self.spool.materialize(
                         &instance.study,
                         &instance.series,
                         &instance.sop,
                         payload,
-                    )?;
-                    wrote = true;
+                    ) {
+                        Ok(()) => wrote = true,
+                        Err(e) => {
+                            failed.insert(i, e);
+                        }
+                    }
                 }
             }
         }
         if wrote {
             sync_filesystem(self.spool.root())?;
         }
-        Ok(())
+        Ok(failed)
     }
 
     /// Account for a materialized batch (exactly once per batch).
@@ -740,7 +864,7 @@ impl Materializer {
         while let Some(&id) = self.dirty.first() {
             let (segment, p) = self.segments.get(&id).expect("dirty segments are tracked");
             match p.sealed_tail {
-                Some(tail) if p.checkpoint >= tail => {
+                Some(tail) if p.durable_checkpoint() >= tail => {
                     let generation = p.generation + 1;
                     segment.write_header(generation, DATA_START)?;
                     let (segment, _) = self.segments.remove(&id).expect("present");
@@ -748,7 +872,7 @@ impl Materializer {
                         j.recycled(segment, generation);
                     }
                 }
-                _ => segment.write_header(p.generation, p.checkpoint)?,
+                _ => segment.write_header(p.generation, p.durable_checkpoint())?,
             }
             self.dirty.remove(&id);
         }
@@ -862,6 +986,85 @@ mod tests {
         let (_j, rec) =
             Journal::open_inner(spool(dir.path()), structure(), capacity, false).unwrap();
         assert_eq!(rec.instances, 0);
+    }
+
+    /// An instance of study 1.2.9, whose folder name a file takes: it cannot be written until
+    /// the file (returned) is removed.
+    fn blocked_study(spool: &Path) -> (PathBuf, RecordedInstance) {
+        let blocker = spool.join("1.2.9");
+        fs::write(&blocker, b"not a folder").unwrap();
+        let bad = RecordedInstance {
+            study: uid("1.2.9"),
+            series: uid("1.2.9.1"),
+            sop: uid("1.2.9.1.1"),
+        };
+        (blocker, bad)
+    }
+
+    /// Issue 13 item 10: one instance that cannot be written into its study folder (here the
+    /// folder's name is taken by a file) used to stall the whole materializer, and every
+    /// barrier with it: no study was emitted any more. Now that record stays in the journal,
+    /// retried, its study is named by the barrier, and the others go on.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn one_unwritable_study_does_not_hold_back_the_others() {
+        let dir = tempfile::tempdir().unwrap();
+        let (journal, _) = Journal::open(spool(dir.path()), structure(), 1 << 20).unwrap();
+        let (blocker, bad) = blocked_study(dir.path());
+        let mut w = journal.writer();
+        w.append(bad, b"bad study".to_vec()).unwrap();
+        for i in 0..3 {
+            let (inst, payload) = instance(i);
+            w.append(inst, payload).unwrap();
+        }
+        let held = tokio::time::timeout(Duration::from_secs(10), journal.barrier())
+            .await
+            .expect("the barrier answers")
+            .unwrap();
+        assert_eq!(held, BTreeSet::from([uid("1.2.9")]));
+        for i in 0..3 {
+            assert_eq!(materialized(dir.path(), i), Some(instance(i).1));
+        }
+        assert_eq!(journal.stuck_instances_counter().load(Relaxed), 1);
+        drop(w);
+        journal.shutdown();
+        drop(journal);
+        // A restart while it is stuck: its record was not checkpointed away.
+        fs::remove_file(&blocker).unwrap();
+        let (journal, rec) = Journal::open(spool(dir.path()), structure(), 1 << 20).unwrap();
+        assert!(rec.instances >= 1, "the stuck record is redone");
+        assert_eq!(
+            fs::read(dir.path().join("1.2.9/1.2.9.1/1.2.9.1.1.dcm")).unwrap(),
+            b"bad study"
+        );
+        assert!(journal.barrier().await.unwrap().is_empty());
+    }
+
+    /// A stuck record is retried on its own and released once its folder can be written.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_stuck_instance_is_written_once_its_folder_can_be() {
+        let dir = tempfile::tempdir().unwrap();
+        let (journal, _) = Journal::open(spool(dir.path()), structure(), 1 << 20).unwrap();
+        let (blocker, bad) = blocked_study(dir.path());
+        let mut w = journal.writer();
+        w.append(bad, b"late".to_vec()).unwrap();
+        assert_eq!(journal.barrier().await.unwrap().len(), 1);
+        fs::remove_file(&blocker).unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while !journal.barrier().await.unwrap().is_empty() {
+            assert!(std::time::Instant::now() < deadline, "still stuck");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        assert_eq!(
+            fs::read(dir.path().join("1.2.9/1.2.9.1/1.2.9.1.1.dcm")).unwrap(),
+            b"late"
+        );
+        assert_eq!(journal.stuck_instances_counter().load(Relaxed), 0);
+        drop(w);
+        journal.shutdown();
+        drop(journal);
+        let (_j, rec) =
+            Journal::open_inner(spool(dir.path()), structure(), 1 << 20, false).unwrap();
+        assert_eq!(rec.instances, 0, "checkpointed once written");
     }
 
     #[test]

@@ -24,6 +24,11 @@ pub struct ScpMetrics {
     /// Acknowledged bytes in the ingest journal not yet in their study folders (shared with
     /// the journal).
     pub journal_pending_bytes: std::sync::Arc<AtomicU64>,
+    /// Acknowledged instances the journal cannot write into their study folder yet (shared
+    /// with the journal); their studies are held back, the others go on.
+    pub journal_stuck_instances: std::sync::Arc<AtomicU64>,
+    /// Journal barriers that did not answer within the barrier timeout.
+    pub barrier_timeouts: AtomicU64,
 }
 
 impl ScpMetrics {
@@ -115,6 +120,18 @@ impl ScpMetrics {
             "gauge",
             "Acknowledged bytes in the ingest journal, not yet written to their study folders.",
             &[("", self.journal_pending_bytes.as_ref())],
+        );
+        line(
+            "segnode_scp_journal_stuck_instances",
+            "gauge",
+            "Acknowledged instances that cannot be written to their study folder yet (kept in the journal, retried; their studies wait).",
+            &[("", self.journal_stuck_instances.as_ref())],
+        );
+        line(
+            "segnode_scp_barrier_timeouts_total",
+            "counter",
+            "Journal barriers not answered within the barrier timeout (the due studies wait; emissions go on).",
+            &[("", &self.barrier_timeouts)],
         );
     }
 }

@@ -114,6 +114,10 @@ impl Scp {
                 .as_ref()
                 .map(|j| j.pending_bytes_counter())
                 .unwrap_or_default(),
+            journal_stuck_instances: journal
+                .as_ref()
+                .map(|j| j.stuck_instances_counter())
+                .unwrap_or_default(),
             ..ScpMetrics::default()
         });
         let assembler = Assembler::recover(
@@ -215,6 +219,9 @@ impl Scp {
         let _ = tokio::time::timeout(Duration::from_secs(10), self.slots.acquire_many(all)).await;
         let _ = stop_tx.send(true);
         let _ = assembler_task.await;
+        if !self.config.drain_time.is_zero() {
+            self.assembler.drain(self.config.drain_time).await;
+        }
         if let Some(journal) = self.journal {
             // Materialize what is pending now rather than at the next start.
             let _ = tokio::task::spawn_blocking(move || journal.shutdown()).await;

@@ -38,6 +38,12 @@ pub enum SegmentError {
     },
     #[error("{0}")]
     Io(String),
+    /// One attempt took longer than the job deadline (a hung read or destination): abandoned;
+    /// another attempt may succeed, so it is not permanent.
+    #[error(
+        "the job did not finish within its deadline of {seconds} s (--job-deadline); abandoned"
+    )]
+    Deadline { seconds: f64 },
     /// The brain mask is implausible (volume out of the manifest's range, or a mask that fills the
     /// field of view): the study is not a head the models can read, so the job fails rather than
     /// delivering a silent wrong SEG.

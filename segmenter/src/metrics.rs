@@ -28,6 +28,8 @@ pub struct WorkerMetrics {
     /// Attempts that failed and were released for another try.
     pub jobs_failed: AtomicU64,
     pub jobs_dead_lettered: AtomicU64,
+    /// Attempts abandoned at the job deadline (then released or dead-lettered as failures).
+    pub jobs_past_deadline: AtomicU64,
     pub busy_workers: AtomicU64,
     pub workers: AtomicU64,
     stages: [StageStat; 8],
@@ -58,6 +60,11 @@ impl WorkerMetrics {
         ] {
             let _ = writeln!(out, "segnode_jobs_total{{outcome=\"{outcome}\"}} {v}");
         }
+        let _ = writeln!(
+            out,
+            "# HELP segnode_jobs_past_deadline_total Job attempts abandoned at the job deadline (also counted as failed or dead-lettered).\n# TYPE segnode_jobs_past_deadline_total counter\nsegnode_jobs_past_deadline_total {}",
+            c(&self.jobs_past_deadline)
+        );
         let _ = writeln!(out, "# HELP segnode_workers Worker tasks, and how many hold a job.\n# TYPE segnode_workers gauge");
         let _ = writeln!(
             out,

@@ -8,15 +8,16 @@
 //! exactly as the SCP stages what it receives; the job id is derived from the staged keys, so a
 //! redelivered event yields the same job id and therefore the same SEG SOP Instance UID.
 //!
-//! Nothing from an upload is written to a filesystem path: archive entry names only appear in
-//! messages, and keys are built from validated UIDs. Zip bombs are bounded by
+//! No name from an upload becomes a filesystem path: archive entry names only appear in
+//! messages, the temporary files an upload is expanded into are named by index, and keys are
+//! built from validated UIDs. Zip bombs are bounded by
 //! [`UploadLimits`] (total uncompressed bytes and file count), checked against the sizes the
 //! archive declares and again while inflating.
 
 use std::collections::BTreeSet;
-use std::io::{Cursor, Read};
+use std::io::Read;
+use std::path::{Path, PathBuf};
 
-use bytes::Bytes;
 use dicom_dictionary_std::tags;
 use dicom_object::OpenFileOptions;
 use serde_json::Value;
@@ -39,7 +40,7 @@ pub struct UploadLimits {
 impl Default for UploadLimits {
     fn default() -> Self {
         UploadLimits {
-            max_bytes: 4 * 1024 * 1024 * 1024,
+            max_bytes: 1024 * 1024 * 1024,
             max_files: 10_000,
         }
     }
@@ -186,9 +187,14 @@ fn upload_error(key: &ObjectKey, message: impl Into<String>) -> SegmentError {
     }
 }
 
-async fn get(store: &dyn ObjectStore, key: &ObjectKey) -> Result<Bytes, SegmentError> {
-    match store.get(key).await {
-        Ok(b) => Ok(b),
+async fn get_to_file(
+    store: &dyn ObjectStore,
+    key: &ObjectKey,
+    path: &Path,
+    max_bytes: u64,
+) -> Result<u64, SegmentError> {
+    match store.get_to_file(key, path, max_bytes).await {
+        Ok(n) => Ok(n),
         // Gone after its event was sent (deleted, expired): no retry brings it back.
         Err(StoreError::NotFound(_)) => Err(upload_error(key, "no longer in the store")),
         Err(e) => Err(SegmentError::Store(format!("{}: {e}", key.as_str()))),
@@ -208,30 +214,45 @@ fn is_skipped(name: &str) -> bool {
 
 /// Expands the upload at `key` (`uploads/....zip` or `uploads/<name>/COMPLETE`) into a job:
 /// every file staged under `incoming/`, one study, a deterministic job id.
+///
+/// Memory does not follow the upload's size: the zip is streamed from the store into a
+/// temporary folder, each entry (or folder object) is inflated or copied into its own file
+/// there, and the files are identified one at a time (one file in memory at once) and staged
+/// from disk. The temporary folder (`TMPDIR`, else /tmp) needs room for the zip and its files:
+/// twice `max_bytes` at most; it is removed when this returns.
 pub async fn expand(
     store: &dyn ObjectStore,
     key: &ObjectKey,
     size_hint: Option<u64>,
     limits: &UploadLimits,
 ) -> Result<Job, SegmentError> {
+    let work = tempfile::Builder::new()
+        .prefix("segnode-upload-")
+        .tempdir()
+        .map_err(|e| SegmentError::Io(format!("cannot create a temporary folder: {e}")))?;
     let files = match key.parse_upload() {
         Some(UploadKey::Zip) => {
             if let Some(size) = size_hint.filter(|&s| s > limits.max_bytes) {
-                return Err(upload_error(
-                    key,
-                    format!(
-                        "is {size} bytes, over the limit of {} bytes",
-                        limits.max_bytes
-                    ),
-                ));
+                return Err(over_limit(key, size, limits));
             }
-            let zip = get(store, key).await?;
-            let (k, l) = (key.clone(), *limits);
-            tokio::task::spawn_blocking(move || unzip(&zip, &k, &l))
-                .await
-                .map_err(|e| SegmentError::Io(format!("unzip task failed: {e}")))??
+            let zip_path = work.path().join("upload.zip");
+            let size = get_to_file(store, key, &zip_path, limits.max_bytes).await?;
+            if size > limits.max_bytes {
+                return Err(over_limit(key, size, limits));
+            }
+            let (k, l, dir) = (key.clone(), *limits, work.path().to_path_buf());
+            tokio::task::spawn_blocking(move || {
+                let zip = std::fs::File::open(&zip_path).map_err(|e| {
+                    SegmentError::Io(format!("cannot reopen the downloaded upload: {e}"))
+                })?;
+                unzip(zip, &k, &l, &dir)
+            })
+            .await
+            .map_err(|e| SegmentError::Io(format!("unzip task failed: {e}")))??
         }
-        Some(UploadKey::Folder { prefix }) => read_folder(store, key, &prefix, limits).await?,
+        Some(UploadKey::Folder { prefix }) => {
+            read_folder(store, key, &prefix, limits, work.path()).await?
+        }
         None => {
             return Err(upload_error(
                 key,
@@ -242,23 +263,28 @@ pub async fn expand(
     stage(store, key, files).await
 }
 
-/// The files of an archive, bounded by `limits` (declared sizes first, then actual bytes).
-fn unzip(
-    zip: &[u8],
+fn over_limit(key: &ObjectKey, size: u64, limits: &UploadLimits) -> SegmentError {
+    upload_error(
+        key,
+        format!(
+            "is {size} bytes, over the limit of {} bytes",
+            limits.max_bytes
+        ),
+    )
+}
+
+/// One file of an upload, waiting on disk: its name in the upload (for messages) and where it is.
+type UploadedFile = (String, PathBuf);
+
+/// The files of an archive, each inflated into its own file under `dir`, bounded by `limits`
+/// (declared sizes first, then actual bytes).
+fn unzip<R: Read + std::io::Seek>(
+    zip: R,
     key: &ObjectKey,
     limits: &UploadLimits,
-) -> Result<Vec<(String, Bytes)>, SegmentError> {
-    if zip.len() as u64 > limits.max_bytes {
-        return Err(upload_error(
-            key,
-            format!(
-                "is {} bytes, over the limit of {} bytes",
-                zip.len(),
-                limits.max_bytes
-            ),
-        ));
-    }
-    let mut archive = zip::ZipArchive::new(Cursor::new(zip))
+    dir: &Path,
+) -> Result<Vec<UploadedFile>, SegmentError> {
+    let mut archive = zip::ZipArchive::new(zip)
         .map_err(|e| upload_error(key, format!("is not a readable zip archive: {e}")))?;
     if archive.len() > limits.max_files {
         return Err(upload_error(
@@ -270,6 +296,15 @@ fn unzip(
             ),
         ));
     }
+    let too_big = |name: &str| {
+        upload_error(
+            key,
+            format!(
+                "expands to more than the limit of {} bytes (at entry {name:?})",
+                limits.max_bytes
+            ),
+        )
+    };
     let mut total: u64 = 0;
     let mut out = Vec::new();
     for i in 0..archive.len() {
@@ -291,42 +326,33 @@ fn unzip(
         }
         let room = limits.max_bytes - total;
         if entry.size() > room {
-            return Err(upload_error(
-                key,
-                format!(
-                    "expands to more than the limit of {} bytes (at entry {name:?})",
-                    limits.max_bytes
-                ),
-            ));
+            return Err(too_big(&name));
         }
-        let mut buf = Vec::with_capacity(entry.size().min(64 << 20) as usize);
+        // Entry names never become paths: the file is named by its index.
+        let path = dir.join(format!("{i}.dcm"));
+        let mut file = std::fs::File::create(&path)
+            .map_err(|e| SegmentError::Io(format!("cannot write a temporary file: {e}")))?;
         // The declared size may lie: never inflate more than the room left (plus one byte to notice).
-        (&mut entry)
-            .take(room + 1)
-            .read_to_end(&mut buf)
+        let n = std::io::copy(&mut (&mut entry).take(room + 1), &mut file)
             .map_err(|e| upload_error(key, format!("entry {name:?} cannot be inflated: {e}")))?;
-        if buf.len() as u64 > room {
-            return Err(upload_error(
-                key,
-                format!(
-                    "expands to more than the limit of {} bytes (at entry {name:?})",
-                    limits.max_bytes
-                ),
-            ));
+        if n > room {
+            return Err(too_big(&name));
         }
-        total += buf.len() as u64;
-        out.push((name, Bytes::from(buf)));
+        total += n;
+        out.push((name, path));
     }
     Ok(out)
 }
 
-/// The objects under an uploaded folder's prefix (the marker and skipped names excluded).
+/// The objects under an uploaded folder's prefix (the marker and skipped names excluded), each
+/// copied into its own file under `dir`.
 async fn read_folder(
     store: &dyn ObjectStore,
     marker: &ObjectKey,
     prefix: &str,
     limits: &UploadLimits,
-) -> Result<Vec<(String, Bytes)>, SegmentError> {
+    dir: &Path,
+) -> Result<Vec<UploadedFile>, SegmentError> {
     let keys: Vec<ObjectKey> = store
         .list(prefix)
         .await
@@ -346,9 +372,9 @@ async fn read_folder(
     }
     let mut total: u64 = 0;
     let mut out = Vec::with_capacity(keys.len());
-    for k in keys {
-        let b = get(store, &k).await?;
-        total += b.len() as u64;
+    for (i, k) in keys.into_iter().enumerate() {
+        let path = dir.join(format!("{i}.dcm"));
+        total += get_to_file(store, &k, &path, limits.max_bytes - total).await?;
         if total > limits.max_bytes {
             return Err(upload_error(
                 marker,
@@ -359,7 +385,7 @@ async fn read_folder(
             ));
         }
         let name = k.as_str()[prefix.len()..].to_string();
-        out.push((name, b));
+        out.push((name, path));
     }
     Ok(out)
 }
@@ -384,17 +410,21 @@ fn identify(name: &str, bytes: &[u8]) -> Result<(Uid, Uid, Uid), String> {
     ))
 }
 
-/// Parses every file, checks that they are one study, stages them under `incoming/` and builds
-/// the job.
+/// Parses every file (one in memory at a time), checks that they are one study, stages them
+/// under `incoming/` from disk and builds the job.
 async fn stage(
     store: &dyn ObjectStore,
     upload: &ObjectKey,
-    files: Vec<(String, Bytes)>,
+    files: Vec<UploadedFile>,
 ) -> Result<Job, SegmentError> {
     let (identified, files) = tokio::task::spawn_blocking(move || {
         let ids = files
             .iter()
-            .map(|(name, b)| identify(name, b))
+            .map(|(name, path)| {
+                let bytes = std::fs::read(path)
+                    .map_err(|e| format!("{name:?} cannot be read back from disk: {e}"))?;
+                identify(name, &bytes)
+            })
             .collect::<Result<Vec<_>, String>>();
         (ids, files)
     })
@@ -417,14 +447,14 @@ async fn stage(
         }
     };
     let mut objects: Vec<JobObject> = Vec::with_capacity(files.len());
-    for ((name, bytes), (_, series, sop)) in files.into_iter().zip(identified) {
+    for ((name, path), (_, series, sop)) in files.into_iter().zip(identified) {
         let key = ObjectKey::incoming(&study, &series, &sop);
         if objects.iter().any(|o| o.key == key) {
             warn!(upload = %upload, file = %name, sop = %sop, "SOP Instance UID seen twice in the upload; the first copy is kept");
             continue;
         }
         store
-            .put(&key, bytes)
+            .put_file(&key, &path)
             .await
             .map_err(|e| SegmentError::Store(format!("{}: {e}", key.as_str())))?;
         objects.push(JobObject {
@@ -445,8 +475,9 @@ async fn stage(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::Bytes;
+    use std::io::Cursor;
     use std::io::Write;
-    use std::path::Path;
     use std::sync::Arc;
 
     use staging::LocalStore;
@@ -787,7 +818,14 @@ mod tests {
             max_bytes: 1000,
             max_files: 10,
         };
-        let e = unzip(&zip, &key("uploads/liar.zip"), &limits).unwrap_err();
+        let dir = tempfile::tempdir().unwrap();
+        let e = unzip(
+            std::io::Cursor::new(zip),
+            &key("uploads/liar.zip"),
+            &limits,
+            dir.path(),
+        )
+        .unwrap_err();
         assert!(e.is_permanent(), "{e}");
     }
 }

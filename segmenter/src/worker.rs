@@ -35,6 +35,12 @@ pub struct WorkerConfig {
     pub retry_delay: Duration,
     /// How long shutdown waits for a job in progress before releasing it.
     pub shutdown_grace: Duration,
+    /// The longest one attempt at a job may take (fetch, segmentation, delivery): past it the
+    /// job is abandoned (no more heartbeats) and released for another attempt, or dead-lettered
+    /// on its last, with the reason. A hung store read or destination no longer holds the job
+    /// (and the worker) forever. Work already running on a blocking thread is not interrupted:
+    /// its result is dropped.
+    pub job_deadline: Duration,
     /// Destinations for every job, besides those a job names itself.
     pub destinations: Vec<Target>,
     pub delivery: DeliveryOptions,
@@ -60,6 +66,7 @@ impl WorkerConfig {
             poll_wait: Duration::from_secs(5),
             retry_delay: Duration::from_secs(10),
             shutdown_grace: Duration::from_secs(60),
+            job_deadline: DEFAULT_JOB_DEADLINE,
             destinations: Vec::new(),
             delivery: DeliveryOptions::default(),
             seg: SegSettings::segnode(version),
@@ -68,6 +75,10 @@ impl WorkerConfig {
         }
     }
 }
+
+/// 30 minutes: far above a study's usual minutes (inference of a big study on a few cores),
+/// far below "forever".
+pub const DEFAULT_JOB_DEADLINE: Duration = Duration::from_secs(30 * 60);
 
 /// Everything the workers share.
 #[derive(Clone)]
@@ -250,7 +261,7 @@ enum Work {
 /// Does `work` while keeping the message hidden, then deletes, releases or dead-letters it.
 async fn process(ctx: &WorkerContext, msg: &Received, work: Work) -> Handled {
     if let Work::Job(job) = &work {
-        info!(objects = job.objects.len(), "job received");
+        info!(objects = job.object_count(), "job received");
     }
 
     // Heartbeat: keep the message hidden while we work.
@@ -268,9 +279,26 @@ async fn process(ctx: &WorkerContext, msg: &Received, work: Work) -> Handled {
             }
         })
     };
-    let result = match &work {
-        Work::Job(job) => run_job(ctx, job).await.map(Some),
-        Work::Uploads(objects) => run_uploads(ctx, objects).await,
+    let attempt = async {
+        match &work {
+            Work::Job(job) => match load_objects(ctx, job).await {
+                Ok(job) => run_job(ctx, &job).await.map(Some),
+                Err(e) => Err(e),
+            },
+            Work::Uploads(objects) => run_uploads(ctx, objects).await,
+        }
+    };
+    let deadline = ctx.config.job_deadline;
+    let result = match tokio::time::timeout(deadline, attempt).await {
+        Ok(r) => r,
+        Err(_) => {
+            ctx.metrics
+                .jobs_past_deadline
+                .fetch_add(1, Ordering::Relaxed);
+            Err(SegmentError::Deadline {
+                seconds: deadline.as_secs_f64(),
+            })
+        }
     };
     heartbeat.abort();
     match result {
@@ -354,6 +382,26 @@ async fn run_uploads(
         last = Some(run_job(ctx, &job).instrument(span).await?);
     }
     Ok(last)
+}
+
+/// The job with its object list: a version-2 job's manifest is read from the store (a store
+/// failure is retried; a missing or altered manifest is the job's own, permanent failure).
+async fn load_objects(ctx: &WorkerContext, job: &Job) -> Result<Job, SegmentError> {
+    let mut job = job.clone();
+    if job.manifest.is_some() {
+        job.load_objects(ctx.store.as_ref()).await.map_err(|e| {
+            if e.is_transient() {
+                SegmentError::Store(e.to_string())
+            } else {
+                SegmentError::BadJob(e.to_string())
+            }
+        })?;
+        info!(
+            objects = job.objects.len(),
+            "object list read from the job's manifest"
+        );
+    }
+    Ok(job)
 }
 
 async fn dead_letter(ctx: &WorkerContext, msg: &Received, reason: String) -> Handled {

@@ -71,6 +71,13 @@ impl ObjectKey {
         format!("{INCOMING_PREFIX}{study}/")
     }
 
+    /// `incoming/{study}/jobs/{job_id}.json`: the object list of a job too big for one queue
+    /// message (see [`crate::Job::to_message`]); beside the study, so it expires with it. Not an
+    /// instance key: [`ObjectKey::parse_incoming`] says None.
+    pub fn job_manifest(study: &Uid, job_id: &str) -> Result<Self, KeyError> {
+        ObjectKey::new(format!("{INCOMING_PREFIX}{study}/jobs/{job_id}.json"))
+    }
+
     /// `results/{study}/{sop}.dcm`
     pub fn result(study: &Uid, sop: &Uid) -> Self {
         ObjectKey(format!("{RESULTS_PREFIX}{study}/{sop}.dcm"))

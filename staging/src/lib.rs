@@ -16,7 +16,10 @@ pub mod store;
 pub mod uid;
 
 pub use aws::{sdk_config, AwsSettings};
-pub use job::{content_digest, derive_job_id, Job, JobError, JobObject, ResultTarget, JOB_VERSION};
+pub use job::{
+    content_digest, derive_job_id, Job, JobError, JobObject, ManifestRef, ResultTarget,
+    INLINE_JOB_VERSION, JOB_VERSION, MAX_INLINE_JOB_BYTES,
+};
 pub use keys::{
     KeyError, ObjectKey, UploadKey, INCOMING_PREFIX, RESULTS_PREFIX, UPLOADS_PREFIX,
     UPLOAD_COMPLETE_MARKER,

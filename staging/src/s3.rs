@@ -201,6 +201,32 @@ impl AsyncPartSource for FileParts {
     }
 }
 
+impl S3Store {
+    /// GetObject of `key`: its full key and the response (body not read yet).
+    async fn get_object(
+        &self,
+        key: &ObjectKey,
+    ) -> Result<(String, aws_sdk_s3::operation::get_object::GetObjectOutput), StoreError> {
+        let full = self.full_key(key);
+        match self
+            .client
+            .get_object()
+            .bucket(&self.settings.bucket)
+            .key(&full)
+            .send()
+            .await
+        {
+            Ok(out) => Ok((full, out)),
+            Err(e) => {
+                if e.as_service_error().is_some_and(|s| s.is_no_such_key()) {
+                    return Err(StoreError::NotFound(key.clone()));
+                }
+                Err(self.err("GetObject", &full, e))
+            }
+        }
+    }
+}
+
 #[async_trait]
 impl ObjectStore for S3Store {
     async fn put(&self, key: &ObjectKey, data: Bytes) -> Result<(), StoreError> {
@@ -234,29 +260,44 @@ impl ObjectStore for S3Store {
     }
 
     async fn get(&self, key: &ObjectKey) -> Result<Bytes, StoreError> {
-        let full = self.full_key(key);
-        let out = match self
-            .client
-            .get_object()
-            .bucket(&self.settings.bucket)
-            .key(&full)
-            .send()
-            .await
-        {
-            Ok(out) => out,
-            Err(e) => {
-                if e.as_service_error().is_some_and(|s| s.is_no_such_key()) {
-                    return Err(StoreError::NotFound(key.clone()));
-                }
-                return Err(self.err("GetObject", &full, e));
-            }
-        };
+        let (full, out) = self.get_object(key).await?;
         let body = out
             .body
             .collect()
             .await
             .map_err(|e| self.err("GetObject(body)", &full, e))?;
         Ok(body.into_bytes())
+    }
+
+    async fn get_to_file(
+        &self,
+        key: &ObjectKey,
+        dest: &Path,
+        max_bytes: u64,
+    ) -> Result<u64, StoreError> {
+        use tokio::io::AsyncWriteExt;
+        let (full, mut out) = self.get_object(key).await?;
+        let io = |source| StoreError::Io {
+            path: dest.to_path_buf(),
+            source,
+        };
+        let mut file = tokio::fs::File::create(dest).await.map_err(io)?;
+        let mut written = 0u64;
+        while let Some(chunk) = out
+            .body
+            .try_next()
+            .await
+            .map_err(|e| self.err("GetObject(body)", &full, e))?
+        {
+            let room = (max_bytes.saturating_add(1) - written).min(chunk.len() as u64) as usize;
+            file.write_all(&chunk[..room]).await.map_err(io)?;
+            written += room as u64;
+            if written > max_bytes {
+                break;
+            }
+        }
+        file.flush().await.map_err(io)?;
+        Ok(written)
     }
 
     async fn exists(&self, key: &ObjectKey) -> Result<bool, StoreError> {

@@ -47,6 +47,15 @@ pub trait ObjectStore: Send + Sync + Debug {
     /// Store the contents of a local file under `key` (cheaper than `put` for big files).
     async fn put_file(&self, key: &ObjectKey, path: &Path) -> Result<(), StoreError>;
     async fn get(&self, key: &ObjectKey) -> Result<Bytes, StoreError>;
+    /// Copy object `key` into the new local file `path`, streaming (the object is never whole
+    /// in memory), writing at most `max_bytes + 1` bytes: the size returned is then over
+    /// `max_bytes` and the caller refuses the object. Returns the bytes written.
+    async fn get_to_file(
+        &self,
+        key: &ObjectKey,
+        path: &Path,
+        max_bytes: u64,
+    ) -> Result<u64, StoreError>;
     async fn exists(&self, key: &ObjectKey) -> Result<bool, StoreError>;
     /// All keys starting with `prefix`, sorted.
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectKey>, StoreError>;
@@ -105,9 +114,18 @@ impl LocalStore {
     }
 
     /// Create `dir` and fsync every ancestor up to the root whose entry may be new.
+    ///
+    /// Folders made durable once are remembered, but a remembered folder that is gone (an
+    /// operator or a clean-up job deleted it, or the whole store folder) is made again:
+    /// without the check every later write under it failed for the life of the process.
+    /// One `stat` per write, against the fsyncs it already costs.
     fn ensure_durable_dir(&self, dir: &Path) -> Result<(), StoreError> {
         if self.durable_dirs.lock().unwrap().contains(dir) {
-            return Ok(());
+            if dir.is_dir() {
+                return Ok(());
+            }
+            tracing::warn!(folder = %dir.display(), "a store folder was deleted under the node; making it again");
+            self.durable_dirs.lock().unwrap().retain(|d| d.is_dir());
         }
         Self::io(dir, fs::create_dir_all(dir))?;
         let mut d = dir.to_path_buf();
@@ -205,6 +223,33 @@ impl ObjectStore for LocalStore {
             Err(e) if e.kind() == io::ErrorKind::NotFound => Err(StoreError::NotFound(key.clone())),
             Err(source) => Err(StoreError::Io { path, source }),
         }
+    }
+
+    async fn get_to_file(
+        &self,
+        key: &ObjectKey,
+        dest: &Path,
+        max_bytes: u64,
+    ) -> Result<u64, StoreError> {
+        let (src, dest, key) = (self.path_of(key), dest.to_path_buf(), key.clone());
+        blocking(move || {
+            let from = match File::open(&src) {
+                Ok(f) => f,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    return Err(StoreError::NotFound(key))
+                }
+                Err(source) => return Err(StoreError::Io { path: src, source }),
+            };
+            let mut to = Self::io(&dest, File::create(&dest))?;
+            Self::io(
+                &src,
+                io::copy(
+                    &mut io::Read::take(from, max_bytes.saturating_add(1)),
+                    &mut to,
+                ),
+            )
+        })
+        .await
     }
 
     async fn exists(&self, key: &ObjectKey) -> Result<bool, StoreError> {
