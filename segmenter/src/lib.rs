@@ -14,6 +14,7 @@
 
 pub mod brain;
 pub mod canonical;
+pub mod check;
 pub mod error;
 pub mod jpeg_ls;
 pub mod manifest;
