@@ -368,6 +368,22 @@ mod tests {
     }
 
     #[test]
+    fn a_cropped_box_maps_back_inside_and_is_background_outside() {
+        let g = axial_lps(6, 8, 10);
+        let c = Canonical::new(&g, "LPS", [0.9, 0.8, 2.0]).unwrap();
+        assert_eq!(c.shape(), [10, 8, 6]);
+        // A box of canonical voxels [2..6) x [3..5) x [1..4), value = 1 + its first index.
+        let vals = ndarray::Array4::from_shape_fn((1, 4, 2, 3), |(_, a, _, _)| 1.0 + a as f32);
+        let back = c.to_reference(vals.view(), [2, 3, 1], (6, 8, 10), |p| p[0] as u8);
+        for ((k, j, i), v) in back.indexed_iter() {
+            // LPS: canonical (a, b, s) = reference (i, j, k); inside the box within half a voxel.
+            let inside = (2..6).contains(&i) && (3..5).contains(&j) && (1..4).contains(&k);
+            let want = if inside { (1 + i - 2) as u8 } else { 0 };
+            assert_eq!(*v, want, "({k},{j},{i})");
+        }
+    }
+
+    #[test]
     fn nonzero_box_is_the_union_over_channels() {
         let mut a = Array3::<f32>::zeros((4, 5, 6));
         let mut b = a.clone();

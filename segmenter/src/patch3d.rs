@@ -861,6 +861,41 @@ mod tests {
     }
 
     #[test]
+    fn crop_nonzero_crops_the_canonical_input_to_the_union_box() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../models/parity-patch3d/model.toml");
+        let text = std::fs::read_to_string(path)
+            .unwrap()
+            .replace("crop_nonzero = false", "crop_nonzero = true")
+            .replace("orientation = \"RAS\"", "orientation = \"LPS\"");
+        let file: ManifestFile = toml::from_str(&text).unwrap();
+        let grid = Grid {
+            slices: 6,
+            rows: 8,
+            cols: 10,
+            row_dir: [1.0, 0.0, 0.0],
+            col_dir: [0.0, 1.0, 0.0],
+            normal: [0.0, 0.0, 1.0],
+            spacing: [1.0, 1.0],
+            slice_step: 1.0,
+            origin: [0.0; 3],
+        };
+        let mut on_ref = vec![Array3::<f32>::zeros((6, 8, 10)); 4];
+        on_ref[0][[2, 3, 4]] = 5.0;
+        on_ref[0][[4, 1, 7]] = 7.0;
+        on_ref[3][[4, 1, 7]] = 7.0;
+        let (c, offset, image) = canonical_input(&file, &on_ref, &grid).unwrap();
+        assert_eq!(c.shape(), [10, 8, 6]);
+        // LPS canonical (a, b, s) = reference (i, j, k): box a 4..8, b 1..4, s 2..5.
+        assert_eq!(offset, [4, 1, 2]);
+        assert_eq!(image.dim(), (4, 4, 3, 3));
+        // Channel 0: zscore over its two non-zero voxels (5, 7): -1 and +1 where they land.
+        assert_eq!(image[[0, 0, 2, 0]], -1.0);
+        assert_eq!(image[[0, 3, 0, 2]], 1.0);
+        assert_eq!(image.iter().filter(|v| **v != 0.0).count(), 2);
+    }
+
+    #[test]
     fn patch3d_manifest_errors_are_clear() {
         parity_manifest(|t| t).unwrap();
         let err = |from: &str, to: &str| {
