@@ -4,7 +4,7 @@
 # the moto server, cfn-lint and Playwright (driving the system Chromium), the OHIF v3 viewer's
 # built dist (npm pack, cached in .cache/ohif/), dcm2niix, and a second venv (.venv-ref) with the
 # MONAI and nnU-Net references for the patch3d parity tests (torch for CPU use: PyPI's wheel pulls
-# ~3 GB of CUDA libraries it does not use here; there is no other index).
+# CUDA libraries it does not use here, ~6.5 GB installed; there is no other index).
 # Idempotent: a second run only checks. Fails loudly if anything cannot be installed.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)

@@ -338,7 +338,7 @@ pub fn segment_study(
         .iter()
         .map(|r| measure(&r.name, &r.labels))
         .collect();
-    t.postprocess = started.elapsed();
+    t.postprocess += started.elapsed();
 
     let started = Instant::now();
     // Masks are indexed like the source's frames; label value -> segment number (manifest order).
