@@ -1,15 +1,17 @@
 #!/usr/bin/env bash
 # Installs every real peer the test suite drives: dcmtk, dicom3tools, Orthanc + its DICOMweb plugin,
 # headless Chromium (Debian), a Python venv (.venv-peers) with pydicom, highdicom, pynetdicom, dcmqi,
-# the moto server, cfn-lint and Playwright (driving the system Chromium), and the OHIF v3 viewer's
-# built dist (npm pack, cached in .cache/ohif/).
+# the moto server, cfn-lint and Playwright (driving the system Chromium), the OHIF v3 viewer's
+# built dist (npm pack, cached in .cache/ohif/), dcm2niix, and a second venv (.venv-ref) with the
+# MONAI and nnU-Net references for the patch3d parity tests (torch for CPU use: PyPI's wheel pulls
+# CUDA libraries it does not use here, ~6.5 GB installed; there is no other index).
 # Idempotent: a second run only checks. Fails loudly if anything cannot be installed.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 venv="$root/.venv-peers"
 
 need_apt=0
-for tool in storescu dciodvfy Orthanc chromium-headless-shell openssl; do
+for tool in storescu dciodvfy Orthanc chromium-headless-shell openssl dcm2niix; do
   command -v "$tool" >/dev/null 2>&1 || need_apt=1
 done
 if [ "$need_apt" = 1 ]; then
@@ -18,7 +20,7 @@ if [ "$need_apt" = 1 ]; then
   $SUDO apt-get update -qq
   # --no-install-recommends: dicom3tools otherwise pulls ~150 MB of ghostscript.
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends \
-    dcmtk dicom3tools orthanc orthanc-dicomweb chromium-headless-shell openssl >/dev/null
+    dcmtk dicom3tools orthanc orthanc-dicomweb chromium-headless-shell openssl dcm2niix >/dev/null
 fi
 # npm fetches the OHIF package; a nodejs from elsewhere (NodeSource) already ships it and conflicts
 # with Debian's npm package, so install that only when there is no npm at all.
@@ -46,6 +48,18 @@ if [ ! -f "$venv/.segnode-playwright-v1" ]; then
   touch "$venv/.segnode-playwright-v1"
 fi
 
+# The MONAI / nnU-Net references (segmenter/tests/patch3d_parity.rs, models/parity-patch3d/).
+ref="$root/.venv-ref"
+if [ ! -x "$ref/bin/python" ]; then
+  python3 -m venv "$ref"
+fi
+if [ ! -f "$ref/.segnode-ref-v1" ]; then
+  "$ref/bin/pip" install -q --upgrade pip
+  "$ref/bin/pip" install -q torch==2.15.0 monai==1.6.1 nnunetv2==2.8.1 onnx==1.23.2 onnxruntime==1.32.0 \
+    nibabel numpy
+  touch "$ref/.segnode-ref-v1"
+fi
+
 # OHIF v3: the npm package ships a built dist/ (index.html, app-config.js, bundles); no build needed.
 ohif_version=3.13.2
 ohif="$root/.cache/ohif/$ohif_version"
@@ -56,12 +70,13 @@ if [ ! -f "$ohif/dist/index.html" ]; then
   rm -rf "$ohif" && mkdir -p "$(dirname "$ohif")" && mv "$ohif.tmp/package" "$ohif" && rm -rf "$ohif.tmp"
 fi
 
-for tool in storescu storescp echoscu dcmsend dcmcjpeg dcmcjpls dcmcrle dcmconv dciodvfy Orthanc chromium-headless-shell openssl; do
+for tool in storescu storescp echoscu dcmsend dcmcjpeg dcmcjpls dcmcrle dcmconv dciodvfy Orthanc chromium-headless-shell openssl dcm2niix; do
   command -v "$tool" >/dev/null 2>&1 || { echo "install-test-deps: $tool still missing" >&2; exit 1; }
 done
 "$venv/bin/python" -c "import pydicom, highdicom, pynetdicom, moto, numpy" 
 test -f /usr/share/orthanc/plugins/libOrthancDicomWeb.so || { echo "install-test-deps: Orthanc's DICOMweb plugin missing" >&2; exit 1; }
 "$venv/bin/python" -c "import playwright.sync_api"
+"$ref/bin/python" -c "import torch, monai, onnx, onnxruntime, nnunetv2.inference.predict_from_raw_data"
 test -f "$ohif/dist/app-config.js" || { echo "install-test-deps: $ohif/dist/app-config.js missing" >&2; exit 1; }
 test -x "$venv/bin/moto_server" || { echo "install-test-deps: moto_server missing in $venv" >&2; exit 1; }
 test -x "$venv/bin/cfn-lint" || { echo "install-test-deps: cfn-lint missing in $venv" >&2; exit 1; }

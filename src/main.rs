@@ -3,6 +3,7 @@
 mod config;
 mod demo;
 mod http;
+mod model_cmd;
 mod scaler_cmd;
 mod segment_cmd;
 mod workers;
@@ -51,6 +52,8 @@ enum Command {
     Demo(demo::DemoArgs),
     /// Size the workers by queue backlog: `run` (loop), `tick` (one evaluation), `simulate`.
     Scaler(scaler_cmd::ScalerArgs),
+    /// Bring your own model: `check DIR` validates a model folder and measures it.
+    Model(model_cmd::ModelArgs),
 }
 
 #[derive(Args, Debug, Clone, Default)]
@@ -436,6 +439,7 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Segment(args) => segment_cmd::run(args, &mut file),
         Command::Demo(args) => demo::run(args, &mut file).await,
         Command::Scaler(args) => scaler_cmd::run(args, &file).await,
+        Command::Model(args) => model_cmd::run(args),
     }
 }
 

@@ -8,13 +8,19 @@
 //! - [`brain`]: the optional brain-extraction stage (`[brain_extraction]`), run before the model;
 //! - [`preprocess`], [`model`], [`postprocess`]: resampling and normalisation as the manifest says,
 //!   tract-onnx inference, argmax back on the reference grid and clean-up;
+//! - [`canonical`], [`normalize`], [`patch3d`]: `geometry.kind = "patch3d"` models (canonical grid,
+//!   normalisations, MONAI/nnU-Net sliding window, output back on the reference grid);
 //! - [`pipeline`]: all of the above for one study, with per-stage timings, ending in SEG bytes.
 
 pub mod brain;
+pub mod canonical;
+pub mod check;
 pub mod error;
 pub mod jpeg_ls;
 pub mod manifest;
 pub mod model;
+pub mod normalize;
+pub mod patch3d;
 pub mod pipeline;
 pub mod postprocess;
 pub mod preprocess;

@@ -32,6 +32,9 @@ pub struct ManifestFile {
     pub segments: Vec<Segment>,
     /// Optional: a brain-extraction model run first (see [`BrainExtraction`]).
     pub brain_extraction: Option<BrainExtraction>,
+    /// `geometry.kind = "patch3d"` only: the patch grid, blending and mirroring (see
+    /// [`crate::patch3d`]); absent for slice2d.
+    pub sliding_window: Option<SlidingWindow>,
 }
 
 /// `[brain_extraction]`: a brain-mask model (itself a slice2d manifest whose output classes are
@@ -133,11 +136,46 @@ impl Fallback {
 pub struct Geometry {
     pub kind: String,
     pub reference_input: String,
+    /// slice2d only (required there; absent for patch3d, which uses `target_spacing_mm`).
+    #[serde(default)]
     pub spacing_mm: [f64; 2],
+    /// slice2d only (required there; absent for patch3d, which uses `sliding_window.patch_size`).
+    #[serde(default)]
     pub size: [usize; 2],
     pub inter_series_interpolation: String,
     pub in_plane_interpolation: String,
     pub outside_value: f32,
+    /// patch3d only: axis codes of the canonical grid's three array axes, nibabel style ("RAS": the
+    /// first axis points to the patient's Right, the second Anterior, the third Superior).
+    pub orientation: Option<String>,
+    /// patch3d only: canonical voxel spacing in mm along the three `orientation` axes.
+    pub target_spacing_mm: Option<[f64; 3]>,
+    /// patch3d only, optional (default false): crop the canonical grid to the bounding box of the
+    /// voxels that are non-zero in any channel before normalisation (nnU-Net's crop_to_nonzero).
+    pub crop_nonzero: Option<bool>,
+}
+
+/// `[sliding_window]` (patch3d): how the fixed-shape network tiles the canonical volume.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SlidingWindow {
+    /// Network patch [P0, P1, P2] along the canonical axes; equals input_shape[2..5].
+    pub patch_size: [usize; 3],
+    /// Window positions: "monai" (MONAI sliding_window_inference, with `overlap`) or "nnunet"
+    /// (nnU-Net v2 compute_steps_for_sliding_window, with `step`).
+    pub positions: String,
+    /// "monai": overlap in [0, 1) between neighbouring windows.
+    pub overlap: Option<f64>,
+    /// "nnunet": tile_step_size in (0, 1], a fraction of the patch.
+    pub step: Option<f64>,
+    /// "constant" or "gaussian" (the Gaussian of `positions`' convention).
+    pub blending: String,
+    /// "gaussian": sigma = sigma_scale x patch size, per axis.
+    pub sigma_scale: Option<f64>,
+    /// Test-time mirroring over every non-empty combination of these canonical axes (0, 1, 2),
+    /// nnU-Net's rule; empty or absent: none.
+    #[serde(default)]
+    pub mirror_axes: Vec<usize>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -146,6 +184,8 @@ pub struct Normalisation {
     pub method: String,
     pub scope: String,
     pub std_floor: f64,
+    /// `percentile_clip` only: [lower, upper] percentiles in [0, 100].
+    pub percentiles: Option<[f64; 2]>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -153,8 +193,23 @@ pub struct Normalisation {
 pub struct Output {
     pub kind: String,
     pub activation: String,
+    /// `logits`: label value of each output channel (first 0). Absent for `sigmoid_regions`.
+    #[serde(default)]
     pub classes: Vec<u8>,
     pub resample_back: String,
+    /// `sigmoid_regions`: region channels painted in this order (a later one overwrites).
+    #[serde(default)]
+    pub paint: Vec<Paint>,
+}
+
+/// One region channel of a `sigmoid_regions` output: every voxel whose probability of `channel` is
+/// >= `threshold` gets `label` (painted in list order).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Paint {
+    pub channel: usize,
+    pub label: u8,
+    pub threshold: f32,
 }
 
 /// Clean-up after the argmax. Optional section; absent means no clean-up.
@@ -254,6 +309,12 @@ impl Manifest {
             let brain_path = m.dir.join(&be.model);
             let brain =
                 Self::load_at(&brain_path, false).map_err(|e| bad(format!("model: {e}")))?;
+            if brain.is_patch3d() {
+                return Err(bad(format!(
+                    "model {} must be a slice2d model (the brain stage runs slice by slice)",
+                    brain_path.display()
+                )));
+            }
             if brain.classes() != [0, 1] {
                 return Err(bad(format!(
                     "model {} must have output.classes [0, 1] (1 = brain), not {:?}",
@@ -298,11 +359,17 @@ impl Manifest {
                 file.schema_version
             )));
         }
-        if file.geometry.kind != "slice2d" {
-            return Err(bad(format!(
-                "geometry.kind {:?} is not supported (supported: \"slice2d\")",
-                file.geometry.kind
-            )));
+        let patch3d = match file.geometry.kind.as_str() {
+            "slice2d" => false,
+            "patch3d" => true,
+            other => {
+                return Err(bad(format!(
+                    "geometry.kind {other:?} is not supported (supported: \"slice2d\", \"patch3d\")"
+                )))
+            }
+        };
+        if !patch3d {
+            Self::check_slice2d_only_fields(&file).map_err(&bad)?;
         }
         for (what, value, want) in [
             (
@@ -328,7 +395,7 @@ impl Manifest {
                 "bilinear",
             ),
         ] {
-            if value != want {
+            if !patch3d && value != want {
                 return Err(bad(format!(
                     "{what} {value:?} is not supported (supported: {want:?})"
                 )));
@@ -385,48 +452,53 @@ impl Manifest {
                     file.geometry.reference_input
                 ))
             })?;
-        let [h, w] = file.geometry.size;
-        if file.model.input_shape != [1, n, h, w] {
-            return Err(bad(format!(
-                "model.input_shape {:?} must be [1, {n}, {h}, {w}] (inputs and geometry.size)",
-                file.model.input_shape
-            )));
+        if patch3d {
+            crate::patch3d::validate_manifest(&file).map_err(&bad)?;
+        } else {
+            let [h, w] = file.geometry.size;
+            if file.model.input_shape != [1, n, h, w] {
+                return Err(bad(format!(
+                    "model.input_shape {:?} must be [1, {n}, {h}, {w}] (inputs and geometry.size)",
+                    file.model.input_shape
+                )));
+            }
+            let k = file.output.classes.len();
+            if file.model.output_shape != [1, k, h, w] {
+                return Err(bad(format!(
+                    "model.output_shape {:?} must be [1, {k}, {h}, {w}] (output.classes and geometry.size)",
+                    file.model.output_shape
+                )));
+            }
+            if !file
+                .geometry
+                .spacing_mm
+                .iter()
+                .all(|s| s.is_finite() && *s > 0.0)
+            {
+                return Err(bad("geometry.spacing_mm must be positive".into()));
+            }
+            if file.output.classes.first() != Some(&0) {
+                return Err(bad("output.classes must start with 0 (background)".into()));
+            }
+            let labels: Vec<u8> = file.output.classes[1..].to_vec();
+            let seg_labels: Vec<u8> = file.segments.iter().map(|s| s.label).collect();
+            if labels != seg_labels {
+                return Err(bad(format!(
+                    "[[segments]] labels {seg_labels:?} must list every non-background class in order ({labels:?})"
+                )));
+            }
+            if file.output.activation != "softmax" && file.output.activation != "none" {
+                return Err(bad(format!(
+                    "output.activation {:?} is not supported (softmax, none)",
+                    file.output.activation
+                )));
+            }
         }
-        let k = file.output.classes.len();
-        if file.model.output_shape != [1, k, h, w] {
-            return Err(bad(format!(
-                "model.output_shape {:?} must be [1, {k}, {h}, {w}] (output.classes and geometry.size)",
-                file.model.output_shape
-            )));
-        }
-        if !file
-            .geometry
-            .spacing_mm
-            .iter()
-            .all(|s| s.is_finite() && *s > 0.0)
-        {
-            return Err(bad("geometry.spacing_mm must be positive".into()));
-        }
-        if file.output.classes.first() != Some(&0) {
-            return Err(bad("output.classes must start with 0 (background)".into()));
-        }
-        let labels: Vec<u8> = file.output.classes[1..].to_vec();
-        let seg_labels: Vec<u8> = file.segments.iter().map(|s| s.label).collect();
-        if labels != seg_labels {
-            return Err(bad(format!(
-                "[[segments]] labels {seg_labels:?} must list every non-background class in order ({labels:?})"
-            )));
-        }
+        let labels: Vec<u8> = file.segments.iter().map(|s| s.label).collect();
         for r in &file.regions {
             if r.labels.iter().any(|l| !labels.contains(l)) {
                 return Err(bad(format!("region {} names an unknown label", r.name)));
             }
-        }
-        if file.output.activation != "softmax" && file.output.activation != "none" {
-            return Err(bad(format!(
-                "output.activation {:?} is not supported (softmax, none)",
-                file.output.activation
-            )));
         }
         let min_ml = file.postprocess.min_component_ml;
         if min_ml.is_nan() || min_ml < 0.0 {
@@ -460,6 +532,28 @@ impl Manifest {
         })
     }
 
+    /// The patch3d-only fields may not appear in a slice2d manifest (they would be ignored).
+    fn check_slice2d_only_fields(file: &ManifestFile) -> Result<(), String> {
+        let g = &file.geometry;
+        let stray = [
+            ("geometry.orientation", g.orientation.is_some()),
+            ("geometry.target_spacing_mm", g.target_spacing_mm.is_some()),
+            ("geometry.crop_nonzero", g.crop_nonzero.is_some()),
+            ("[sliding_window]", file.sliding_window.is_some()),
+            (
+                "normalisation.percentiles",
+                file.normalisation.percentiles.is_some(),
+            ),
+            ("output.paint", !file.output.paint.is_empty()),
+        ];
+        match stray.iter().find(|(_, present)| *present) {
+            Some((what, _)) => Err(format!(
+                "{what} is for geometry.kind \"patch3d\"; this manifest is \"slice2d\""
+            )),
+            None => Ok(()),
+        }
+    }
+
     fn verify_onnx(&self) -> Result<(), SegmentError> {
         let bytes = std::fs::read(&self.onnx_path).map_err(|e| SegmentError::Manifest {
             path: self.onnx_path.display().to_string(),
@@ -477,6 +571,11 @@ impl Manifest {
             });
         }
         Ok(())
+    }
+
+    /// `geometry.kind = "patch3d"`.
+    pub fn is_patch3d(&self) -> bool {
+        self.file.geometry.kind == "patch3d"
     }
 
     pub fn name(&self) -> &str {

@@ -77,6 +77,38 @@ impl Model {
         &self.manifest
     }
 
+    /// How many slices (slice2d) or windows (patch3d) of one study run at once.
+    pub fn threads(&self) -> usize {
+        self.slice_threads
+    }
+
+    /// Runs the network once on a whole input tensor of the manifest's `input_shape` (flattened,
+    /// standard layout): the output, flattened, checked against `output_shape`. The patch3d path.
+    pub fn run_patch(&self, input: &[f32]) -> Result<Vec<f32>, SegmentError> {
+        let m = &self.manifest.file.model;
+        let err = |message: String| SegmentError::Model {
+            model: m.name.clone(),
+            message,
+        };
+        let tensor = Tensor::from_shape(&m.input_shape, input)
+            .map_err(|e| err(format!("input does not fit {:?}: {e:#}", m.input_shape)))?;
+        let result = self
+            .plan
+            .run(tvec!(tensor.into()))
+            .map_err(|e| err(format!("inference failed: {e:#}")))?;
+        let out = result[0]
+            .to_plain_array_view::<f32>()
+            .map_err(|e| err(format!("output is not f32: {e:#}")))?;
+        if out.shape() != m.output_shape.as_slice() {
+            return Err(err(format!(
+                "output shape {:?}, manifest says {:?}",
+                out.shape(),
+                m.output_shape
+            )));
+        }
+        Ok(out.iter().copied().collect())
+    }
+
     /// Runs the network slice by slice: `input[k, channel, v, u]` -> logits `[k, class, v, u]`.
     pub fn run(&self, input: ArrayView4<f32>) -> Result<Array4<f32>, SegmentError> {
         let m = &self.manifest.file.model;

@@ -278,25 +278,39 @@ pub fn segment_study(
     };
     t.brain_extraction = started.elapsed();
 
-    let started = Instant::now();
-    let channels: Vec<Array3<f32>> = on_ref
-        .into_iter()
-        .map(|r| {
-            let mut x = model_grid.from_reference(r.view(), &grid, g.outside_value);
-            normalise_zscore_above_mean(&mut x, manifest.file.normalisation.std_floor);
-            x
-        })
-        .collect();
-    let input = stack_channels(&channels);
-    drop(channels);
-    t.preprocess += started.elapsed();
+    let mut labels = if manifest.is_patch3d() {
+        let reference_uid = &chosen[manifest.reference_channel].series_uid;
+        let (labels, pt) =
+            crate::patch3d::segment_on_reference(model, &on_ref, &grid, reference_uid)?;
+        drop(on_ref);
+        t.preprocess += pt.preprocess;
+        t.inference = pt.inference;
+        t.postprocess = pt.postprocess;
+        labels
+    } else {
+        let started = Instant::now();
+        let channels: Vec<Array3<f32>> = on_ref
+            .into_iter()
+            .map(|r| {
+                let mut x = model_grid.from_reference(r.view(), &grid, g.outside_value);
+                normalise_zscore_above_mean(&mut x, manifest.file.normalisation.std_floor);
+                x
+            })
+            .collect();
+        let input = stack_channels(&channels);
+        drop(channels);
+        t.preprocess += started.elapsed();
 
-    let started = Instant::now();
-    let logits = model.run(input.view())?;
-    t.inference = started.elapsed();
+        let started = Instant::now();
+        let logits = model.run(input.view())?;
+        t.inference = started.elapsed();
 
+        let started = Instant::now();
+        let labels = model_grid.labels_on_reference(logits.view(), &grid, manifest.classes());
+        t.postprocess = started.elapsed();
+        labels
+    };
     let started = Instant::now();
-    let mut labels = model_grid.labels_on_reference(logits.view(), &grid, manifest.classes());
     if let Some(b) = &brain_mask {
         brain::clear_outside(&mut labels, &b.mask);
     }
@@ -324,7 +338,7 @@ pub fn segment_study(
         .iter()
         .map(|r| measure(&r.name, &r.labels))
         .collect();
-    t.postprocess = started.elapsed();
+    t.postprocess += started.elapsed();
 
     let started = Instant::now();
     // Masks are indexed like the source's frames; label value -> segment number (manifest order).
