@@ -4,7 +4,7 @@
 # the moto server, cfn-lint and Playwright (driving the system Chromium), the OHIF v3 viewer's
 # built dist (npm pack, cached in .cache/ohif/), dcm2niix, and a second venv (.venv-ref) with the
 # MONAI and nnU-Net references for the patch3d parity tests (torch for CPU use: PyPI's wheel pulls
-# CUDA libraries it does not use here, ~6.5 GB installed; there is no other index).
+# CUDA libraries it does not use here, ~6.5 GB installed, kept once per user in ~/.cache/segnode).
 # Idempotent: a second run only checks. Fails loudly if anything cannot be installed.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -49,15 +49,24 @@ if [ ! -f "$venv/.segnode-playwright-v1" ]; then
 fi
 
 # The MONAI / nnU-Net references (segmenter/tests/patch3d_parity.rs, models/parity-patch3d/).
-ref="$root/.venv-ref"
-if [ ! -x "$ref/bin/python" ]; then
-  python3 -m venv "$ref"
-fi
-if [ ! -f "$ref/.segnode-ref-v1" ]; then
-  "$ref/bin/pip" install -q --upgrade pip
-  "$ref/bin/pip" install -q torch==2.15.0 monai==1.6.1 nnunetv2==2.8.1 onnx==1.23.2 onnxruntime==1.32.0 \
+# The venv is 6.5 GB (PyPI's torch pulls CUDA libraries it does not use here; PyPI has no CPU-only
+# wheel and no other index is reachable), so it lives once per user in the cache, like cargo's
+# registry, shared by every checkout and CI clone on the machine; .venv-ref links to it. The stamp
+# names the pinned set: change the pins, bump it.
+ref_home="${XDG_CACHE_HOME:-$HOME/.cache}/segnode/venv-ref-v1"
+if [ ! -f "$ref_home/.segnode-ref-v1" ]; then
+  rm -rf "$ref_home"
+  mkdir -p "$(dirname "$ref_home")"
+  python3 -m venv "$ref_home"
+  "$ref_home/bin/pip" install -q --upgrade pip
+  "$ref_home/bin/pip" install -q torch==2.15.0 monai==1.6.1 nnunetv2==2.8.1 onnx==1.23.2 onnxruntime==1.32.0 \
     nibabel numpy
-  touch "$ref/.segnode-ref-v1"
+  touch "$ref_home/.segnode-ref-v1"
+fi
+ref="$root/.venv-ref"
+if [ ! -f "$ref/.segnode-ref-v1" ] || [ -L "$ref" ]; then
+  rm -rf "$ref"
+  ln -s "$ref_home" "$ref"
 fi
 
 # OHIF v3: the npm package ships a built dist/ (index.html, app-config.js, bundles); no build needed.
