@@ -19,7 +19,7 @@ with cosine decay over the time budget. Augmentation: optional 96x96 crops (--cr
 slices: one input channel (a random contrast of each slice), two classes (outside / brain), a narrower
 space-to-depth U-Net (16/32/64 channels), same loss and augmentation. `--arch mask4`: the same task behind a
 4x4 space-to-depth stem (24/48/96 channels at 32 x 32 and below), measured at 0.36-0.45x the `mask` network's
-tract time (bench/e2e/RESULTS.md); not trained to the shipped model's quality yet.
+tract time (bench/e2e/RESULTS.md); a 15-minute run is not yet as good a mask as `mask`.
 
 `--init-onnx FILE` fine-tunes from an exported model: the network is built without BatchNorm (the export folded
 it into the convolutions) and starts from the ONNX file's weights (brats-synth-unet2d 0.4.0: 0.3.0's weights
