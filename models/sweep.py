@@ -9,7 +9,9 @@ Conditions: skull on/off x orientation axial/sagittal/coronal/oblique x slice th
 Every case is rendered once on a study-like grid (`--size` px over a 240 mm field of view, 170 mm coverage,
 centred on the brain; heads from models/synth/head.py) and segmented twice through onnxruntime with the
 manifest's preprocessing (models/preprocess.py):
-  before: the tumour model alone (what brats-synth-unet2d 0.2.0 did: no brain extraction);
+  before: the tumour model alone (what brats-synth-unet2d 0.2.0 did: no brain extraction), or with
+          --before-model DIR, that model folder with its own [brain_extraction] stage (e.g. a copy of the previous
+          version with its brain model, to compare two versions of the pipeline on the same cases);
   after:  with the manifest's [brain_extraction] stage.
 Reported per condition group: mean and min Dice WT/TC/ET before and after, and the brain-mask Dice of the stage
 (the channel the manifest names) plus, with --all-contrasts, of the brain model run on each contrast.
@@ -56,6 +58,8 @@ def main():
     ap.add_argument("--first", type=int, default=950000)
     ap.add_argument("--size", type=int, default=128, help="in-plane matrix of the rendered studies (240 mm FOV)")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--before-model", default=None,
+                    help="'before' = this model folder with its own stage (default: --model without its stage)")
     ap.add_argument("--all-contrasts", action="store_true", help="brain Dice of the brain model on every contrast")
     ap.add_argument("--skull", default="on,off")
     ap.add_argument("--orient", default=",".join(head.ORIENTATIONS))
@@ -78,7 +82,7 @@ def main():
     if not a.render_only:
         with_stage = ev.Model(a.model, a.threads, brain=True)
         assert with_stage.brain is not None, "the manifest has no [brain_extraction]"
-        alone = ev.Model(a.model, a.threads, brain=False)
+        alone = ev.Model(a.before_model or a.model, a.threads, brain=a.before_model is not None)
     conds = list(itertools.product(a.skull.split(","), a.orient.split(","), [float(t) for t in a.thick.split(",")],
                                    a.bias.split(",")))
     rows = []
@@ -106,6 +110,9 @@ def main():
                      brain_dice=ev.dice(mask, gt_brain, (1,)), brain_s=round(bdt, 3),
                      brain_ml=round(float(mask.sum() * rs * cs_ * th / 1000), 1),
                      gt_brain_ml=round(float(gt_brain.sum() * rs * cs_ * th / 1000), 1))
+            if alone.brain is not None:
+                r["brain_dice_before"] = ev.dice(alone.last_brain[0], gt_brain, (1,))
+                r["brain_s_before"] = round(alone.last_brain[1], 3)
             if a.all_contrasts:
                 r["brain_dice_by_contrast"] = {}
                 for con in synth.CONTRASTS:
@@ -121,6 +128,8 @@ def main():
         return
     res = dict(model=with_stage.m["model"]["name"], version=with_stage.m["model"]["version"],
                brain_model=with_stage.brain.m["model"]["name"], brain_version=with_stage.brain.m["model"]["version"],
+               before=(f"{alone.m['model']['name']} {alone.m['model']['version']}"
+                       + (" with its stage" if a.before_model else " without the stage")),
                size=a.size, seeds_per_condition=a.seeds, conditions=len(conds), cases=rows,
                minutes=round((time.time() - t_all) / 60, 1))
     report(res, a)

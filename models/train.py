@@ -17,7 +17,13 @@ with cosine decay over the time budget. Augmentation: optional 96x96 crops (--cr
 
 `--arch mask` trains the brain-extraction model (models/brain-mask-synth) on models/synth/make_brainmask_set.py
 slices: one input channel (a random contrast of each slice), two classes (outside / brain), a narrower
-space-to-depth U-Net (16/32/64 channels), same loss and augmentation.
+space-to-depth U-Net (16/32/64 channels), same loss and augmentation. `--arch mask4`: the same task behind a
+4x4 space-to-depth stem (24/48/96 channels at 32 x 32 and below), measured at 0.36-0.45x the `mask` network's
+tract time (bench/e2e/RESULTS.md); a 15-minute run is not yet as good a mask as `mask`.
+
+`--init-onnx FILE` fine-tunes from an exported model: the network is built without BatchNorm (the export folded
+it into the convolutions) and starts from the ONNX file's weights (brats-synth-unet2d 0.4.0: 0.3.0's weights
+fine-tuned on models/synth/make_head_training_set.py, heads stripped as the brain-extraction stage does).
 
 The training run is wall-clock limited (--minutes) and checkpoints every few minutes, so a partial run is usable.
 The data directory is rescanned every "epoch" so training can start while the generator still runs.
@@ -38,7 +44,12 @@ SIZE = 128
 CH = (12, 24, 48, 96)
 
 
-def block(cin, cout):
+def block(cin, cout, bn=True):
+    if not bn:  # the exported (BatchNorm-folded) form: what --init-onnx fine-tunes
+        return nn.Sequential(
+            nn.Conv2d(cin, cout, 3, padding=1), nn.ReLU(inplace=True),
+            nn.Conv2d(cout, cout, 3, padding=1), nn.ReLU(inplace=True),
+        )
     return nn.Sequential(
         nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True),
         nn.Conv2d(cout, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True),
@@ -50,19 +61,19 @@ class UNet2D(nn.Module):
     output the same way (depth-to-space): the U-Net then runs at 1/stem of the resolution, which cut the
     inference time on CPU by about a third at about the same parameter count (bench/inference/RESULTS.md)."""
 
-    def __init__(self, cin=4, ncls=4, ch=CH, stem=1):
+    def __init__(self, cin=4, ncls=4, ch=CH, stem=1, bn=True):
         super().__init__()
         self.stem = stem
         self.enc = nn.ModuleList()
         c = cin * stem * stem
         for co in ch:
-            self.enc.append(block(c, co))
+            self.enc.append(block(c, co, bn))
             c = co
         self.up = nn.ModuleList()
         self.dec = nn.ModuleList()
         for co in reversed(ch[:-1]):
             self.up.append(nn.ConvTranspose2d(c, co, 2, stride=2))
-            self.dec.append(block(2 * co, co))
+            self.dec.append(block(2 * co, co, bn))
             c = co
         self.head = nn.Conv2d(c, ncls * stem * stem, 1)
 
@@ -89,7 +100,26 @@ ARCHS = {
     "unet": dict(ch=CH, stem=1),
     "s2d": dict(ch=(24, 48, 96), stem=2),
     "mask": dict(cin=1, ncls=2, ch=(16, 32, 64), stem=2),
+    # brain-mask-synth 0.2.0: a 4x4 space-to-depth stem (16 channels at 32 x 32) in front of the tumour model's
+    # 24/48/96 levels: a quarter of the tumour model's multiply-adds, at the channel widths tract runs well
+    # (0.1.0's 16-channel level at 64 x 64 cost about as much as the whole tumour model, bench/e2e/RESULTS.md).
+    "mask4": dict(cin=1, ncls=2, ch=(24, 48, 96), stem=4),
 }
+
+
+def load_onnx_weights(model, path):
+    """Copy the initializers of an ONNX file exported by `export` (BatchNorm folded) into `model` built with
+    bn=False: same module names, so the exported weights are the starting point of a fine-tune."""
+    import onnx
+    from onnx import numpy_helper
+
+    init = {i.name: numpy_helper.to_array(i) for i in onnx.load(path).graph.initializer}
+    sd = model.state_dict()
+    missing = [k for k in sd if k not in init]
+    if missing:
+        raise SystemExit(f"{path}: no initializer for {missing[:5]} (have {sorted(init)[:8]} ...)")
+    model.load_state_dict({k: torch.from_numpy(init[k].copy()).reshape(sd[k].shape) for k in sd})
+    return model
 
 
 def load_data(d, loaded):
@@ -196,9 +226,9 @@ def recalibrate(model, data, cases=40, seed=0):
 
 def export(ckpt, onnx_path, opset=17, data=None):
     state = torch.load(ckpt, map_location="cpu")
-    model = UNet2D(**ARCHS[state.get("arch", "unet")])
+    model = UNet2D(**ARCHS[state.get("arch", "unet")], bn=state.get("bn", True))
     model.load_state_dict(state["model"])
-    if data:
+    if data and state.get("bn", True):
         model = recalibrate(model, data)
     model = fuse(model)
     x = torch.zeros(1, ARCHS[state.get("arch", "unet")].get("cin", 4), SIZE, SIZE)
@@ -229,6 +259,8 @@ def main():
     ap.add_argument("--crop-prob", type=float, default=0.0, help="fraction of batches trained on 96x96 crops")
     ap.add_argument("--recalibrate", action="store_true", help="export: re-estimate BatchNorm stats on --data")
     ap.add_argument("--arch", choices=sorted(ARCHS), default="unet", help="network (kept in the checkpoint)")
+    ap.add_argument("--init-onnx", default=None,
+                    help="fine-tune: start from this exported ONNX (BatchNorm folded; the network has no BatchNorm)")
     a = ap.parse_args()
     if a.export_only:
         export(a.ckpt, a.onnx, data=a.data if a.recalibrate else None)
@@ -239,7 +271,13 @@ def main():
     arch = a.arch
     if a.resume and os.path.exists(a.ckpt):
         arch = torch.load(a.ckpt, map_location="cpu").get("arch", "unet")
-    model = UNet2D(**ARCHS[arch])
+    bn = a.init_onnx is None
+    if a.resume and os.path.exists(a.ckpt):
+        bn = torch.load(a.ckpt, map_location="cpu").get("bn", True)
+    model = UNet2D(**ARCHS[arch], bn=bn)
+    if a.init_onnx and not a.resume:
+        load_onnx_weights(model, a.init_onnx)
+        print("initialised from", a.init_onnx, flush=True)
     opt = torch.optim.Adam(model.parameters(), lr=a.lr)
     step = 0
     if a.resume and os.path.exists(a.ckpt):
@@ -290,11 +328,12 @@ def main():
                 print(f"step {step} t {el / 60:.1f}m lr {lr:.2e} loss {np.mean(hist[-50:]):.4f} "
                       f"batch dice {'/'.join(f'{v:.3f}' for v in ds)}", flush=True)
             if time.time() - last_ck > 180:
-                torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step, "arch": arch},
-                           a.ckpt + ".tmp")
+                torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step, "arch": arch, "bn": bn},
+               a.ckpt + ".tmp")
                 os.replace(a.ckpt + ".tmp", a.ckpt)
                 last_ck = time.time()
-    torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step, "arch": arch}, a.ckpt + ".tmp")
+    torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step, "arch": arch, "bn": bn},
+               a.ckpt + ".tmp")
     os.replace(a.ckpt + ".tmp", a.ckpt)
     print("done", step, "steps", (time.time() - t0) / 60, "min", flush=True)
 

@@ -11,8 +11,9 @@ resampling gives). 20 % of cases are skull-stripped (no head), so that the model
 intact. Only `--slices` random slices of each stack are rendered (rendering dominates); the normalisation
 statistics are taken over those slices, an unbiased sample of the stack.
 
-Seeds: training 200000..299999 (the tumour training set uses 100000..199999); held-out brain-mask evaluation
-(models/eval_brainmask.py) uses 950000.. .
+Seeds: training 200000..299999 (the tumour training set uses 100000..199999, the head tumour set
+make_head_training_set.py 300000..); held-out brain-mask evaluation (models/sweep.py) uses 950000.. .
+`--head-prob 0` renders skull-stripped cases only (to top up a set with them).
 Usage: python models/synth/make_brainmask_set.py --first 200000 --count 400 --out /tmp/brainmask-train
 """
 import argparse
@@ -66,6 +67,7 @@ def main():
     ap.add_argument("--count", type=int, default=400)
     ap.add_argument("--step", type=int, default=1)
     ap.add_argument("--slices", type=int, default=24)
+    ap.add_argument("--head-prob", type=float, default=0.8, help="fraction of head cases (the rest skull-stripped)")
     ap.add_argument("--out", required=True)
     a = ap.parse_args()
     out = Path(a.out)
@@ -76,7 +78,7 @@ def main():
         if dst.exists():
             continue
         t = time.time()
-        x, y, info = make_case_slices(seed, a.slices)
+        x, y, info = make_case_slices(seed, a.slices, a.head_prob)
         tmp = out / f".tmp_{seed}.npz"
         np.savez(tmp, x=x.astype(np.float16), y=y)
         tmp.rename(dst)
