@@ -121,8 +121,9 @@ pub async fn run(args: DemoArgs, file: &mut FileConfig) -> Result<()> {
         Some(d) => d.parse().map_err(anyhow::Error::msg)?,
         None => {
             // A receiver only: the same listener, but its studies never complete (a quiet
-            // period of a year), so nothing is staged or enqueued; the SEG stays, durable, in
-            // its spool, where step 5 reads it. Its store and queue are never written.
+            // period of a year, and no drain at shutdown), so nothing is staged or enqueued; the
+            // SEG stays, durable, in its spool, where step 5 reads it. Its store and queue are
+            // never written.
             let dir = data.join("viewer");
             std::fs::create_dir_all(&dir)?;
             let store = Arc::new(LocalStore::open(dir.join("store"))?);
@@ -134,6 +135,7 @@ pub async fn run(args: DemoArgs, file: &mut FileConfig) -> Result<()> {
             c.bind = "127.0.0.1:0".parse().unwrap();
             c.sop_classes = vec![uids::SEGMENTATION_STORAGE.to_string()];
             c.quiet_period = Duration::from_secs(365 * 24 * 3600);
+            c.drain_time = Duration::ZERO;
             let viewer = Scp::bind(c, store as Arc<dyn ObjectStore>, queue).await?;
             let addr = viewer.local_addr();
             let rx = shutdown.clone();
