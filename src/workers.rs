@@ -156,9 +156,11 @@ pub fn start_pool(
     store: Arc<dyn ObjectStore>,
     queue: Arc<dyn JobQueue>,
     shutdown: watch::Receiver<bool>,
+    audit: audit::AuditLog,
 ) -> Result<Arc<WorkerPool>> {
     let model = load_model(file)?;
     let mut config = worker_config(file)?;
+    config.audit = audit;
     // Protect the task for a few visibility periods per job; it is renewed at every job start.
     config.busy_hook = EcsProtectionHook::from_env(
         (config.visibility * 4).max(std::time::Duration::from_secs(600)),
