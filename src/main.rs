@@ -420,7 +420,12 @@ async fn run(cli: Cli) -> Result<()> {
                 )),
                 _ => None,
             };
-            run_scp(&file, store, queue, pool.clone(), scaler_metrics, shutdown).await?;
+            let listener = Listener {
+                pool: pool.clone(),
+                scaler: scaler_metrics,
+                audit,
+            };
+            run_scp(&file, store, queue, listener, shutdown).await?;
             if let Some(pool) = pool {
                 pool.join().await;
             }
@@ -431,8 +436,11 @@ async fn run(cli: Cli) -> Result<()> {
             args.node.apply(&mut file);
             args.aws.apply(&mut file);
             let (store, queue) = aws_backends(&file).await?;
-            let _audit = open_audit(&file, "scp", true, false)?;
-            run_scp(&file, store, queue, None, None, shutdown_channel()).await?;
+            let listener = Listener {
+                audit: open_audit(&file, "scp", true, false)?,
+                ..Listener::default()
+            };
+            run_scp(&file, store, queue, listener, shutdown_channel()).await?;
             info!("stopped");
             Ok(())
         }
@@ -562,15 +570,30 @@ async fn aws_backends(file: &FileConfig) -> Result<(Arc<dyn ObjectStore>, Arc<dy
     Ok((store, queue))
 }
 
+/// What runs beside the listener in this process.
+#[derive(Default)]
+pub(crate) struct Listener {
+    /// In-process workers (`serve`), for /metrics and /healthz.
+    pool: Option<Arc<WorkerPool>>,
+    /// The in-process scaler's metrics (`serve --autoscale`).
+    scaler: Option<Arc<scaler::ScalerMetrics>>,
+    audit: audit::AuditLog,
+}
+
 pub(crate) async fn run_scp(
     file: &FileConfig,
     store: Arc<dyn ObjectStore>,
     queue: Arc<dyn JobQueue>,
-    pool: Option<Arc<WorkerPool>>,
-    scaler: Option<Arc<scaler::ScalerMetrics>>,
+    listener: Listener,
     shutdown: watch::Receiver<bool>,
 ) -> Result<()> {
-    let scp_config = file.scp_config()?;
+    let Listener {
+        pool,
+        scaler,
+        audit,
+    } = listener;
+    let mut scp_config = file.scp_config()?;
+    scp_config.audit = audit;
     info!(store = %store.location(), queue = %queue.location(), spool = %scp_config.spool_dir.display(), "starting");
     let scp = Scp::bind(scp_config, store, queue.clone()).await?;
     serve_http(file, queue, Some(&scp), pool, scaler)?;
