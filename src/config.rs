@@ -126,6 +126,13 @@ pub struct ScpSection {
     pub sop_classes: Option<Vec<String>>,
     /// Override the accepted transfer syntaxes (UIDs).
     pub transfer_syntaxes: Option<Vec<String>>,
+    /// DICOM TLS: certificate chain and private key (PEM); both or neither.
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    /// Port of the TLS listener (2762, the registered DICOM-TLS port), on `bind`.
+    pub tls_port: u16,
+    /// Require client certificates signed by this CA (PEM): mutual TLS.
+    pub tls_client_ca: Option<PathBuf>,
 }
 
 impl Default for ScpSection {
@@ -147,6 +154,10 @@ impl Default for ScpSection {
             drain_time_secs: d.drain_time.as_secs_f64(),
             sop_classes: None,
             transfer_syntaxes: None,
+            tls_cert: None,
+            tls_key: None,
+            tls_port: 2762,
+            tls_client_ca: None,
         }
     }
 }
@@ -223,6 +234,29 @@ impl FileConfig {
         if let Some(v) = &s.transfer_syntaxes {
             c.transfer_syntaxes = v.clone();
         }
+        c.tls = match (&s.tls_cert, &s.tls_key) {
+            (None, None) => {
+                if s.tls_client_ca.is_some() {
+                    bail!("--tls-client-ca needs --tls-cert and --tls-key (a TLS listener)");
+                }
+                None
+            }
+            (Some(cert), Some(key)) => {
+                let addr = format!("{}:{}", s.bind, s.tls_port);
+                let config = scp::tls::server_config(cert, key, s.tls_client_ca.as_deref())
+                    .context("DICOM TLS")?;
+                Some(scp::config::TlsListen {
+                    bind: addr
+                        .parse::<SocketAddr>()
+                        .with_context(|| format!("invalid TLS listen address {addr}"))?,
+                    config,
+                    client_certificates_required: s.tls_client_ca.is_some(),
+                })
+            }
+            _ => bail!("DICOM TLS needs both --tls-cert and --tls-key"),
+        };
+        // With TLS, `--port 0` turns plain TCP off; without, port 0 is any free port.
+        c.plain = !(c.tls.is_some() && s.port == 0);
         Ok(c)
     }
 }

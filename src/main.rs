@@ -177,9 +177,22 @@ struct NodeArgs {
     /// Our AE title; associations calling any other are rejected.
     #[arg(long = "aet", env = "SEGNODE_AET")]
     ae_title: Option<String>,
-    /// DICOM port to listen on.
+    /// DICOM port to listen on (plain TCP). With --tls-cert, 0 turns plain TCP off.
     #[arg(long, env = "SEGNODE_PORT")]
     port: Option<u16>,
+    /// DICOM TLS: this certificate chain (PEM) on --tls-port (with --tls-key).
+    #[arg(long, value_name = "FILE", env = "SEGNODE_TLS_CERT")]
+    tls_cert: Option<PathBuf>,
+    /// DICOM TLS: the private key (PEM) of --tls-cert.
+    #[arg(long, value_name = "FILE", env = "SEGNODE_TLS_KEY")]
+    tls_key: Option<PathBuf>,
+    /// Port of the DICOM TLS listener (default 2762, the registered DICOM-TLS port).
+    #[arg(long, env = "SEGNODE_TLS_PORT")]
+    tls_port: Option<u16>,
+    /// Require a client certificate signed by this CA (PEM) on the TLS port (mutual TLS).
+    /// Allowlist entries `AE[@HOST]#CN` also require that certificate common name.
+    #[arg(long, value_name = "FILE", env = "SEGNODE_TLS_CLIENT_CA")]
+    tls_client_ca: Option<PathBuf>,
     /// Address to listen on.
     #[arg(long, env = "SEGNODE_BIND")]
     bind: Option<String>,
@@ -294,6 +307,16 @@ impl NodeArgs {
         }
         set!(f.scp.ae_title, self.ae_title);
         set!(f.scp.port, self.port);
+        set!(f.scp.tls_port, self.tls_port);
+        if self.tls_cert.is_some() {
+            f.scp.tls_cert = self.tls_cert.clone();
+        }
+        if self.tls_key.is_some() {
+            f.scp.tls_key = self.tls_key.clone();
+        }
+        if self.tls_client_ca.is_some() {
+            f.scp.tls_client_ca = self.tls_client_ca.clone();
+        }
         set!(f.scp.bind, self.bind);
         set!(f.scp.quiet_period_secs, self.quiet_period);
         set!(f.scp.drain_time_secs, self.drain_time);
@@ -496,7 +519,25 @@ fn open_audit(
         version: env!("CARGO_PKG_VERSION").into(),
         ae_title: listener.then(|| file.scp.ae_title.clone()),
         listeners: if listener {
-            vec![format!("dicom {}:{}", file.scp.bind, file.scp.port)]
+            let s = &file.scp;
+            let tls = s.tls_cert.is_some();
+            let mut l = Vec::new();
+            if !(tls && s.port == 0) {
+                l.push(format!("dicom {}:{}", s.bind, s.port));
+            }
+            if tls {
+                l.push(format!(
+                    "dicom-tls {}:{}{}",
+                    s.bind,
+                    s.tls_port,
+                    if s.tls_client_ca.is_some() {
+                        " (client certificates required)"
+                    } else {
+                        ""
+                    }
+                ));
+            }
+            l
         } else {
             Vec::new()
         },

@@ -14,6 +14,9 @@ pub struct AllowedCaller {
     pub ae_title: String,
     /// Resolved once at start-up; `None` means any host.
     pub hosts: Option<Vec<IpAddr>>,
+    /// `AE[@HOST]#CN`: the caller must present a client certificate (DICOM TLS) with this
+    /// common name; `None` means no certificate requirement of this entry.
+    pub common_name: Option<String>,
     /// As written, for logs and the conformance statement.
     pub spec: String,
 }
@@ -22,6 +25,8 @@ pub struct AllowedCaller {
 pub enum CallerSpecError {
     #[error("{0:?}: an AE title is 1 to 16 characters of printable ASCII without backslash")]
     BadAeTitle(String),
+    #[error("{0:?}: a certificate common name after '#' is 1 to 64 characters")]
+    BadCommonName(String),
     #[error("{spec:?}: cannot resolve host {host:?}: {reason}")]
     BadHost {
         spec: String,
@@ -39,9 +44,16 @@ pub fn valid_ae_title(ae: &str) -> bool {
 impl FromStr for AllowedCaller {
     type Err = CallerSpecError;
     fn from_str(spec: &str) -> Result<Self, Self::Err> {
-        let (ae, host) = match spec.split_once('@') {
-            Some((ae, host)) => (ae, Some(host)),
+        let (caller, common_name) = match spec.split_once('#') {
+            Some((caller, cn)) if !cn.trim().is_empty() && cn.len() <= 64 => {
+                (caller, Some(cn.trim().to_string()))
+            }
+            Some(_) => return Err(CallerSpecError::BadCommonName(spec.to_string())),
             None => (spec, None),
+        };
+        let (ae, host) = match caller.split_once('@') {
+            Some((ae, host)) => (ae, Some(host)),
+            None => (caller, None),
         };
         if !valid_ae_title(ae) {
             return Err(CallerSpecError::BadAeTitle(ae.to_string()));
@@ -67,6 +79,7 @@ impl FromStr for AllowedCaller {
         Ok(AllowedCaller {
             ae_title: ae.trim().to_string(),
             hosts,
+            common_name,
             spec: spec.to_string(),
         })
     }
@@ -134,6 +147,31 @@ pub struct ScpConfig {
     pub journal_segment_bytes: u64,
     /// Associations accepted and rejected, and studies received, go to the audit trail.
     pub audit: audit::AuditLog,
+    /// Listen for plain TCP on `bind` (the default). Off: the TLS listener only.
+    pub plain: bool,
+    /// DICOM TLS on its own address (see [`crate::tls`]).
+    pub tls: Option<TlsListen>,
+}
+
+/// The TLS listener: where, and with which certificate (and client CA).
+#[derive(Clone)]
+pub struct TlsListen {
+    pub bind: SocketAddr,
+    pub config: std::sync::Arc<rustls::ServerConfig>,
+    /// A client certificate is required (mutual TLS); for logs and the audit trail.
+    pub client_certificates_required: bool,
+}
+
+impl std::fmt::Debug for TlsListen {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsListen")
+            .field("bind", &self.bind)
+            .field(
+                "client_certificates_required",
+                &self.client_certificates_required,
+            )
+            .finish_non_exhaustive()
+    }
 }
 
 impl ScpConfig {
@@ -157,6 +195,8 @@ impl ScpConfig {
             spool_dir: spool_dir.into(),
             journal_segment_bytes: 16 * 1024 * 1024,
             audit: audit::AuditLog::disabled(),
+            plain: true,
+            tls: None,
         }
     }
 }
@@ -177,5 +217,12 @@ mod tests {
         assert!("".parse::<AllowedCaller>().is_err());
         assert!("WAY_TOO_LONG_AE_TITLE".parse::<AllowedCaller>().is_err());
         assert!("A\\B".parse::<AllowedCaller>().is_err());
+        let with_cn: AllowedCaller = "PACS@127.0.0.1#pacs1.example.org".parse().unwrap();
+        assert_eq!(with_cn.ae_title, "PACS");
+        assert_eq!(with_cn.common_name.as_deref(), Some("pacs1.example.org"));
+        assert!(with_cn.admits("PACS", "127.0.0.1".parse().unwrap()));
+        let any_host_cn: AllowedCaller = "PACS#pacs1".parse().unwrap();
+        assert_eq!(any_host_cn.hosts, None);
+        assert!("PACS#".parse::<AllowedCaller>().is_err());
     }
 }

@@ -13,6 +13,7 @@ pub mod metrics;
 pub mod server;
 pub mod sop;
 pub mod spool;
+pub mod tls;
 
 pub use config::{AllowedCaller, ScpConfig};
 pub use metrics::ScpMetrics;

@@ -48,12 +48,17 @@ pub enum ScpError {
     },
     #[error("invalid AE title {0:?}: 1 to 16 printable ASCII characters")]
     AeTitle(String),
+    #[error("no listener: plain TCP is off and no TLS listener is configured")]
+    NoListener,
 }
 
 /// The DICOM listener. `bind` recovers the spool; `serve` runs until shutdown.
 pub struct Scp {
     config: Arc<ScpConfig>,
-    listener: TcpListener,
+    /// Plain TCP (unless turned off).
+    listener: Option<TcpListener>,
+    /// DICOM TLS, if configured.
+    tls_listener: Option<TcpListener>,
     spool: Arc<Spool>,
     journal: Option<Arc<Journal>>,
     assembler: Arc<Assembler>,
@@ -134,12 +139,22 @@ impl Scp {
             path: config.spool_dir.clone(),
             source,
         })?;
-        let listener = TcpListener::bind(config.bind)
-            .await
-            .map_err(|source| ScpError::Bind {
-                addr: config.bind,
-                source,
-            })?;
+        if !config.plain && config.tls.is_none() {
+            return Err(ScpError::NoListener);
+        }
+        let bind = |addr: SocketAddr| async move {
+            TcpListener::bind(addr)
+                .await
+                .map_err(|source| ScpError::Bind { addr, source })
+        };
+        let listener = match config.plain {
+            true => Some(bind(config.bind).await?),
+            false => None,
+        };
+        let tls_listener = match &config.tls {
+            Some(t) => Some(bind(t.bind).await?),
+            None => None,
+        };
         let slots = Arc::new(Semaphore::new(config.max_associations));
         let admission = crate::admission::Admission::new(
             config.max_pending_associations,
@@ -148,6 +163,7 @@ impl Scp {
         Ok(Scp {
             config: Arc::new(config),
             listener,
+            tls_listener,
             spool,
             journal,
             assembler,
@@ -157,10 +173,21 @@ impl Scp {
         })
     }
 
+    /// The plain TCP listener's address (the TLS listener's when plain TCP is off).
     pub fn local_addr(&self) -> SocketAddr {
         self.listener
+            .as_ref()
+            .or(self.tls_listener.as_ref())
+            .expect("bind checked that one listener exists")
             .local_addr()
             .expect("a bound listener has an address")
+    }
+
+    /// The TLS listener's address, if there is one.
+    pub fn tls_local_addr(&self) -> Option<SocketAddr> {
+        self.tls_listener
+            .as_ref()
+            .map(|l| l.local_addr().expect("a bound listener has an address"))
     }
 
     pub fn metrics(&self) -> Arc<ScpMetrics> {
@@ -176,13 +203,23 @@ impl Scp {
     pub async fn serve(self, shutdown: impl Future<Output = ()>) {
         let (stop_tx, stop_rx) = watch::channel(false);
         let assembler_task = tokio::spawn(self.assembler.clone().run(stop_rx));
-        info!(addr = %self.local_addr(), ae_title = %self.config.ae_title, "DICOM listener ready");
+        if let Some(l) = &self.listener {
+            info!(addr = %l.local_addr().map(|a| a.to_string()).unwrap_or_default(), ae_title = %self.config.ae_title, "DICOM listener ready");
+        }
+        if let (Some(l), Some(t)) = (&self.tls_listener, &self.config.tls) {
+            info!(addr = %l.local_addr().map(|a| a.to_string()).unwrap_or_default(), ae_title = %self.config.ae_title, client_certificates_required = t.client_certificates_required, "DICOM TLS listener ready");
+        }
         tokio::pin!(shutdown);
         loop {
             tokio::select! {
                 _ = &mut shutdown => break,
-                accepted = self.listener.accept() => match accepted {
-                    Ok((socket, peer)) => {
+                accepted = accept(&self.listener, &self.tls_listener) => match accepted {
+                    Ok((socket, peer, on_tls)) => {
+                        let tls = if on_tls {
+                            self.config.tls.as_ref().map(|t| t.config.clone())
+                        } else {
+                            None
+                        };
                         let ticket = match self.admission.admit(peer.ip()) {
                             Ok(t) => t,
                             Err(refusal) => {
@@ -204,7 +241,7 @@ impl Scp {
                             peer,
                         };
                         let slots = self.slots.clone();
-                        tokio::spawn(async move { conn.handle(socket, slots, ticket).await });
+                        tokio::spawn(async move { conn.handle(socket, slots, ticket, tls).await });
                     }
                     Err(e) => {
                         if let Some(suppressed) = ACCEPT_FAILED_LOG.allow() {
@@ -227,6 +264,24 @@ impl Scp {
             // Materialize what is pending now rather than at the next start.
             let _ = tokio::task::spawn_blocking(move || journal.shutdown()).await;
         }
+    }
+}
+
+/// The next connection on either listener (`true`: on the TLS one); a missing listener never
+/// yields.
+async fn accept(
+    plain: &Option<TcpListener>,
+    tls: &Option<TcpListener>,
+) -> std::io::Result<(TcpStream, SocketAddr, bool)> {
+    async fn on(l: &Option<TcpListener>) -> std::io::Result<(TcpStream, SocketAddr)> {
+        match l {
+            Some(l) => l.accept().await,
+            None => std::future::pending().await,
+        }
+    }
+    tokio::select! {
+        r = on(plain) => r.map(|(s, a)| (s, a, false)),
+        r = on(tls) => r.map(|(s, a)| (s, a, true)),
     }
 }
 
@@ -406,12 +461,17 @@ fn reject_pdu(result: AssociationRJResult, source: AssociationRJSource) -> Pdu {
     Pdu::AssociationRJ(AssociationRJ { result, source })
 }
 
+/// What an association runs over: TCP, or TLS over TCP.
+trait Stream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Stream for T {}
+
 impl Connection {
     async fn handle(
         self,
         socket: TcpStream,
         slots: Arc<Semaphore>,
         ticket: crate::admission::Ticket,
+        tls: Option<Arc<rustls::ServerConfig>>,
     ) {
         let _ = socket.set_nodelay(true);
         // Refuse early when every slot is taken; the slot itself is taken after the AC.
@@ -422,6 +482,7 @@ impl Connection {
                 self.refuse(
                     socket,
                     AssociationRJServiceProviderPresentationReason::LocalLimitExceeded,
+                    tls.is_some(),
                 )
                 .await;
                 return;
@@ -433,6 +494,7 @@ impl Connection {
             self.refuse(
                 socket,
                 AssociationRJServiceProviderPresentationReason::TemporaryCongestion,
+                tls.is_some(),
             )
             .await;
             return;
@@ -454,13 +516,50 @@ impl Connection {
         for ts in &self.config.transfer_syntaxes {
             options = options.with_transfer_syntax(ts.as_str());
         }
-        let mut assoc = match tokio::time::timeout(
-            self.config.artim_timeout,
-            options.establish_async(socket),
-        )
-        .await
-        {
-            Ok(Ok(a)) => a,
+        match tls {
+            None => {
+                let established = tokio::time::timeout(
+                    self.config.artim_timeout,
+                    options.establish_async(socket),
+                )
+                .await;
+                if let Some(assoc) = self.established(established) {
+                    self.run(assoc, slots, ticket, None).await;
+                }
+            }
+            Some(config) => {
+                // The handshake is inside ARTIM too: a plaintext or silent client on the TLS
+                // port is closed when it runs out, holding no association slot.
+                let options = options.tls_config(config);
+                let established = tokio::time::timeout(
+                    self.config.artim_timeout,
+                    options.establish_tls_async(socket),
+                )
+                .await;
+                if let Some(mut assoc) = self.established(established) {
+                    let subject = assoc
+                        .inner_stream()
+                        .get_ref()
+                        .1
+                        .peer_certificates()
+                        .and_then(|chain| chain.first())
+                        .and_then(|cert| crate::tls::certificate_subject(cert));
+                    self.run(assoc, slots, ticket, Some(subject)).await;
+                }
+            }
+        }
+    }
+
+    /// The association if negotiation succeeded within ARTIM; otherwise counted and logged.
+    fn established<S>(
+        &self,
+        result: Result<
+            Result<dicom_ul::association::AsyncServerAssociation<S>, dicom_ul::association::Error>,
+            tokio::time::error::Elapsed,
+        >,
+    ) -> Option<dicom_ul::association::AsyncServerAssociation<S>> {
+        match result {
+            Ok(Ok(a)) => Some(a),
             Ok(Err(e)) => {
                 let text = e.to_string();
                 if text.contains("rejected") || text.contains("Rejected") {
@@ -469,14 +568,25 @@ impl Connection {
                     ScpMetrics::inc(&self.metrics.associations_failed);
                 }
                 warn!(peer = %self.peer, error = %Escaped(&text), "association not established");
-                return;
+                None
             }
             Err(_) => {
                 ScpMetrics::inc(&self.metrics.associations_failed);
                 warn!(peer = %self.peer, timeout = ?self.config.artim_timeout, "association request not completed in time (ARTIM); connection closed");
-                return;
+                None
             }
-        };
+        }
+    }
+
+    /// An established association, to its end. `tls`: `Some` on the TLS port, with the client
+    /// certificate's subject if one was presented.
+    async fn run<S: Stream>(
+        &self,
+        mut assoc: dicom_ul::association::AsyncServerAssociation<S>,
+        slots: Arc<Semaphore>,
+        ticket: crate::admission::Ticket,
+        tls: Option<Option<crate::tls::Subject>>,
+    ) {
         drop(ticket);
         let Ok(permit) = slots.try_acquire_owned() else {
             // another association took the last slot while this one negotiated
@@ -489,6 +599,22 @@ impl Connection {
             use dicom_ul::association::Association;
             assoc.peer_ae_title().trim().to_string()
         };
+        let subject = tls.clone().flatten();
+        if let Some(why) = self.certificate_refusal(&calling_ae, subject.as_ref()) {
+            ScpMetrics::inc(&self.metrics.associations_rejected_ae);
+            warn!(peer = %self.peer, calling_ae = %Escaped(&calling_ae), subject = %Escaped(subject.as_ref().map_or("-", |s| s.text.as_str())), reason = why, "association aborted: client certificate not allowed for this caller");
+            self.config.audit.record(audit::Event::AssociationRejected {
+                caller: audit::Caller {
+                    calling_ae,
+                    peer: self.peer.to_string(),
+                    tls_subject: subject.map(|s| s.text),
+                },
+                called_ae: self.config.ae_title.clone(),
+                reason: why.into(),
+            });
+            let _ = assoc.abort().await;
+            return;
+        }
         ScpMetrics::inc(&self.metrics.associations_accepted);
         self.metrics.associations_active.fetch_add(1, Relaxed);
         let accepted = assoc
@@ -500,7 +626,7 @@ impl Connection {
         let caller = audit::Caller {
             calling_ae,
             peer: self.peer.to_string(),
-            tls_subject: None,
+            tls_subject: subject.map(|s| s.text),
         };
         self.config.audit.record(audit::Event::AssociationAccepted {
             caller: caller.clone(),
@@ -523,6 +649,42 @@ impl Connection {
         drop(permit);
     }
 
+    /// On the TLS port: why this caller's certificate is not acceptable, if it is not. The
+    /// allowlist entries that admit the calling AE and address decide: when every one of them
+    /// names a certificate common name (`AE@HOST#CN`), the client must have presented a
+    /// certificate with one of those names. Checked once the association is negotiated (the
+    /// access-control hook runs inside dicom-ul, before the TLS session is visible), so a refused
+    /// caller sees an A-ABORT right after the A-ASSOCIATE-AC, before any data is taken.
+    fn certificate_refusal(
+        &self,
+        calling_ae: &str,
+        subject: Option<&crate::tls::Subject>,
+    ) -> Option<&'static str> {
+        let allowed = &self.config.allowed_callers;
+        if allowed.is_empty() {
+            return None;
+        }
+        let matching: Vec<&crate::config::AllowedCaller> = allowed
+            .iter()
+            .filter(|a| a.admits(calling_ae, self.peer.ip()))
+            .collect();
+        if matching.iter().any(|a| a.common_name.is_none()) {
+            return None;
+        }
+        let cn = subject.and_then(|s| s.common_name.as_deref());
+        match cn {
+            None => Some("no client certificate common name, and the allowlist requires one"),
+            Some(cn)
+                if matching
+                    .iter()
+                    .any(|a| a.common_name.as_deref() == Some(cn)) =>
+            {
+                None
+            }
+            Some(_) => Some("client certificate common name not on the allowlist for this caller"),
+        }
+    }
+
     fn disk_low(&self) -> bool {
         match disk::free_bytes(self.spool.root()) {
             Ok(free) => free < self.config.min_free_disk_bytes,
@@ -534,12 +696,19 @@ impl Connection {
     }
 
     /// Read the A-ASSOCIATE-RQ (within ARTIM) and answer with a transient rejection.
+    /// On the TLS port the connection is closed instead: an A-ASSOCIATE-RJ would need the
+    /// handshake first, which is work a refused (overloaded) listener should not do.
     async fn refuse(
         &self,
         mut socket: TcpStream,
         reason: AssociationRJServiceProviderPresentationReason,
+        tls: bool,
     ) {
         use tokio::io::AsyncWriteExt;
+        if tls {
+            let _ = socket.shutdown().await;
+            return;
+        }
         let mut buf = bytes::BytesMut::new();
         let read = dicom_ul::association::read_pdu_from_wire_async(
             &mut socket,
@@ -577,9 +746,9 @@ impl Connection {
         let _ = socket.shutdown().await;
     }
 
-    async fn serve_association(
+    async fn serve_association<S: Stream>(
         &self,
-        assoc: &mut dicom_ul::association::AsyncServerAssociation<TcpStream>,
+        assoc: &mut dicom_ul::association::AsyncServerAssociation<S>,
         caller: &audit::Caller,
     ) -> End {
         let mut command_buf: Vec<u8> = Vec::new();
@@ -736,9 +905,9 @@ impl Connection {
     }
 
     /// Decide whether to take the data set of a C-STORE; open its `.part` file if so.
-    async fn start_store(
+    async fn start_store<S: Stream>(
         &self,
-        assoc: &dicom_ul::association::AsyncServerAssociation<TcpStream>,
+        assoc: &dicom_ul::association::AsyncServerAssociation<S>,
         pc_id: u8,
         command: Command,
         calling_ae: &str,
@@ -998,8 +1167,8 @@ fn io_status(e: &std::io::Error) -> (Status, String) {
     }
 }
 
-async fn send_command(
-    assoc: &mut dicom_ul::association::AsyncServerAssociation<TcpStream>,
+async fn send_command<S: Stream>(
+    assoc: &mut dicom_ul::association::AsyncServerAssociation<S>,
     pc_id: u8,
     bytes: Vec<u8>,
 ) -> Result<(), dicom_ul::association::Error> {
