@@ -36,6 +36,11 @@ pub struct WorkerSection {
     pub volume_report: bool,
     /// PEM CA file for https:// destinations (default: the system's roots).
     pub dicomweb_ca_file: Option<PathBuf>,
+    /// `dicom-tls://` destinations: the CA to trust (default: the system's roots), and our
+    /// client certificate and key for destinations that require mutual TLS (PEM).
+    pub destination_tls_ca: Option<PathBuf>,
+    pub destination_tls_cert: Option<PathBuf>,
+    pub destination_tls_key: Option<PathBuf>,
     /// Our AE title when sending; default: the SCP's AE title.
     pub calling_ae_title: Option<String>,
     /// Seconds a job stays hidden per heartbeat; above the p99 job time.
@@ -65,6 +70,9 @@ impl Default for WorkerSection {
             destinations: Vec::new(),
             volume_report: true,
             dicomweb_ca_file: None,
+            destination_tls_ca: None,
+            destination_tls_cert: None,
+            destination_tls_key: None,
             calling_ae_title: None,
             visibility_timeout_secs: 120.0,
             retry_delay_secs: 10.0,

@@ -145,6 +145,7 @@ pub async fn run(args: DemoArgs, file: &mut FileConfig) -> Result<()> {
                 ae_title: "DEMO_VIEWER".into(),
                 host: "127.0.0.1".into(),
                 port: addr.port(),
+                tls: false,
             }
         }
     };
@@ -200,6 +201,7 @@ pub async fn run(args: DemoArgs, file: &mut FileConfig) -> Result<()> {
         ae_title: file.scp.ae_title.clone(),
         host: "127.0.0.1".into(),
         port: node_addr.port(),
+        tls: false,
     };
     let sent_at = Instant::now();
     let statuses = c_store_once(

@@ -71,8 +71,8 @@ pub struct WorkerArgs {
     /// (default: the cores available divided by the workers).
     #[arg(long, env = "SEGNODE_INFERENCE_THREADS")]
     inference_threads: Option<usize>,
-    /// Send every SEG to this AET@HOST:PORT (C-STORE) or DICOMweb base URL
-    /// (http(s)://HOST[:PORT]/PATH, STOW-RS); repeatable.
+    /// Send every SEG to this AET@HOST:PORT (C-STORE), dicom-tls://AET@HOST:PORT (C-STORE over
+    /// DICOM TLS) or DICOMweb base URL (http(s)://HOST[:PORT]/PATH, STOW-RS); repeatable.
     #[arg(
         long = "destination",
         value_name = "AET@HOST:PORT|URL",
@@ -103,6 +103,15 @@ pub struct WorkerArgs {
     /// SEGNODE_DICOMWEB_PASSWORD (basic).
     #[arg(long, env = "SEGNODE_DICOMWEB_CA_FILE")]
     dicomweb_ca_file: Option<PathBuf>,
+    /// PEM file of the CA(s) trusted for dicom-tls:// destinations (default: the system's roots).
+    #[arg(long, value_name = "FILE", env = "SEGNODE_DESTINATION_TLS_CA")]
+    destination_tls_ca: Option<PathBuf>,
+    /// Our client certificate (PEM) for dicom-tls:// destinations that require mutual TLS.
+    #[arg(long, value_name = "FILE", env = "SEGNODE_DESTINATION_TLS_CERT")]
+    destination_tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of --destination-tls-cert.
+    #[arg(long, value_name = "FILE", env = "SEGNODE_DESTINATION_TLS_KEY")]
+    destination_tls_key: Option<PathBuf>,
     /// Most MiB an uploaded study (uploads/*.zip or folder) may hold, uncompressed.
     #[arg(long, env = "SEGNODE_MAX_UPLOAD_MB")]
     max_upload_mb: Option<u64>,
@@ -146,6 +155,15 @@ impl WorkerArgs {
         }
         if self.dicomweb_ca_file.is_some() {
             w.dicomweb_ca_file = self.dicomweb_ca_file.clone();
+        }
+        if self.destination_tls_ca.is_some() {
+            w.destination_tls_ca = self.destination_tls_ca.clone();
+        }
+        if self.destination_tls_cert.is_some() {
+            w.destination_tls_cert = self.destination_tls_cert.clone();
+        }
+        if self.destination_tls_key.is_some() {
+            w.destination_tls_key = self.destination_tls_key.clone();
         }
         if let Some(v) = self.max_upload_mb {
             w.max_upload_mb = v;

@@ -103,8 +103,24 @@ pub fn worker_config(file: &FileConfig) -> Result<WorkerConfig> {
         backoff: secs(w.delivery_backoff_secs, "delivery backoff")?,
         timeout: secs(w.delivery_timeout_secs, "delivery timeout")?,
         dicomweb: dicomweb_options(w)?,
+        dimse_tls: segmenter::deliver::DimseTls {
+            ca_file: w.destination_tls_ca.clone(),
+            cert_file: w.destination_tls_cert.clone(),
+            key_file: w.destination_tls_key.clone(),
+        },
         ..DeliveryOptions::default()
     };
+    if c.destinations
+        .iter()
+        .any(|d| matches!(d, Target::Dimse(d) if d.tls))
+    {
+        // Fail at start, not at the first delivery, on a missing or unreadable file.
+        c.delivery
+            .dimse_tls
+            .client_config()
+            .map_err(anyhow::Error::msg)
+            .context("dicom-tls:// destinations")?;
+    }
     c.seg.volume_report = w.volume_report;
     if w.max_upload_mb == 0 || w.max_upload_files == 0 {
         bail!("max upload size and file count must be at least 1");

@@ -2,15 +2,19 @@
 //! `segnode serve --tls-cert --tls-key --tls-client-ca`. Every certificate is made here with
 //! openssl, for this run (no committed private keys).
 
+mod common;
+
 use std::io::Read;
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::Storescp;
 use staging::{Job, SqliteQueue};
 use testkit::{
     free_port, require_tool, segnode_bin, wait_for_port, wait_until, workspace_root, ChildGuard,
+    Node,
 };
 
 /// A throwaway PKI: a CA, the node's certificate (for 127.0.0.1), clients signed by the CA
@@ -389,4 +393,106 @@ print(f"echo 0x{status.Status:04X}")
         "{stdout}{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// Delivery over DICOM TLS: to dcmtk's storescp requiring our client certificate (success), and
+/// to a plain port while TLS is required (each attempt fails, the job is dead-lettered with the
+/// reason). The audit trail has both outcomes.
+#[test]
+fn results_go_to_a_tls_destination_and_never_in_clear_to_a_plain_one() {
+    let pki = Pki::make();
+    let (ca, cert, key) = (
+        pki.path("ca.pem"),
+        pki.path("pacs1.pem"),
+        pki.path("pacs1.key"),
+    );
+    let study = workspace_root().join("testdata/studies/synth-007-axial-rle/dicom");
+    let node_with = |data: &Path, destination: &str, extra: &[&str]| {
+        let audit = data.join("audit.jsonl").display().to_string();
+        let mut args = vec![
+            "--quiet-period",
+            "2",
+            "--retry-delay",
+            "1",
+            "--destination",
+            destination,
+            "--destination-tls-ca",
+            &ca,
+            "--destination-tls-cert",
+            &cert,
+            "--destination-tls-key",
+            &key,
+            "--audit-log",
+            &audit,
+        ];
+        args.extend_from_slice(extra);
+        Node::serve(&data.join("node"), &args)
+    };
+    let audit_of = |data: &Path, event: &str| -> Vec<serde_json::Value> {
+        std::fs::read_to_string(data.join("audit.jsonl"))
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .filter(|r| r["event"] == event)
+            .collect()
+    };
+
+    let (server_key, server_cert) = (pki.path("server.key"), pki.path("server.pem"));
+    let viewer = Storescp::start(&["+tls", &server_key, &server_cert, "+cf", &ca]);
+    let data = tempfile::tempdir().unwrap();
+    let destination = format!("dicom-tls://{}", viewer.destination());
+    let node = node_with(data.path(), &destination, &[]);
+    let (rc, out) = node.send("dcmsend", "MODALITY", &[], &[&study]);
+    assert_eq!(rc, 0, "{out}");
+    wait_until(
+        Duration::from_secs(300),
+        "a SEG at the TLS destination",
+        || viewer.segs().into_iter().next(),
+    );
+    let delivered = wait_until(Duration::from_secs(30), "the delivery in the audit", || {
+        let d = audit_of(data.path(), "result_delivered");
+        (!d.is_empty()).then_some(d)
+    });
+    assert_eq!(delivered[0]["destination"], destination.as_str());
+    assert!(
+        delivered[0]["status"]
+            .as_str()
+            .unwrap()
+            .starts_with("success"),
+        "{delivered:?}"
+    );
+
+    // The same node configuration pointed at a plain storescp: never sent in clear.
+    let plain = Storescp::start(&[]);
+    let data = tempfile::tempdir().unwrap();
+    let destination = format!("dicom-tls://{}", plain.destination());
+    let node = node_with(
+        data.path(),
+        &destination,
+        &[
+            "--max-receives",
+            "2",
+            "--delivery-attempts",
+            "2",
+            "--delivery-backoff",
+            "0.2",
+        ],
+    );
+    let (rc, out) = node.send("dcmsend", "MODALITY", &[], &[&study]);
+    assert_eq!(rc, 0, "{out}");
+    let dead = wait_until(Duration::from_secs(300), "a dead letter", || {
+        let d = audit_of(data.path(), "job_dead_lettered");
+        (!d.is_empty()).then_some(d)
+    });
+    let reason = dead[0]["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("failed 2 times") && reason.contains("TLS"),
+        "{reason}"
+    );
+    let failed = audit_of(data.path(), "result_delivered");
+    assert_eq!(failed.len(), 2, "{failed:?}");
+    assert!(failed
+        .iter()
+        .all(|f| f["status"].as_str().unwrap().starts_with("failed: ")));
+    assert!(plain.segs().is_empty(), "a SEG went out in clear");
 }

@@ -19,16 +19,21 @@ use tokio::io::AsyncWriteExt;
 const EXPLICIT_VR_LE: &str = "1.2.840.10008.1.2.1";
 const IMPLICIT_VR_LE: &str = "1.2.840.10008.1.2";
 
-/// Where results go: `AET@HOST:PORT`.
+/// Where results go: `AET@HOST:PORT` (C-STORE over TCP), or `dicom-tls://AET@HOST:PORT` (over
+/// DICOM TLS, trusting [`DimseTls`]'s CA).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Destination {
     pub ae_title: String,
     pub host: String,
     pub port: u16,
+    pub tls: bool,
 }
 
 impl fmt::Display for Destination {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.tls {
+            f.write_str("dicom-tls://")?;
+        }
         write!(f, "{}@{}:{}", self.ae_title, self.host, self.port)
     }
 }
@@ -36,8 +41,17 @@ impl fmt::Display for Destination {
 impl FromStr for Destination {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        let usage = || format!("destination {s:?}: expected AET@HOST:PORT, e.g. PACS@10.0.0.5:104");
-        let (ae, addr) = s.split_once('@').ok_or_else(usage)?;
+        let usage = || {
+            format!(
+                "destination {s:?}: expected AET@HOST:PORT or dicom-tls://AET@HOST:PORT, e.g. PACS@10.0.0.5:104"
+            )
+        };
+        let (tls, rest) = match (s.strip_prefix("dicom-tls://"), s.strip_prefix("dicom://")) {
+            (Some(r), _) => (true, r),
+            (None, Some(r)) => (false, r),
+            (None, None) => (false, s),
+        };
+        let (ae, addr) = rest.split_once('@').ok_or_else(usage)?;
         let (host, port) = addr.rsplit_once(':').ok_or_else(usage)?;
         let ae = ae.trim();
         if ae.is_empty()
@@ -58,6 +72,7 @@ impl FromStr for Destination {
             ae_title: ae.to_string(),
             host: host.to_string(),
             port,
+            tls,
         })
     }
 }
@@ -75,6 +90,46 @@ pub struct DeliveryOptions {
     pub max_pdu: u32,
     /// Authentication and TLS trust for DICOMweb destinations.
     pub dicomweb: crate::stow::StowOptions,
+    /// Trust and client certificate for `dicom-tls://` destinations.
+    pub dimse_tls: DimseTls,
+}
+
+/// DICOM TLS for C-STORE destinations: the CA to trust (else the system's roots) and an
+/// optional client certificate and key (for destinations that require mutual TLS). PEM files.
+#[derive(Debug, Clone, Default)]
+pub struct DimseTls {
+    pub ca_file: Option<std::path::PathBuf>,
+    pub cert_file: Option<std::path::PathBuf>,
+    pub key_file: Option<std::path::PathBuf>,
+}
+
+impl DimseTls {
+    /// The rustls client configuration (TLS 1.3/1.2, *ring*); an error names the file.
+    pub fn client_config(&self) -> Result<rustls::ClientConfig, String> {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let roots = crate::stow::root_store(self.ca_file.as_deref())?;
+        let builder = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots);
+        match (&self.cert_file, &self.key_file) {
+            (None, None) => Ok(builder.with_no_client_auth()),
+            (Some(cert), Some(key)) => {
+                let chain = CertificateDer::pem_file_iter(cert)
+                    .and_then(|i| i.collect::<Result<Vec<_>, _>>())
+                    .map_err(|e| format!("client certificate {}: {e}", cert.display()))?;
+                let key = PrivateKeyDer::from_pem_file(key)
+                    .map_err(|e| format!("client key {}: {e}", key.display()))?;
+                builder
+                    .with_client_auth_cert(chain, key)
+                    .map_err(|e| format!("client certificate: {e}"))
+            }
+            _ => Err("a TLS client certificate needs both its certificate and key file".into()),
+        }
+    }
 }
 
 impl Default for DeliveryOptions {
@@ -86,6 +141,7 @@ impl Default for DeliveryOptions {
             timeout: Duration::from_secs(30),
             max_pdu: 116_794,
             dicomweb: crate::stow::StowOptions::default(),
+            dimse_tls: DimseTls::default(),
         }
     }
 }
@@ -257,13 +313,43 @@ pub async fn c_store_once(
     for (class, tss) in &contexts {
         opts = opts.with_presentation_context(class.clone(), tss.clone());
     }
-    let mut assoc = opts
-        .establish_async(format!("{}:{}", dest.host, dest.port))
-        .await
-        .map_err(|e| DeliveryError::Association(name.clone(), e.to_string()))?;
+    let association =
+        |e: &dyn fmt::Display| DeliveryError::Association(name.clone(), e.to_string());
+    let addr = format!("{}:{}", dest.host, dest.port);
     // Command and data set go out as separate small writes: without TCP_NODELAY, Nagle's algorithm
     // and the peer's delayed ACK stall every C-STORE by ~40 ms.
-    let _ = assoc.inner_stream().set_nodelay(true);
+    if dest.tls {
+        let config = options
+            .dimse_tls
+            .client_config()
+            .map_err(|e| association(&format!("TLS: {e}")))?;
+        let mut assoc = opts
+            .tls_config(config)
+            .server_name(&dest.host)
+            .establish_tls_async(addr)
+            .await
+            .map_err(|e| association(&format!("TLS: {e}")))?;
+        let _ = assoc.inner_stream().get_ref().0.set_nodelay(true);
+        store_over(assoc, &parts, name).await
+    } else {
+        let mut assoc = opts
+            .establish_async(addr)
+            .await
+            .map_err(|e| association(&e))?;
+        let _ = assoc.inner_stream().set_nodelay(true);
+        store_over(assoc, &parts, name).await
+    }
+}
+
+/// The C-STOREs of `parts` on an established association, then its release.
+async fn store_over<S>(
+    mut assoc: dicom_ul::association::client::AsyncClientAssociation<S>,
+    parts: &[Part10<'_>],
+    name: String,
+) -> Result<Vec<u16>, DeliveryError>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send,
+{
     let accepted: Vec<dicom_ul::pdu::PresentationContextNegotiated> = assoc
         .presentation_contexts()
         .iter()

@@ -202,10 +202,23 @@ pub fn multipart_body(objects: &[&[u8]]) -> (String, Vec<u8>) {
 }
 
 fn tls_config(options: &StowOptions) -> Result<rustls::ClientConfig, String> {
+    let roots = root_store(options.ca_file.as_deref())?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth())
+}
+
+/// The certificates of `ca_file` (PEM), or the system's roots without one.
+pub(crate) fn root_store(
+    ca_file: Option<&std::path::Path>,
+) -> Result<rustls::RootCertStore, String> {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::CertificateDer;
     let mut roots = rustls::RootCertStore::empty();
-    match &options.ca_file {
+    match ca_file {
         Some(path) => {
             let certs = CertificateDer::pem_file_iter(path)
                 .map_err(|e| format!("CA file {}: {e}", path.display()))?
@@ -230,12 +243,7 @@ fn tls_config(options: &StowOptions) -> Result<rustls::ClientConfig, String> {
             }
         }
     }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    Ok(rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
-        .with_root_certificates(roots)
-        .with_no_client_auth())
+    Ok(roots)
 }
 
 /// Escapes peer text for an error message (at most 300 characters).
