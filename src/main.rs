@@ -4,6 +4,7 @@ mod config;
 mod demo;
 mod http;
 mod model_cmd;
+mod nifti_cmd;
 mod scaler_cmd;
 mod segment_cmd;
 mod workers;

@@ -19,6 +19,8 @@ pub mod error;
 pub mod jpeg_ls;
 pub mod manifest;
 pub mod model;
+pub mod nifti;
+pub mod nifti_case;
 pub mod normalize;
 pub mod patch3d;
 pub mod pipeline;
@@ -27,6 +29,7 @@ pub mod preprocess;
 pub mod select;
 pub mod study;
 pub mod volume;
+pub mod volumes_json;
 
 pub use error::SegmentError;
 pub use manifest::Manifest;
