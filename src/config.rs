@@ -54,6 +54,9 @@ pub struct WorkerSection {
     pub max_upload_mb: u64,
     /// Most files in one S3 upload (zip entries or folder objects).
     pub max_upload_files: usize,
+    /// Voxel values of NIfTI label maps, one per model segment in manifest order (BraTS
+    /// 2018-2021: `[1, 2, 4]`); absent: the manifest's label values (BraTS 2023: 1, 2, 3).
+    pub nifti_labels: Option<Vec<u8>>,
 }
 
 impl Default for WorkerSection {
@@ -77,6 +80,7 @@ impl Default for WorkerSection {
             // instances: 1 GiB fits deploy/cloudformation.yaml's 4 GiB WorkerMemory.
             max_upload_mb: 1024,
             max_upload_files: 10_000,
+            nifti_labels: None,
         }
     }
 }

@@ -107,6 +107,10 @@ pub struct WorkerArgs {
     /// Most files an uploaded study may hold.
     #[arg(long, env = "SEGNODE_MAX_UPLOAD_FILES")]
     max_upload_files: Option<usize>,
+    /// Voxel values written into NIfTI label maps, one per model segment (e.g. 1,2,4 for
+    /// BraTS 2018-2021; default: the model's labels, 1,2,3 as in BraTS 2023).
+    #[arg(long, env = "SEGNODE_NIFTI_LABELS", value_delimiter = ',')]
+    nifti_labels: Vec<u8>,
 }
 
 impl WorkerArgs {
@@ -150,6 +154,9 @@ impl WorkerArgs {
         }
         if let Some(v) = self.max_upload_files {
             w.max_upload_files = v;
+        }
+        if !self.nifti_labels.is_empty() {
+            w.nifti_labels = Some(self.nifti_labels.clone());
         }
     }
 }

@@ -113,6 +113,7 @@ pub fn worker_config(file: &FileConfig) -> Result<WorkerConfig> {
         max_bytes: w.max_upload_mb.saturating_mul(1024 * 1024),
         max_files: w.max_upload_files,
     };
+    c.nifti_labels = w.nifti_labels.clone();
     Ok(c)
 }
 
@@ -159,6 +160,8 @@ pub fn start_pool(
 ) -> Result<Arc<WorkerPool>> {
     let model = load_model(file)?;
     let mut config = worker_config(file)?;
+    segmenter::nifti_case::output_values(model.manifest(), config.nifti_labels.as_deref())
+        .map_err(|e| anyhow::anyhow!("nifti_labels: {e}"))?;
     // Protect the task for a few visibility periods per job; it is renewed at every job start.
     config.busy_hook = EcsProtectionHook::from_env(
         (config.visibility * 4).max(std::time::Duration::from_secs(600)),

@@ -219,10 +219,26 @@ impl Setup {
         }
     }
 
-    /// The one SEG under results/<study>/, and every staged instance under incoming/<study>/.
+    /// The one SEG (and its volumes.json) under results/<study>/, and every staged instance
+    /// under incoming/<study>/.
     async fn check_bucket(&self) -> ObjectKey {
         let results = self.store.list("results/").await.unwrap();
-        assert_eq!(results.len(), 1, "{results:?}");
+        assert_eq!(results.len(), 2, "{results:?}");
+        assert_eq!(
+            results[1].as_str(),
+            format!("results/{STUDY_UID}/volumes.json")
+        );
+        let volumes: serde_json::Value =
+            serde_json::from_slice(&self.store.get(&results[1]).await.unwrap()).unwrap();
+        assert_eq!(volumes["input"]["kind"], "dicom");
+        assert_eq!(volumes["input"]["study_uid"], STUDY_UID);
+        assert!(
+            results[0].as_str().ends_with(&format!(
+                "/{}.dcm",
+                volumes["input"]["seg_sop_instance_uid"].as_str().unwrap()
+            )),
+            "{results:?}"
+        );
         assert!(
             results[0]
                 .as_str()
@@ -408,5 +424,106 @@ async fn the_worker_expands_a_large_zip_without_holding_it_in_memory() {
         growth < zip_kib / 4,
         "peak RSS grew by {growth} KiB for a {zip_kib} KiB zip"
     );
+    s.stop();
+}
+
+/// Issue 18: a BraTS-named NIfTI case uploaded as a folder closed by COMPLETE comes back as
+/// `results/<case>/<case>_seg.nii.gz` (read by nibabel with the FLAIR file's affine, voxel
+/// counts as `volumes.json` states them) and `results/<case>/volumes.json`; nothing goes to the
+/// DICOM destination. A case missing a contrast, uploaded as a zip, is dead-lettered at once
+/// with the reason and leaves nothing under `results/`.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_nifti_case_comes_back_as_a_label_map_and_volumes() {
+    const CASE: &str = "BraTS-GLI-00042-000";
+    let s = Setup::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    testkit::stdout_of(
+        Command::new(testkit::python())
+            .arg(testkit::workspace_root().join("models/synth/make_study.py"))
+            .args(["--seed", "42", "--size", "128", "--nifti", "brats2023"])
+            .arg("--out")
+            .arg(dir.path()),
+    );
+    let case_dir = dir.path().join("nifti").join(CASE);
+    let files = testkit::named_files(&case_dir);
+    assert_eq!(files.len(), 4);
+    for (name, data) in &files {
+        s.put(&format!("uploads/{CASE}/{name}"), data.clone()).await;
+    }
+    s.put(&format!("uploads/{CASE}/COMPLETE"), Vec::new()).await;
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let results = loop {
+        let text = s.log_text();
+        assert!(!text.contains("dead-lettering"), "worker log:\n{text}");
+        let keys = s.store.list("results/").await.unwrap();
+        if keys.iter().any(|k| k.as_str().ends_with("/volumes.json")) {
+            break keys;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no NIfTI results; worker log:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    let names: Vec<&str> = results.iter().map(|k| k.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            format!("results/{CASE}/{CASE}_seg.nii.gz"),
+            format!("results/{CASE}/volumes.json")
+        ]
+    );
+    let seg = s.store.get(&results[0]).await.unwrap();
+    let volumes: serde_json::Value =
+        serde_json::from_slice(&s.store.get(&results[1]).await.unwrap()).unwrap();
+    assert_eq!(volumes["input"]["case"], CASE);
+    assert_eq!(volumes["model"]["name"], "brats-synth-unet2d");
+    let wt = volumes["regions"][0]["voxels"].as_u64().unwrap();
+    assert!(wt > 1000, "{volumes}");
+    let seg_path = dir.path().join("seg.nii.gz");
+    std::fs::write(&seg_path, &seg).unwrap();
+    let counts: Vec<u64> = volumes["segments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["voxels"].as_u64().unwrap())
+        .collect();
+    testkit::stdout_of(
+        Command::new(testkit::python())
+            .arg("-c")
+            .arg(
+                "import sys, numpy as np, nibabel as nib
+o, i = nib.load(sys.argv[1]), nib.load(sys.argv[2])
+assert o.shape == i.shape and np.allclose(o.affine, i.affine, atol=1e-5), (o.shape, o.affine, i.affine)
+got = [int((np.asarray(o.dataobj) == v).sum()) for v in (1, 2, 3)]
+assert got == [int(x) for x in sys.argv[3:]], (got, sys.argv[3:])",
+            )
+            .arg(&seg_path)
+            .arg(case_dir.join(format!("{CASE}-t2f.nii.gz")))
+            .args(counts.iter().map(|c| c.to_string())),
+    );
+    s.wait_queue_empty().await;
+    assert!(s.viewer.segs().is_empty(), "a NIfTI result went to DICOM");
+    assert!(
+        s.log_text().contains("NIfTI case segmented"),
+        "{}",
+        s.log_text()
+    );
+
+    // No FLAIR: dead-lettered with the reason, nothing written.
+    let partial: Vec<(String, Vec<u8>)> = files
+        .into_iter()
+        .filter(|(n, _)| !n.ends_with("-t2f.nii.gz"))
+        .map(|(n, b)| (format!("no-flair/{n}"), b))
+        .collect();
+    s.put("uploads/no-flair.zip", zip_of(&partial)).await;
+    let dead = s.wait_dead_letters(Duration::from_secs(120));
+    assert!(
+        dead[0].reason.contains("uploads/no-flair.zip")
+            && dead[0].reason.contains("missing NIfTI input(s): FLAIR"),
+        "{}",
+        dead[0].reason
+    );
+    assert!(s.store.list("results/no-flair/").await.unwrap().is_empty());
     s.stop();
 }

@@ -21,6 +21,7 @@ pub mod manifest;
 pub mod model;
 pub mod nifti;
 pub mod nifti_case;
+pub mod nifti_upload;
 pub mod normalize;
 pub mod patch3d;
 pub mod pipeline;
