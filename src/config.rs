@@ -175,6 +175,9 @@ pub struct AwsSection {
     pub force_path_style: bool,
     pub queue_url: Option<String>,
     pub dead_letter_queue_url: Option<String>,
+    /// `file:///PATH`: objects are read and written in this folder instead of the bucket (an
+    /// FSx for Lustre file system linked to it; jobs still come from SQS). See deploy/README.md.
+    pub store: Option<String>,
 }
 
 impl FileConfig {

@@ -277,6 +277,10 @@ struct AwsArgs {
     endpoint_url: Option<String>,
     #[arg(long, env = "SEGNODE_AWS_REGION")]
     region: Option<String>,
+    /// file:///PATH: read and write objects in this folder instead of the bucket (a mounted
+    /// FSx for Lustre file system linked to it); jobs still come from SQS.
+    #[arg(long, env = "SEGNODE_STORE")]
+    store: Option<String>,
 }
 
 impl NodeArgs {
@@ -330,6 +334,9 @@ impl AwsArgs {
         }
         if self.region.is_some() {
             a.region = self.region.clone();
+        }
+        if self.store.is_some() {
+            a.store = self.store.clone();
         }
     }
 }
@@ -489,18 +496,31 @@ async fn aws_backends(file: &FileConfig) -> Result<(Arc<dyn ObjectStore>, Arc<dy
         region: a.region.clone(),
         endpoint_url: a.endpoint_url.clone(),
     };
-    let bucket = a
-        .bucket
-        .clone()
-        .context("no S3 bucket: give --bucket or [aws] bucket")?;
     let queue_url = a
         .queue_url
         .clone()
         .context("no SQS queue: give --queue-url or [aws] queue_url")?;
-    let mut s3 = S3Settings::new(bucket);
-    s3.prefix = a.prefix.clone();
-    s3.force_path_style = a.force_path_style;
-    let store: Arc<dyn ObjectStore> = Arc::new(S3Store::connect(&settings, s3).await);
+    let store: Arc<dyn ObjectStore> = match &a.store {
+        // FSx for Lustre linked to the bucket: its data-repository association imports uploads/
+        // and incoming/ and exports results/ (deploy/README.md), so keys are the bucket's.
+        Some(url) => {
+            let path = url
+                .strip_prefix("file://")
+                .filter(|p| p.starts_with('/'))
+                .with_context(|| format!("--store {url:?}: expected file:///ABSOLUTE/PATH"))?;
+            Arc::new(LocalStore::open(path)?)
+        }
+        None => {
+            let bucket = a
+                .bucket
+                .clone()
+                .context("no S3 bucket: give --bucket or [aws] bucket (or --store file:///PATH)")?;
+            let mut s3 = S3Settings::new(bucket);
+            s3.prefix = a.prefix.clone();
+            s3.force_path_style = a.force_path_style;
+            Arc::new(S3Store::connect(&settings, s3).await)
+        }
+    };
     let sqs = SqsSettings {
         queue_url,
         dead_letter_queue_url: a.dead_letter_queue_url.clone(),

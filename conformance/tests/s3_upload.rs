@@ -527,3 +527,99 @@ assert got == [int(x) for x in sys.argv[3:]], (got, sys.argv[3:])",
     assert!(s.store.list("results/no-flair/").await.unwrap().is_empty());
     s.stop();
 }
+
+/// Issue 18, FSx-fed workers: `segnode worker --store file:///...` reads the objects an S3 event
+/// names from a local folder (what an FSx for Lustre file system linked to the bucket shows at its
+/// mount) while the events come from SQS (moto), and writes its results there (the association
+/// exports them to the bucket). Events are sent as the bucket's notification would send them.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_worker_on_a_local_folder_takes_its_jobs_from_sqs() {
+    const CASE: &str = "BraTS2021_00042";
+    let moto = Moto::start();
+    let aws = AwsSettings {
+        region: Some("us-east-1".into()),
+        endpoint_url: Some(moto.endpoint()),
+    };
+    let sqs = SqsQueue::create_with_dead_letter(&aws, "fsx-jobs", 3, Duration::from_secs(60))
+        .await
+        .unwrap();
+    let queue = SqsQueue::connect(&aws, sqs.clone()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let fsx = dir.path().join("fsx");
+    let study = dir.path().join("study");
+    testkit::stdout_of(
+        Command::new(testkit::python())
+            .arg(testkit::workspace_root().join("models/synth/make_study.py"))
+            .args(["--seed", "42", "--size", "128", "--nifti", "brats2021"])
+            .arg("--out")
+            .arg(&study),
+    );
+    // What the data-repository association imports: uploads/<case>/..., then the marker.
+    let case_dir = fsx.join("uploads").join(CASE);
+    std::fs::create_dir_all(&case_dir).unwrap();
+    for (name, data) in testkit::named_files(&study.join("nifti").join(CASE)) {
+        std::fs::write(case_dir.join(name), data).unwrap();
+    }
+    std::fs::write(case_dir.join("COMPLETE"), b"").unwrap();
+    let log = dir.path().join("worker.log");
+    let mut worker = ChildGuard::spawn(
+        Command::new(testkit::segnode_bin())
+            .arg("worker")
+            .arg("--data-dir")
+            .arg(dir.path().join("worker"))
+            .args(["--http", "off", "--nifti-labels", "1,2,4"])
+            .arg("--store")
+            .arg(format!("file://{}", fsx.display()))
+            .args(["--queue-url", &sqs.queue_url])
+            .args(["--dlq-url", sqs.dead_letter_queue_url.as_deref().unwrap()])
+            .args(["--endpoint-url", &moto.endpoint(), "--region", "us-east-1"])
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap()),
+    );
+    let event = serde_json::json!({"Records": [{
+        "eventVersion": "2.1", "eventSource": "aws:s3", "awsRegion": "us-east-1",
+        "eventName": "ObjectCreated:Put",
+        "s3": {"s3SchemaVersion": "1.0", "bucket": {"name": BUCKET, "arn": format!("arn:aws:s3:::{BUCKET}")},
+               "object": {"key": format!("uploads/{CASE}/COMPLETE"), "size": 0}}
+    }]});
+    queue.send(&event.to_string(), None).await.unwrap();
+    let volumes = fsx.join("results").join(CASE).join("volumes.json");
+    tokio::task::block_in_place(|| {
+        wait_until(Duration::from_secs(300), "results in the folder", || {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            assert!(!text.contains("dead-lettering"), "worker log:\n{text}");
+            volumes.exists().then_some(())
+        })
+    });
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&volumes).unwrap()).unwrap();
+    assert_eq!(v["input"]["case"], CASE);
+    assert_eq!(v["segments"][2]["value"], 4, "{v}");
+    let seg = fsx
+        .join("results")
+        .join(CASE)
+        .join(format!("{CASE}_seg.nii.gz"));
+    // BraTS 2018-2021 values: enhancing tumour is 4 in the map, as many voxels as volumes.json says.
+    let fours = testkit::stdout_of(
+        Command::new(testkit::python())
+            .args([
+                "-c",
+                "import sys, numpy as np, nibabel as nib; print(int((np.asarray(nib.load(sys.argv[1]).dataobj) == 4).sum()))",
+            ])
+            .arg(&seg),
+    );
+    let fours: u64 = fours.trim().parse().unwrap();
+    assert_eq!(fours, v["segments"][2]["voxels"].as_u64().unwrap());
+    assert!(fours > 0);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while queue.backlog().await.unwrap().total() != 0 {
+        assert!(Instant::now() < deadline, "the event is still queued");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let status = worker.terminate(Duration::from_secs(30));
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "worker exit: {status:?}"
+    );
+}
