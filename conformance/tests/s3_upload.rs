@@ -9,7 +9,7 @@
 mod common;
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -34,6 +34,33 @@ fn study_dir() -> PathBuf {
 /// (name relative to the study folder, bytes) of every file of the bundled study.
 fn study_files() -> Vec<(String, Vec<u8>)> {
     testkit::named_files(&study_dir())
+}
+
+/// `segnode worker` on the job queue of `sqs`, logging to `log`, with `extra` (its store and
+/// destinations).
+fn spawn_worker(
+    dir: &Path,
+    log: &Path,
+    moto: &Moto,
+    sqs: &SqsSettings,
+    extra: &[&str],
+) -> ChildGuard {
+    ChildGuard::spawn(
+        Command::new(testkit::segnode_bin())
+            .arg("worker")
+            .arg("--data-dir")
+            .arg(dir.join("worker"))
+            .args(["--http", "off"])
+            .args(extra)
+            .args(["--queue-url", &sqs.queue_url])
+            .args(["--dlq-url", sqs.dead_letter_queue_url.as_deref().unwrap()])
+            .args(["--endpoint-url", &moto.endpoint(), "--region", "us-east-1"])
+            .env("RUST_LOG", "info")
+            // Plain field=value log lines: the tests read the SEG UIDs from them.
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(log).unwrap()),
+    )
 }
 
 fn zip_of(files: &[(String, Vec<u8>)]) -> Vec<u8> {
@@ -137,22 +164,18 @@ impl Setup {
         let viewer = Storescp::start(&[]);
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("worker.log");
-        let out = std::fs::File::create(&log).unwrap();
-        let worker = ChildGuard::spawn(
-            Command::new(testkit::segnode_bin())
-                .arg("worker")
-                .arg("--data-dir")
-                .arg(dir.path().join("worker"))
-                .args(["--http", "off", "--destination", &viewer.destination()])
-                .args(["--bucket", BUCKET, "--path-style"])
-                .args(["--queue-url", &sqs.queue_url])
-                .args(["--dlq-url", sqs.dead_letter_queue_url.as_deref().unwrap()])
-                .args(["--endpoint-url", &moto.endpoint(), "--region", "us-east-1"])
-                .env("RUST_LOG", "info")
-                // Plain field=value log lines: the test reads the SEG UIDs from them.
-                .env("NO_COLOR", "1")
-                .stdout(Stdio::null())
-                .stderr(out),
+        let worker = spawn_worker(
+            dir.path(),
+            &log,
+            &moto,
+            &sqs,
+            &[
+                "--destination",
+                &viewer.destination(),
+                "--bucket",
+                BUCKET,
+                "--path-style",
+            ],
         );
         Setup {
             _moto: moto,
@@ -562,21 +585,13 @@ async fn a_worker_on_a_local_folder_takes_its_jobs_from_sqs() {
     }
     std::fs::write(case_dir.join("COMPLETE"), b"").unwrap();
     let log = dir.path().join("worker.log");
-    let mut worker = ChildGuard::spawn(
-        Command::new(testkit::segnode_bin())
-            .arg("worker")
-            .arg("--data-dir")
-            .arg(dir.path().join("worker"))
-            .args(["--http", "off", "--nifti-labels", "1,2,4"])
-            .arg("--store")
-            .arg(format!("file://{}", fsx.display()))
-            .args(["--queue-url", &sqs.queue_url])
-            .args(["--dlq-url", sqs.dead_letter_queue_url.as_deref().unwrap()])
-            .args(["--endpoint-url", &moto.endpoint(), "--region", "us-east-1"])
-            .env("RUST_LOG", "info")
-            .env("NO_COLOR", "1")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap()),
+    let store = format!("file://{}", fsx.display());
+    let mut worker = spawn_worker(
+        dir.path(),
+        &log,
+        &moto,
+        &sqs,
+        &["--nifti-labels", "1,2,4", "--store", &store],
     );
     let event = serde_json::json!({"Records": [{
         "eventVersion": "2.1", "eventSource": "aws:s3", "awsRegion": "us-east-1",
