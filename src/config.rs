@@ -92,6 +92,8 @@ pub struct NodeSection {
     pub data_dir: PathBuf,
     /// `/metrics` and `/healthz`; empty to disable.
     pub http: String,
+    /// The audit trail (JSON lines; `-` for standard output); none when unset.
+    pub audit_log: Option<PathBuf>,
 }
 
 impl Default for NodeSection {
@@ -99,6 +101,7 @@ impl Default for NodeSection {
         NodeSection {
             data_dir: PathBuf::from("segnode-data"),
             http: "127.0.0.1:11180".into(),
+            audit_log: None,
         }
     }
 }

@@ -157,7 +157,13 @@ pub async fn run(args: DemoArgs, file: &mut FileConfig) -> Result<()> {
     file.worker.workers = 1;
     let (store, queue) = crate::local_backends(file)?;
     let started = Instant::now();
-    let pool = workers::start_pool(file, store.clone(), queue.clone(), shutdown.clone())?;
+    let pool = workers::start_pool(
+        file,
+        store.clone(),
+        queue.clone(),
+        shutdown.clone(),
+        audit::AuditLog::disabled(),
+    )?;
     println!(
         "      model ready in {:.1} s",
         started.elapsed().as_secs_f64()

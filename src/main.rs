@@ -1,5 +1,6 @@
 //! `segnode`: the binary owns configuration, logging, exit codes and the wiring of the rooms.
 
+mod audit_cmd;
 mod config;
 mod demo;
 mod http;
@@ -55,6 +56,8 @@ enum Command {
     Scaler(scaler_cmd::ScalerArgs),
     /// Bring your own model: `check DIR` validates a model folder and measures it.
     Model(model_cmd::ModelArgs),
+    /// Read audit logs: who sent a study and where its result went (`--study UID`).
+    Audit(audit_cmd::AuditArgs),
 }
 
 #[derive(Args, Debug, Clone, Default)]
@@ -228,6 +231,10 @@ struct NodeArgs {
     /// Receives before a job is dead-lettered.
     #[arg(long, env = "SEGNODE_MAX_RECEIVES")]
     max_receives: Option<u32>,
+    /// Append the audit trail (JSON lines: associations, studies received, jobs, deliveries;
+    /// docs/AUDIT.md) to this file; `-` writes it to standard output.
+    #[arg(long, value_name = "FILE", env = "SEGNODE_AUDIT_LOG")]
+    audit_log: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -294,6 +301,9 @@ impl NodeArgs {
         }
         set!(f.node.data_dir, self.data_dir);
         set!(f.node.http, self.http);
+        if self.audit_log.is_some() {
+            f.node.audit_log = self.audit_log.clone();
+        }
         set!(f.scp.ae_title, self.ae_title);
         set!(f.scp.port, self.port);
         set!(f.scp.bind, self.bind);
@@ -400,6 +410,7 @@ async fn run(cli: Cli) -> Result<()> {
             args.node.apply(&mut file);
             args.worker.apply(&mut file);
             let (store, queue) = local_backends(&file)?;
+            let audit = open_audit(&file, "serve", true, true)?;
             let shutdown = shutdown_channel();
             // `--workers 0`: a listener only (jobs wait on the queue for workers elsewhere).
             let pool = if file.worker.workers > 0 || args.autoscale {
@@ -408,6 +419,7 @@ async fn run(cli: Cli) -> Result<()> {
                     store.clone(),
                     queue.clone(),
                     shutdown.clone(),
+                    audit.clone(),
                 )?)
             } else {
                 None
@@ -423,7 +435,12 @@ async fn run(cli: Cli) -> Result<()> {
                 )),
                 _ => None,
             };
-            run_scp(&file, store, queue, pool.clone(), scaler_metrics, shutdown).await?;
+            let listener = Listener {
+                pool: pool.clone(),
+                scaler: scaler_metrics,
+                audit,
+            };
+            run_scp(&file, store, queue, listener, shutdown).await?;
             if let Some(pool) = pool {
                 pool.join().await;
             }
@@ -434,7 +451,11 @@ async fn run(cli: Cli) -> Result<()> {
             args.node.apply(&mut file);
             args.aws.apply(&mut file);
             let (store, queue) = aws_backends(&file).await?;
-            run_scp(&file, store, queue, None, None, shutdown_channel()).await?;
+            let listener = Listener {
+                audit: open_audit(&file, "scp", true, false)?,
+                ..Listener::default()
+            };
+            run_scp(&file, store, queue, listener, shutdown_channel()).await?;
             info!("stopped");
             Ok(())
         }
@@ -443,8 +464,9 @@ async fn run(cli: Cli) -> Result<()> {
             args.worker.apply(&mut file);
             args.aws.apply(&mut file);
             let (store, queue) = aws_backends(&file).await?;
+            let audit = open_audit(&file, "worker", false, true)?;
             let shutdown = shutdown_channel();
-            let pool = workers::start_pool(&file, store, queue.clone(), shutdown.clone())?;
+            let pool = workers::start_pool(&file, store, queue.clone(), shutdown.clone(), audit)?;
             serve_http(&file, queue, None, Some(pool.clone()), None)?;
             wait_for(shutdown).await;
             pool.join().await;
@@ -455,7 +477,53 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Demo(args) => demo::run(args, &mut file).await,
         Command::Scaler(args) => scaler_cmd::run(args, &file).await,
         Command::Model(args) => model_cmd::run(args),
+        Command::Audit(args) => audit_cmd::run(args),
     }
+}
+
+/// Opens `--audit-log` (if given) and records the configuration this process runs with.
+fn open_audit(
+    file: &FileConfig,
+    role: &str,
+    listener: bool,
+    workers: bool,
+) -> Result<audit::AuditLog> {
+    let Some(path) = &file.node.audit_log else {
+        return Ok(audit::AuditLog::disabled());
+    };
+    // The host name names the task at scale (several processes, one trail).
+    let node = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty());
+    let log = audit::AuditLog::open(path, node)?;
+    let destinations = if workers {
+        workers::worker_config(file)?
+            .destinations
+            .iter()
+            .map(|d| d.to_string())
+            .collect()
+    } else {
+        Vec::new()
+    };
+    log.record(audit::Event::ConfigLoaded {
+        role: role.into(),
+        version: env!("CARGO_PKG_VERSION").into(),
+        ae_title: listener.then(|| file.scp.ae_title.clone()),
+        listeners: if listener {
+            vec![format!("dicom {}:{}", file.scp.bind, file.scp.port)]
+        } else {
+            Vec::new()
+        },
+        allowlist_entries: if listener {
+            file.scp.allowed_callers.len()
+        } else {
+            0
+        },
+        destinations,
+    });
+    info!(path = %path.display(), "audit trail on");
+    Ok(log)
 }
 
 pub(crate) fn local_backends(
@@ -530,15 +598,30 @@ async fn aws_backends(file: &FileConfig) -> Result<(Arc<dyn ObjectStore>, Arc<dy
     Ok((store, queue))
 }
 
+/// What runs beside the listener in this process.
+#[derive(Default)]
+pub(crate) struct Listener {
+    /// In-process workers (`serve`), for /metrics and /healthz.
+    pool: Option<Arc<WorkerPool>>,
+    /// The in-process scaler's metrics (`serve --autoscale`).
+    scaler: Option<Arc<scaler::ScalerMetrics>>,
+    audit: audit::AuditLog,
+}
+
 pub(crate) async fn run_scp(
     file: &FileConfig,
     store: Arc<dyn ObjectStore>,
     queue: Arc<dyn JobQueue>,
-    pool: Option<Arc<WorkerPool>>,
-    scaler: Option<Arc<scaler::ScalerMetrics>>,
+    listener: Listener,
     shutdown: watch::Receiver<bool>,
 ) -> Result<()> {
-    let scp_config = file.scp_config()?;
+    let Listener {
+        pool,
+        scaler,
+        audit,
+    } = listener;
+    let mut scp_config = file.scp_config()?;
+    scp_config.audit = audit;
     info!(store = %store.location(), queue = %queue.location(), spool = %scp_config.spool_dir.display(), "starting");
     let scp = Scp::bind(scp_config, store, queue.clone()).await?;
     serve_http(file, queue, Some(&scp), pool, scaler)?;

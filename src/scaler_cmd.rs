@@ -219,7 +219,7 @@ impl SourceArgs {
 impl TargetArgs {
     async fn target(&self, aws: &AwsSettings, dry_run_count: u32) -> Result<Arc<dyn ScaleTarget>> {
         match (&self.ecs_cluster, &self.ecs_service, self.dry_run) {
-            (Some(c), Some(s), false) => Ok(Arc::new(EcsService::connect(aws, c, s).await)),
+            (Some(c), Some(s), false) => Ok(Arc::new(EcsService::connect(aws, c, s).await?)),
             (None, None, true) => Ok(Arc::new(DryRun::new(dry_run_count))),
             _ => bail!("no scale target: give --ecs-cluster and --ecs-service, or --dry-run"),
         }

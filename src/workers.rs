@@ -157,11 +157,13 @@ pub fn start_pool(
     store: Arc<dyn ObjectStore>,
     queue: Arc<dyn JobQueue>,
     shutdown: watch::Receiver<bool>,
+    audit: audit::AuditLog,
 ) -> Result<Arc<WorkerPool>> {
     let model = load_model(file)?;
     let mut config = worker_config(file)?;
     segmenter::nifti_case::output_values(model.manifest(), config.nifti_labels.as_deref())
         .map_err(|e| anyhow::anyhow!("nifti_labels: {e}"))?;
+    config.audit = audit;
     // Protect the task for a few visibility periods per job; it is renewed at every job start.
     config.busy_hook = EcsProtectionHook::from_env(
         (config.visibility * 4).max(std::time::Duration::from_secs(600)),

@@ -297,10 +297,13 @@ fn worker_killed_mid_job_redoes_it_with_the_same_seg_uid() {
 fn refusing_destination_is_retried_then_dead_lettered_with_the_reason() {
     let viewer = Storescp::start(&["--refuse"]);
     let data = tempfile::tempdir().unwrap();
+    let audit_log = data.path().join("audit.jsonl");
     let node = serve_with(
         &data.path().join("node"),
         &viewer.destination(),
         &[
+            "--audit-log",
+            audit_log.to_str().unwrap(),
             "--max-receives",
             "2",
             "--delivery-attempts",
@@ -325,6 +328,126 @@ fn refusing_destination_is_retried_then_dead_lettered_with_the_reason() {
     );
     assert!(log.contains("released for another attempt"), "{log}");
     assert!(viewer.segs().is_empty());
+
+    // The audit trail has every failed attempt and the dead letter, with the reason.
+    let records = audit_records(&audit_log);
+    let failed: Vec<&serde_json::Value> = records
+        .iter()
+        .filter(|r| r["event"] == "result_delivered")
+        .collect();
+    assert_eq!(failed.len(), 2, "one per receive: {records:#?}");
+    for f in &failed {
+        assert_eq!(f["destination"], viewer.destination().as_str());
+        assert!(f["status"].as_str().unwrap().starts_with("failed: "), "{f}");
+    }
+    let dead: Vec<&serde_json::Value> = records
+        .iter()
+        .filter(|r| r["event"] == "job_dead_lettered")
+        .collect();
+    assert_eq!(dead.len(), 1, "{records:#?}");
+    assert_eq!(dead[0]["reason"].as_str(), Some(reason.as_str()));
+    assert!(!records.iter().any(|r| r["event"] == "job_done"));
+}
+
+/// Every line of an audit log as JSON (each line must parse).
+fn audit_records(path: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect()
+}
+
+/// `segnode serve --audit-log`: a caller off the allowlist is refused and recorded; a study sent
+/// by an allowed caller is traced from its sender to its delivery by `segnode audit --study`,
+/// and nothing in the trail identifies the patient.
+#[test]
+fn the_audit_trail_says_who_sent_a_study_and_where_its_result_went() {
+    let viewer = Storescp::start(&[]);
+    let data = tempfile::tempdir().unwrap();
+    let audit_log = data.path().join("audit.jsonl");
+    let node = serve_with(
+        &data.path().join("node"),
+        &viewer.destination(),
+        &[
+            "--audit-log",
+            audit_log.to_str().unwrap(),
+            "--allow-calling",
+            "MODALITY@127.0.0.1",
+        ],
+    );
+    let (rc, out) = node.echoscu("INTRUDER", "SEGNODE");
+    assert_ne!(rc, 0, "an AE off the allowlist must be refused: {out}");
+    let name = "synth-007-axial-rle";
+    send_study(&node, &study(name).join("dicom"));
+    wait_seg(&viewer, &node);
+    let records = wait_until(Duration::from_secs(30), "job_done in the audit log", || {
+        let r = audit_records(&audit_log);
+        r.iter().any(|r| r["event"] == "job_done").then_some(r)
+    });
+    let events: Vec<&str> = records
+        .iter()
+        .map(|r| r["event"].as_str().unwrap())
+        .collect();
+    for e in [
+        "config_loaded",
+        "association_rejected",
+        "association_accepted",
+        "study_received",
+        "result_delivered",
+        "job_done",
+    ] {
+        assert!(events.contains(&e), "{e} missing: {events:?}");
+    }
+    let rejected = records
+        .iter()
+        .find(|r| r["event"] == "association_rejected")
+        .unwrap();
+    assert_eq!(rejected["calling_ae"], "INTRUDER");
+    assert!(rejected["peer"].as_str().unwrap().starts_with("127.0.0.1:"));
+    assert!(rejected["reason"].as_str().unwrap().contains("allowlist"));
+
+    let meta: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(study(name).join("study.json")).unwrap())
+            .unwrap();
+    let uid = meta["study_instance_uid"].as_str().unwrap();
+    let text = std::fs::read_to_string(&audit_log).unwrap();
+    let patient_id = meta["patient_id"].as_str().unwrap();
+    assert!(!text.contains(patient_id), "patient ID in the audit log");
+    assert!(!text.to_lowercase().contains("patient"), "{text}");
+
+    let out = Command::new(testkit::segnode_bin())
+        .args([
+            "audit",
+            "--log",
+            audit_log.to_str().unwrap(),
+            "--study",
+            uid,
+        ])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines[0], format!("study {uid}"), "{stdout}");
+    let received = lines
+        .iter()
+        .find(|l| l.contains(" received "))
+        .expect(&stdout);
+    assert!(received.contains("from MODALITY at 127.0.0.1:"), "{stdout}");
+    let delivered = lines
+        .iter()
+        .find(|l| l.contains(" delivered "))
+        .expect(&stdout);
+    assert!(
+        delivered.contains(&format!("to {}: success", viewer.destination())),
+        "{stdout}"
+    );
+    assert!(lines.iter().any(|l| l.contains(" job done ")), "{stdout}");
 }
 
 /// Three of the four contrasts: the job goes to the dead-letter queue on its first receive, with a

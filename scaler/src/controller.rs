@@ -13,9 +13,9 @@ use crate::target::{ScaleTarget, TargetError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TickError {
-    #[error("reading the queue backlog: {0}")]
+    #[error("reading the queue backlog")]
     Queue(#[from] QueueError),
-    #[error("scale target: {0}")]
+    #[error("scale target")]
     Target(#[from] TargetError),
 }
 
@@ -105,7 +105,7 @@ impl Controller {
                 _ = &mut shutdown => return,
                 _ = ticker.tick() => {
                     if let Err(e) = self.tick(unix_now()).await {
-                        warn!(error = %e, "scaler tick failed");
+                        warn!(error = %chain(&e), "scaler tick failed");
                     }
                 }
             }
@@ -118,4 +118,16 @@ pub fn unix_now() -> f64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0.0, |d| d.as_secs_f64())
+}
+
+/// An error and its sources, `: `-separated (what `anyhow`'s `{:#}` prints).
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
 }

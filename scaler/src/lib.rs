@@ -31,6 +31,7 @@
 //! if let Some(p) = &protection { p.set(false, Duration::ZERO).await?; }
 //! ```
 
+pub mod awsjson;
 pub mod controller;
 pub mod ecs;
 pub mod metrics;

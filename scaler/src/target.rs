@@ -7,12 +7,13 @@ use tracing::info;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TargetError {
-    #[error("ECS {op} for service {service} in cluster {cluster}: {message}")]
+    #[error("ECS {op} for service {service} in cluster {cluster}")]
     Ecs {
         op: &'static str,
         cluster: String,
         service: String,
-        message: String,
+        #[source]
+        source: crate::awsjson::CallError,
     },
 }
 

@@ -174,6 +174,36 @@ async fn ticks_move_the_ecs_service_with_the_sqs_backlog() {
     let d = tick(&args);
     assert_eq!((d.desired, d.action), (1, Action::ScaleOut));
     assert_eq!(desired_count(&ecs).await, 1);
+
+    // ECS's own refusals reach the operator with their code: a cluster that does not exist
+    // (an error answer) and a service that does not exist (a `failures` entry).
+    for (cluster, service, expected) in [
+        ("no-such-cluster", "workers", "ClusterNotFoundException"),
+        ("segnode", "no-such-service", "MISSING"),
+    ] {
+        let mut bad = args.to_vec();
+        let c = bad.iter().position(|a| *a == "--ecs-cluster").unwrap();
+        bad[c + 1] = cluster;
+        bad[c + 3] = service;
+        let out = Command::new(segnode_bin())
+            .args(["scaler", "tick"])
+            .args(&bad)
+            .envs(Moto::env())
+            .env("RUST_LOG", "warn")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{cluster}/{service}: {stderr}");
+        assert!(
+            stderr.contains("DescribeServices") && stderr.contains(expected),
+            "{cluster}/{service}: {stderr}"
+        );
+    }
+    assert_eq!(
+        desired_count(&ecs).await,
+        1,
+        "a failed tick changes nothing"
+    );
 }
 
 #[tokio::test]

@@ -8,6 +8,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use audit::{AuditLog, Caller};
 use staging::{Job, JobObject, JobQueue, ObjectKey, ObjectStore, Uid};
 use tokio::sync::RwLock;
 use tracing::{info, warn};
@@ -20,16 +21,20 @@ use crate::spool::{Spool, JOB_FILE};
 /// their study folders before it leaves the due studies pending for the next tick.
 const BARRIER_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Distinct callers remembered per study (for the job and the audit trail); more are not listed.
+const MAX_CALLERS: usize = 8;
+
 #[derive(Debug)]
 struct Pending {
     last_instance: Instant,
-    calling_ae: Option<String>,
+    /// Who sent instances of the study in this run (empty for a study recovered from the spool).
+    callers: Vec<Caller>,
 }
 
 #[derive(Debug)]
 struct Emission {
     study: Uid,
-    calling_ae: Option<String>,
+    callers: Vec<Caller>,
     attempts: u32,
     next_try: Instant,
     running: bool,
@@ -46,6 +51,7 @@ pub struct Assembler {
     queue: Arc<dyn JobQueue>,
     metrics: Arc<ScpMetrics>,
     quiet_period: Duration,
+    audit: AuditLog,
     pending: Mutex<HashMap<Uid, Pending>>,
     emissions: Mutex<HashMap<PathBuf, Emission>>,
 }
@@ -67,6 +73,7 @@ enum EmitError {
 impl Assembler {
     /// Re-arm quiet-period timers for every study found in the spool and schedule
     /// unfinished emissions: every acknowledged instance ends up in a job.
+    #[allow(clippy::too_many_arguments)]
     pub fn recover(
         spool: Arc<Spool>,
         structure: Arc<RwLock<()>>,
@@ -75,6 +82,7 @@ impl Assembler {
         queue: Arc<dyn JobQueue>,
         metrics: Arc<ScpMetrics>,
         quiet_period: Duration,
+        audit: AuditLog,
     ) -> std::io::Result<Arc<Self>> {
         let now = Instant::now();
         let pending: HashMap<Uid, Pending> = spool
@@ -85,7 +93,7 @@ impl Assembler {
                     s,
                     Pending {
                         last_instance: now,
-                        calling_ae: None,
+                        callers: Vec::new(),
                     },
                 )
             })
@@ -98,7 +106,7 @@ impl Assembler {
                     dir,
                     Emission {
                         study,
-                        calling_ae: None,
+                        callers: Vec::new(),
                         attempts: 0,
                         next_try: now,
                         running: false,
@@ -124,20 +132,23 @@ impl Assembler {
             queue,
             metrics,
             quiet_period,
+            audit,
             pending: Mutex::new(pending),
             emissions: Mutex::new(emissions),
         }))
     }
 
     /// An instance of `study` was acknowledged: (re)start its quiet period.
-    pub fn instance_stored(&self, study: &Uid, calling_ae: &str) {
+    pub fn instance_stored(&self, study: &Uid, caller: &Caller) {
         let mut pending = self.pending.lock().unwrap();
         let entry = pending.entry(study.clone()).or_insert(Pending {
             last_instance: Instant::now(),
-            calling_ae: None,
+            callers: Vec::new(),
         });
         entry.last_instance = Instant::now();
-        entry.calling_ae = Some(calling_ae.to_string());
+        if entry.callers.len() < MAX_CALLERS && !entry.callers.contains(caller) {
+            entry.callers.push(caller.clone());
+        }
         self.update_gauge(pending.len());
     }
 
@@ -200,7 +211,7 @@ impl Assembler {
     /// Freeze the studies due (all of them with `all`) and start the emissions due.
     async fn tick_now(self: &Arc<Self>, all: bool) {
         let now = Instant::now();
-        let mut due: Vec<(Uid, Option<String>)> = {
+        let mut due: Vec<(Uid, Vec<Caller>)> = {
             let mut pending = self.pending.lock().unwrap();
             let due: Vec<Uid> = pending
                 .iter()
@@ -210,7 +221,7 @@ impl Assembler {
             due.into_iter()
                 .map(|s| {
                     let p = pending.remove(&s).expect("listed");
-                    (s, p.calling_ae)
+                    (s, p.callers)
                 })
                 .collect()
         };
@@ -233,7 +244,7 @@ impl Assembler {
                 };
                 if !held.is_empty() {
                     let mut pending = self.pending.lock().unwrap();
-                    due.retain(|(study, calling_ae)| {
+                    due.retain(|(study, callers)| {
                         if !held.contains(study) {
                             return true;
                         }
@@ -241,7 +252,7 @@ impl Assembler {
                             study.clone(),
                             Pending {
                                 last_instance: now,
-                                calling_ae: calling_ae.clone(),
+                                callers: callers.clone(),
                             },
                         );
                         false
@@ -249,7 +260,7 @@ impl Assembler {
                 }
             }
         }
-        for (study, calling_ae) in due {
+        for (study, callers) in due {
             let frozen = {
                 let _guard = self.structure.write().await;
                 self.spool.begin_emit(&study)
@@ -260,7 +271,7 @@ impl Assembler {
                         dir,
                         Emission {
                             study,
-                            calling_ae,
+                            callers,
                             attempts: 0,
                             next_try: now,
                             running: false,
@@ -274,37 +285,48 @@ impl Assembler {
                         study,
                         Pending {
                             last_instance: now,
-                            calling_ae,
+                            callers,
                         },
                     );
                 }
             }
         }
-        let ready: Vec<(PathBuf, Uid, Option<String>)> = {
+        let ready: Vec<(PathBuf, Uid, Vec<Caller>)> = {
             let mut emissions = self.emissions.lock().unwrap();
             emissions
                 .iter_mut()
                 .filter(|(_, e)| !e.running && e.next_try <= now)
                 .map(|(dir, e)| {
                     e.running = true;
-                    (dir.clone(), e.study.clone(), e.calling_ae.clone())
+                    (dir.clone(), e.study.clone(), e.callers.clone())
                 })
                 .collect()
         };
-        for (dir, study, calling_ae) in ready {
+        for (dir, study, callers) in ready {
             let this = self.clone();
             tokio::spawn(async move {
-                let result = this.emit(&dir, &study, calling_ae).await;
+                let result = this.emit(&dir, &study, &callers).await;
                 let mut emissions = this.emissions.lock().unwrap();
+                let audit_received = |job: &Job, bytes: u64| {
+                    this.audit.record(audit::Event::StudyReceived {
+                        study_uid: study.to_string(),
+                        instances: job.object_count() as u64,
+                        bytes,
+                        callers: callers.clone(),
+                        job_id: Some(job.job_id.clone()),
+                    })
+                };
                 match result {
-                    Ok((job, staging::Sent::Accepted)) => {
+                    Ok((job, staging::Sent::Accepted, bytes)) => {
                         emissions.remove(&dir);
                         ScpMetrics::inc(&this.metrics.jobs_enqueued);
                         info!(study = %study, job_id = %job.job_id, instances = job.object_count(), "study complete: job enqueued");
+                        audit_received(&job, bytes);
                     }
-                    Ok((job, staging::Sent::Duplicate)) => {
+                    Ok((job, staging::Sent::Duplicate, bytes)) => {
                         emissions.remove(&dir);
                         info!(study = %study, job_id = %job.job_id, instances = job.object_count(), "study complete: same content as an earlier job; duplicate not enqueued");
+                        audit_received(&job, bytes);
                     }
                     Err(e) => {
                         ScpMetrics::inc(&this.metrics.emit_failures);
@@ -331,9 +353,15 @@ impl Assembler {
         &self,
         dir: &Path,
         study: &Uid,
-        calling_ae: Option<String>,
-    ) -> Result<(Job, staging::Sent), EmitError> {
+        callers: &[Caller],
+    ) -> Result<(Job, staging::Sent, u64), EmitError> {
         let instances = Spool::instances_in(dir)?;
+        // Bytes received in this emission (for the audit trail).
+        let mut bytes = 0;
+        for inst in &instances {
+            bytes += std::fs::metadata(&inst.path)?.len();
+        }
+        let calling_ae = callers.first().map(|c| c.calling_ae.clone());
         for inst in &instances {
             self.store
                 .put_file(
@@ -398,7 +426,7 @@ impl Assembler {
         };
         let sent = self.queue.send_checked(&message, Some(&job.job_id)).await?;
         self.spool.finish_emit(dir)?;
-        Ok((job, sent))
+        Ok((job, sent, bytes))
     }
 }
 

@@ -132,6 +132,8 @@ pub struct ScpConfig {
     /// made durable by one append + fdatasync. 0 turns the journal off: every instance is
     /// then written to its own file, fsynced and renamed before its status.
     pub journal_segment_bytes: u64,
+    /// Associations accepted and rejected, and studies received, go to the audit trail.
+    pub audit: audit::AuditLog,
 }
 
 impl ScpConfig {
@@ -154,6 +156,7 @@ impl ScpConfig {
             transfer_syntaxes: sop::default_transfer_syntaxes(),
             spool_dir: spool_dir.into(),
             journal_segment_bytes: 16 * 1024 * 1024,
+            audit: audit::AuditLog::disabled(),
         }
     }
 }

@@ -2,7 +2,7 @@
 
 use std::future::Future;
 use std::io::Write;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -128,6 +128,7 @@ impl Scp {
             queue,
             metrics.clone(),
             config.quiet_period,
+            config.audit.clone(),
         )
         .map_err(|source| ScpError::Spool {
             path: config.spool_dir.clone(),
@@ -230,9 +231,36 @@ impl Scp {
 }
 
 /// Called AE must be ours; calling AE (and host) must be on the allowlist if there is one.
+/// A refusal is recorded in the audit trail with its reason.
 struct Policy {
     config: Arc<ScpConfig>,
-    peer: IpAddr,
+    peer: SocketAddr,
+}
+
+impl Policy {
+    fn refuse(
+        &self,
+        calling_ae: &str,
+        called_ae: &str,
+        reason: AssociationRJServiceUserReason,
+    ) -> Result<(), AssociationRJServiceUserReason> {
+        let why = match reason {
+            AssociationRJServiceUserReason::CalledAETitleNotRecognized => {
+                "called AE title not recognised"
+            }
+            _ => "calling AE title (and host) not on the allowlist",
+        };
+        self.config.audit.record(audit::Event::AssociationRejected {
+            caller: audit::Caller {
+                calling_ae: calling_ae.trim().to_string(),
+                peer: self.peer.to_string(),
+                tls_subject: None,
+            },
+            called_ae: called_ae.trim().to_string(),
+            reason: why.into(),
+        });
+        Err(reason)
+    }
 }
 
 impl AccessControl for Policy {
@@ -244,15 +272,23 @@ impl AccessControl for Policy {
         _user_identity: Option<&UserIdentity>,
     ) -> Result<(), AssociationRJServiceUserReason> {
         if called_ae_title.trim() != this_ae_title.trim() {
-            return Err(AssociationRJServiceUserReason::CalledAETitleNotRecognized);
+            return self.refuse(
+                calling_ae_title,
+                called_ae_title,
+                AssociationRJServiceUserReason::CalledAETitleNotRecognized,
+            );
         }
         let allowed = &self.config.allowed_callers;
         if !allowed.is_empty()
             && !allowed
                 .iter()
-                .any(|a| a.admits(calling_ae_title, self.peer))
+                .any(|a| a.admits(calling_ae_title, self.peer.ip()))
         {
-            return Err(AssociationRJServiceUserReason::CallingAETitleNotRecognized);
+            return self.refuse(
+                calling_ae_title,
+                called_ae_title,
+                AssociationRJServiceUserReason::CallingAETitleNotRecognized,
+            );
         }
         Ok(())
     }
@@ -404,7 +440,7 @@ impl Connection {
         let mut options = ServerAssociationOptions::new()
             .ae_access_control(Policy {
                 config: self.config.clone(),
-                peer: self.peer.ip(),
+                peer: self.peer,
             })
             .ae_title(self.config.ae_title.as_str())
             .max_pdu_length(self.config.max_pdu_length)
@@ -461,8 +497,17 @@ impl Connection {
             .filter(|pc| pc.reason == PresentationContextResultReason::Acceptance)
             .count();
         info!(peer = %self.peer, calling_ae = %Escaped(&calling_ae), accepted_contexts = accepted, "association accepted");
+        let caller = audit::Caller {
+            calling_ae,
+            peer: self.peer.to_string(),
+            tls_subject: None,
+        };
+        self.config.audit.record(audit::Event::AssociationAccepted {
+            caller: caller.clone(),
+            called_ae: self.config.ae_title.clone(),
+        });
 
-        let outcome = self.serve_association(&mut assoc, &calling_ae).await;
+        let outcome = self.serve_association(&mut assoc, &caller).await;
         match outcome {
             End::Released => {
                 let _ = assoc.send(&Pdu::ReleaseRP).await;
@@ -502,9 +547,24 @@ impl Connection {
             self.config.max_pdu_length,
             true,
         );
-        if let Ok(Ok(Pdu::AssociationRQ(_))) =
+        if let Ok(Ok(Pdu::AssociationRQ(rq))) =
             tokio::time::timeout(self.config.artim_timeout, read).await
         {
+            let why = match reason {
+                AssociationRJServiceProviderPresentationReason::LocalLimitExceeded => {
+                    "too many concurrent associations"
+                }
+                _ => "free disk space below the threshold",
+            };
+            self.config.audit.record(audit::Event::AssociationRejected {
+                caller: audit::Caller {
+                    calling_ae: rq.calling_ae_title.trim().to_string(),
+                    peer: self.peer.to_string(),
+                    tls_subject: None,
+                },
+                called_ae: rq.called_ae_title.trim().to_string(),
+                reason: why.into(),
+            });
             let mut out = Vec::new();
             let pdu = reject_pdu(
                 AssociationRJResult::Transient,
@@ -520,7 +580,7 @@ impl Connection {
     async fn serve_association(
         &self,
         assoc: &mut dicom_ul::association::AsyncServerAssociation<TcpStream>,
-        calling_ae: &str,
+        caller: &audit::Caller,
     ) -> End {
         let mut command_buf: Vec<u8> = Vec::new();
         let mut incoming: Option<Incoming> = None;
@@ -590,7 +650,7 @@ impl Connection {
                                                 assoc,
                                                 presentation_context_id,
                                                 command,
-                                                calling_ae,
+                                                &caller.calling_ae,
                                             )
                                             .await,
                                         );
@@ -635,12 +695,7 @@ impl Connection {
                                 if is_last {
                                     let inc = incoming.take().expect("present");
                                     let (status, comment) = self
-                                        .finish_store(
-                                            inc.part,
-                                            &inc.command,
-                                            inc.refusal,
-                                            calling_ae,
-                                        )
+                                        .finish_store(inc.part, &inc.command, inc.refusal, caller)
                                         .await;
                                     let rsp = dimse::store_response(
                                         &inc.command,
@@ -736,7 +791,7 @@ impl Connection {
         part: Option<PartFile>,
         command: &Command,
         refusal: Option<(Status, String)>,
-        calling_ae: &str,
+        caller: &audit::Caller,
     ) -> (Status, Option<String>) {
         let result = match (refusal, part) {
             (Some((status, why)), part) => {
@@ -751,7 +806,7 @@ impl Connection {
                 ScpMetrics::inc(&self.metrics.instances_stored);
                 self.metrics.instance_bytes.fetch_add(bytes, Relaxed);
                 debug!(study = %id.study, series = %id.series, sop = %Escaped(&id.sop_instance), "instance stored");
-                self.assembler.instance_stored(&id.study, calling_ae);
+                self.assembler.instance_stored(&id.study, caller);
                 (Status::Success, None)
             }
             Finish::Refused(status, why) => {

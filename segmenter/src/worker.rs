@@ -51,6 +51,8 @@ pub struct WorkerConfig {
     /// 2018-2021's `[1, 2, 4]`); None: the manifest's own label values.
     pub nifti_labels: Option<Vec<u8>>,
     pub busy_hook: Option<Arc<dyn BusyHook>>,
+    /// Job done, dead-lettered, and every delivery attempt go to the audit trail.
+    pub audit: audit::AuditLog,
 }
 
 impl std::fmt::Debug for WorkerConfig {
@@ -76,6 +78,7 @@ impl WorkerConfig {
             upload: UploadLimits::default(),
             nifti_labels: None,
             busy_hook: None,
+            audit: audit::AuditLog::disabled(),
         }
     }
 }
@@ -251,7 +254,7 @@ pub async fn handle(ctx: &WorkerContext, msg: Received) -> Handled {
             }
             Handled::Ignored(what)
         }
-        Err(reason) => dead_letter(ctx, &msg, reason).await,
+        Err(reason) => dead_letter(ctx, &msg, None, reason).await,
     }
 }
 
@@ -333,12 +336,13 @@ async fn process(ctx: &WorkerContext, msg: &Received, work: Work) -> Handled {
             let reason = e.to_string();
             if e.is_permanent() {
                 error!(error = %reason, "job cannot succeed; dead-lettering");
-                dead_letter(ctx, msg, reason).await
+                dead_letter(ctx, msg, Some(&work), reason).await
             } else if msg.receive_count >= ctx.queue.max_receives() {
                 error!(error = %reason, "job failed on its last attempt; dead-lettering");
                 dead_letter(
                     ctx,
                     msg,
+                    Some(&work),
                     format!("failed {} times; last error: {reason}", msg.receive_count),
                 )
                 .await
@@ -413,17 +417,33 @@ async fn load_objects(ctx: &WorkerContext, job: &Job) -> Result<Job, SegmentErro
     Ok(job)
 }
 
-async fn dead_letter(ctx: &WorkerContext, msg: &Received, reason: String) -> Handled {
+async fn dead_letter(
+    ctx: &WorkerContext,
+    msg: &Received,
+    work: Option<&Work>,
+    reason: String,
+) -> Handled {
     ctx.metrics
         .jobs_dead_lettered
         .fetch_add(1, Ordering::Relaxed);
     if let Err(e) = ctx.queue.dead_letter(msg, &reason).await {
         error!(error = %e, "cannot dead-letter the job");
     }
+    let (study_uid, job_id) = match work {
+        Some(Work::Job(job)) => (Some(job.study_uid.to_string()), job.job_id.clone()),
+        // An upload event or an unreadable message: named by its queue message.
+        _ => (None, format!("message {}", msg.message_id)),
+    };
+    ctx.config.audit.record(audit::Event::JobDeadLettered {
+        study_uid,
+        job_id,
+        reason: reason.clone(),
+    });
     Handled::DeadLettered(reason)
 }
 
 async fn run_job(ctx: &WorkerContext, job: &Job) -> Result<(String, Vec<String>), SegmentError> {
+    let job_started = Instant::now();
     let (outcome, fetch) = fetch_and_segment(ctx, job).await?;
     let m = &ctx.metrics;
     m.record("fetch", fetch);
@@ -484,6 +504,15 @@ async fn run_job(ctx: &WorkerContext, job: &Job) -> Result<(String, Vec<String>)
     if let Some(sr) = &outcome.sr {
         objects.push(sr);
     }
+    let audit_delivery = |destination: &Target, status: String| {
+        ctx.config.audit.record(audit::Event::ResultDelivered {
+            study_uid: job.study_uid.to_string(),
+            job_id: job.job_id.clone(),
+            destination: destination.to_string(),
+            result_uid: Some(sop.clone()),
+            status,
+        })
+    };
     for d in &destinations {
         let statuses = match deliver(&objects, d, &ctx.config.delivery).await {
             // A destination that takes SEGs but not SRs still gets the SEG: the report is extra.
@@ -495,15 +524,25 @@ async fn run_job(ctx: &WorkerContext, job: &Job) -> Result<(String, Vec<String>)
             }
             other => other,
         }
-        .map_err(|e| SegmentError::Delivery {
+        .map_err(|e| {
+            audit_delivery(d, format!("failed: {e}"));
+            SegmentError::Delivery {
                 destination: d.to_string(),
                 message: e.to_string(),
-            })?;
+            }
+        })?;
         let statuses: Vec<String> = statuses.iter().map(|s| format!("0x{s:04X}")).collect();
         info!(destination = %d, statuses = ?statuses, objects = objects.len(), "SEG delivered");
+        audit_delivery(d, format!("success ({})", statuses.join(", ")));
         delivered.push(d.to_string());
     }
     m.record("deliver", started.elapsed());
+    ctx.config.audit.record(audit::Event::JobDone {
+        study_uid: job.study_uid.to_string(),
+        job_id: job.job_id.clone(),
+        result_uid: Some(sop.clone()),
+        seconds: job_started.elapsed().as_secs_f64(),
+    });
     Ok((sop, delivered))
 }
 
