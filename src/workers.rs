@@ -114,6 +114,8 @@ pub fn worker_config(file: &FileConfig) -> Result<WorkerConfig> {
         max_files: w.max_upload_files,
     };
     c.nifti_labels = w.nifti_labels.clone();
+    // --store file:// (an FSx mount of the bucket) with events from SQS.
+    c.objects_may_lag_events = file.aws.store.is_some();
     Ok(c)
 }
 

@@ -554,7 +554,8 @@ assert got == [int(x) for x in sys.argv[3:]], (got, sys.argv[3:])",
 /// Issue 18, FSx-fed workers: `segnode worker --store file:///...` reads the objects an S3 event
 /// names from a local folder (what an FSx for Lustre file system linked to the bucket shows at its
 /// mount) while the events come from SQS (moto), and writes its results there (the association
-/// exports them to the bucket). Events are sent as the bucket's notification would send them.
+/// exports them to the bucket). Events are sent as the bucket's notification would send them; one
+/// that arrives before its upload is on the file system (the import lags) is retried.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_worker_on_a_local_folder_takes_its_jobs_from_sqs() {
     const CASE: &str = "BraTS2021_00042";
@@ -577,13 +578,7 @@ async fn a_worker_on_a_local_folder_takes_its_jobs_from_sqs() {
             .arg("--out")
             .arg(&study),
     );
-    // What the data-repository association imports: uploads/<case>/..., then the marker.
-    let case_dir = fsx.join("uploads").join(CASE);
-    std::fs::create_dir_all(&case_dir).unwrap();
-    for (name, data) in testkit::named_files(&study.join("nifti").join(CASE)) {
-        std::fs::write(case_dir.join(name), data).unwrap();
-    }
-    std::fs::write(case_dir.join("COMPLETE"), b"").unwrap();
+    std::fs::create_dir_all(&fsx).unwrap();
     let log = dir.path().join("worker.log");
     let store = format!("file://{}", fsx.display());
     let mut worker = spawn_worker(
@@ -591,7 +586,14 @@ async fn a_worker_on_a_local_folder_takes_its_jobs_from_sqs() {
         &log,
         &moto,
         &sqs,
-        &["--nifti-labels", "1,2,4", "--store", &store],
+        &[
+            "--nifti-labels",
+            "1,2,4",
+            "--store",
+            &store,
+            "--retry-delay",
+            "1",
+        ],
     );
     let event = serde_json::json!({"Records": [{
         "eventVersion": "2.1", "eventSource": "aws:s3", "awsRegion": "us-east-1",
@@ -600,6 +602,24 @@ async fn a_worker_on_a_local_folder_takes_its_jobs_from_sqs() {
                "object": {"key": format!("uploads/{CASE}/COMPLETE"), "size": 0}}
     }]});
     queue.send(&event.to_string(), None).await.unwrap();
+    // The event comes before the association has imported the upload: retried, not dead-lettered.
+    tokio::task::block_in_place(|| {
+        wait_until(
+            Duration::from_secs(120),
+            "an attempt before the import",
+            || {
+                let text = std::fs::read_to_string(&log).unwrap_or_default();
+                text.contains("not on the file system yet").then_some(())
+            },
+        )
+    });
+    // What the association imports: uploads/<case>/..., the marker among them.
+    let case_dir = fsx.join("uploads").join(CASE);
+    std::fs::create_dir_all(&case_dir).unwrap();
+    for (name, data) in testkit::named_files(&study.join("nifti").join(CASE)) {
+        std::fs::write(case_dir.join(name), data).unwrap();
+    }
+    std::fs::write(case_dir.join("COMPLETE"), b"").unwrap();
     let volumes = fsx.join("results").join(CASE).join("volumes.json");
     tokio::task::block_in_place(|| {
         wait_until(Duration::from_secs(300), "results in the folder", || {

@@ -50,6 +50,9 @@ pub struct WorkerConfig {
     /// Voxel values written into NIfTI label maps, one per manifest segment (e.g. BraTS
     /// 2018-2021's `[1, 2, 4]`); None: the manifest's own label values.
     pub nifti_labels: Option<Vec<u8>>,
+    /// The store is a file system that imports the bucket asynchronously (`--store file://` on an
+    /// FSx mount): an upload whose key is not there yet is retried, not dead-lettered.
+    pub objects_may_lag_events: bool,
     pub busy_hook: Option<Arc<dyn BusyHook>>,
     /// Job done, dead-lettered, and every delivery attempt go to the audit trail.
     pub audit: audit::AuditLog,
@@ -77,6 +80,7 @@ impl WorkerConfig {
             seg: SegSettings::segnode(version),
             upload: UploadLimits::default(),
             nifti_labels: None,
+            objects_may_lag_events: false,
             busy_hook: None,
             audit: audit::AuditLog::disabled(),
         }
@@ -384,6 +388,21 @@ async fn run_uploads(
                     ctx.store.location()
                 ),
             })?;
+        if ctx.config.objects_may_lag_events
+            && !ctx
+                .store
+                .exists(&key)
+                .await
+                .map_err(|e| SegmentError::Store(format!("{}: {e}", key.as_str())))?
+        {
+            // A file store fed by an FSx data-repository association imports asynchronously:
+            // the event can come first. Retried (--retry-delay), dead-lettered after
+            // --max-receives attempts.
+            return Err(SegmentError::Store(format!(
+                "{}: not on the file system yet (the association's import lags the event)",
+                key.as_str()
+            )));
+        }
         let fetched = upload::fetch(ctx.store.as_ref(), &key, o.size, &ctx.config.upload).await?;
         if crate::nifti_upload::is_nifti_upload(&fetched) {
             last = Some(crate::nifti_upload::run(ctx, &key, fetched).await?);
