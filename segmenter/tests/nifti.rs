@@ -1,10 +1,11 @@
 //! NIfTI in, NIfTI out (issue 18): the synthetic generator writes one study as DICOM and as
 //! NIfTI (models/synth/make_study.py --nifti --nifti-4d, the same pixel values and geometry); the
 //! DICOM path (segment_study) and the NIfTI path (segment_case) must give identical labels, with
-//! both BraTS namings, a 4D file, a qform-only file, a file whose qform disagrees with its sform
-//! (sform wins, as in nibabel) and a file stored in another voxel order. nibabel (the peers venv)
-//! writes the variants and reads our label map back with the input's affine. Bad cases fail
-//! with their reason and are permanent errors (the worker dead-letters them).
+//! both BraTS namings, a 4D file, a big-endian NIfTI-2 file, a qform-only file, a file whose
+//! qform disagrees with its sform (sform wins, as in nibabel) and a file stored in another voxel
+//! order. nibabel (the peers venv) writes the variants and reads our label map back with the
+//! input's affine. Bad cases fail with their reason and are permanent errors (the worker
+//! dead-letters them).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -233,6 +234,16 @@ fn geometry_comes_from_the_sform_then_the_qform_in_any_voxel_order() {
         (
             "qform 20 mm off, sform right: the sform wins",
             format!("{shifted}\nimg.set_qform(a, code=1)"),
+            Some(0),
+        ),
+        (
+            "NIfTI-2 (nibabel Nifti2Image: 540-byte header, 64-bit dims), big-endian float32",
+            "h = img.header.copy()
+img = nib.Nifti2Image(np.asarray(img.dataobj), img.affine, header=nib.Nifti2Header(endianness='>'))
+img.set_sform(h.get_sform(), code=1); img.set_qform(h.get_qform(), code=1)
+img.set_data_dtype('>f4')
+assert img.header['sizeof_hdr'] == 540 and img.header.endianness == '>', img.header"
+                .to_string(),
             Some(0),
         ),
         (
