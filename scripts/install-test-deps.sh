@@ -41,6 +41,12 @@ if [ ! -f "$stamp" ]; then
     nibabel numpy pillow pylibjpeg pylibjpeg-openjpeg "cfn-lint>=1,<2"
   touch "$stamp"
 fi
+# nibabel is the NIfTI oracle of segmenter/tests/nifti.rs and conformance/tests/s3_upload.rs (it writes
+# what segnode reads, reads what segnode writes; the tests rely on its 5.x affine rules): pinned.
+if [ ! -f "$venv/.segnode-nibabel-v1" ]; then
+  "$venv/bin/pip" install -q nibabel==5.4.2
+  touch "$venv/.segnode-nibabel-v1"
+fi
 # Playwright for Python drives the Debian chromium-headless-shell (its own browser download is not
 # used: `playwright install` is never run).
 if [ ! -f "$venv/.segnode-playwright-v1" ]; then
@@ -83,6 +89,7 @@ for tool in storescu storescp echoscu dcmsend dcmcjpeg dcmcjpls dcmcrle dcmconv 
   command -v "$tool" >/dev/null 2>&1 || { echo "install-test-deps: $tool still missing" >&2; exit 1; }
 done
 "$venv/bin/python" -c "import pydicom, highdicom, pynetdicom, moto, numpy" 
+"$venv/bin/python" -c "import nibabel; assert nibabel.__version__ == '5.4.2', nibabel.__version__"
 test -f /usr/share/orthanc/plugins/libOrthancDicomWeb.so || { echo "install-test-deps: Orthanc's DICOMweb plugin missing" >&2; exit 1; }
 "$venv/bin/python" -c "import playwright.sync_api"
 "$ref/bin/python" -c "import torch, monai, onnx, onnxruntime, nnunetv2.inference.predict_from_raw_data"

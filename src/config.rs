@@ -59,6 +59,9 @@ pub struct WorkerSection {
     pub max_upload_mb: u64,
     /// Most files in one S3 upload (zip entries or folder objects).
     pub max_upload_files: usize,
+    /// Voxel values of NIfTI label maps, one per model segment in manifest order (BraTS
+    /// 2018-2021: `[1, 2, 4]`); absent: the manifest's label values (BraTS 2023: 1, 2, 3).
+    pub nifti_labels: Option<Vec<u8>>,
 }
 
 impl Default for WorkerSection {
@@ -85,6 +88,7 @@ impl Default for WorkerSection {
             // instances: 1 GiB fits deploy/cloudformation.yaml's 4 GiB WorkerMemory.
             max_upload_mb: 1024,
             max_upload_files: 10_000,
+            nifti_labels: None,
         }
     }
 }
@@ -193,6 +197,9 @@ pub struct AwsSection {
     pub force_path_style: bool,
     pub queue_url: Option<String>,
     pub dead_letter_queue_url: Option<String>,
+    /// `file:///PATH`: objects are read and written in this folder instead of the bucket (an
+    /// FSx for Lustre file system linked to it; jobs still come from SQS). See deploy/README.md.
+    pub store: Option<String>,
 }
 
 impl FileConfig {

@@ -288,7 +288,11 @@ pub async fn run(args: DemoArgs, file: &mut FileConfig) -> Result<()> {
         }
         None => {
             let keys = store.list("results/").await?;
-            let k = keys.first().context("no SEG in the results store")?;
+            // results/<study>/ holds the SEG (<sop>.dcm) and volumes.json.
+            let k = keys
+                .iter()
+                .find(|k| k.as_str().ends_with(".dcm"))
+                .context("no SEG in the results store")?;
             store.get(k).await?.to_vec()
         }
     };

@@ -5,6 +5,7 @@ mod config;
 mod demo;
 mod http;
 mod model_cmd;
+mod nifti_cmd;
 mod scaler_cmd;
 mod segment_cmd;
 mod workers;
@@ -118,6 +119,10 @@ pub struct WorkerArgs {
     /// Most files an uploaded study may hold.
     #[arg(long, env = "SEGNODE_MAX_UPLOAD_FILES")]
     max_upload_files: Option<usize>,
+    /// Voxel values written into NIfTI label maps, one per model segment (e.g. 1,2,4 for
+    /// BraTS 2018-2021; default: the model's labels, 1,2,3 as in BraTS 2023).
+    #[arg(long, env = "SEGNODE_NIFTI_LABELS", value_delimiter = ',')]
+    nifti_labels: Vec<u8>,
 }
 
 impl WorkerArgs {
@@ -170,6 +175,9 @@ impl WorkerArgs {
         }
         if let Some(v) = self.max_upload_files {
             w.max_upload_files = v;
+        }
+        if !self.nifti_labels.is_empty() {
+            w.nifti_labels = Some(self.nifti_labels.clone());
         }
     }
 }
@@ -307,6 +315,10 @@ struct AwsArgs {
     endpoint_url: Option<String>,
     #[arg(long, env = "SEGNODE_AWS_REGION")]
     region: Option<String>,
+    /// file:///PATH: read and write objects in this folder instead of the bucket (a mounted
+    /// FSx for Lustre file system linked to it); jobs still come from SQS.
+    #[arg(long, env = "SEGNODE_STORE")]
+    store: Option<String>,
 }
 
 impl NodeArgs {
@@ -373,6 +385,9 @@ impl AwsArgs {
         }
         if self.region.is_some() {
             a.region = self.region.clone();
+        }
+        if self.store.is_some() {
+            a.store = self.store.clone();
         }
     }
 }
@@ -608,18 +623,31 @@ async fn aws_backends(file: &FileConfig) -> Result<(Arc<dyn ObjectStore>, Arc<dy
         region: a.region.clone(),
         endpoint_url: a.endpoint_url.clone(),
     };
-    let bucket = a
-        .bucket
-        .clone()
-        .context("no S3 bucket: give --bucket or [aws] bucket")?;
     let queue_url = a
         .queue_url
         .clone()
         .context("no SQS queue: give --queue-url or [aws] queue_url")?;
-    let mut s3 = S3Settings::new(bucket);
-    s3.prefix = a.prefix.clone();
-    s3.force_path_style = a.force_path_style;
-    let store: Arc<dyn ObjectStore> = Arc::new(S3Store::connect(&settings, s3).await);
+    let store: Arc<dyn ObjectStore> = match &a.store {
+        // FSx for Lustre linked to the bucket: its data-repository association imports uploads/
+        // and incoming/ and exports results/ (deploy/README.md), so keys are the bucket's.
+        Some(url) => {
+            let path = url
+                .strip_prefix("file://")
+                .filter(|p| p.starts_with('/'))
+                .with_context(|| format!("--store {url:?}: expected file:///ABSOLUTE/PATH"))?;
+            Arc::new(LocalStore::open(path)?)
+        }
+        None => {
+            let bucket = a
+                .bucket
+                .clone()
+                .context("no S3 bucket: give --bucket or [aws] bucket (or --store file:///PATH)")?;
+            let mut s3 = S3Settings::new(bucket);
+            s3.prefix = a.prefix.clone();
+            s3.force_path_style = a.force_path_style;
+            Arc::new(S3Store::connect(&settings, s3).await)
+        }
+    };
     let sqs = SqsSettings {
         queue_url,
         dead_letter_queue_url: a.dead_letter_queue_url.clone(),

@@ -129,6 +129,9 @@ pub fn worker_config(file: &FileConfig) -> Result<WorkerConfig> {
         max_bytes: w.max_upload_mb.saturating_mul(1024 * 1024),
         max_files: w.max_upload_files,
     };
+    c.nifti_labels = w.nifti_labels.clone();
+    // --store file:// (an FSx mount of the bucket) with events from SQS.
+    c.objects_may_lag_events = file.aws.store.is_some();
     Ok(c)
 }
 
@@ -176,6 +179,8 @@ pub fn start_pool(
 ) -> Result<Arc<WorkerPool>> {
     let model = load_model(file)?;
     let mut config = worker_config(file)?;
+    segmenter::nifti_case::output_values(model.manifest(), config.nifti_labels.as_deref())
+        .map_err(|e| anyhow::anyhow!("nifti_labels: {e}"))?;
     config.audit = audit;
     // Protect the task for a few visibility periods per job; it is renewed at every job start.
     config.busy_hook = EcsProtectionHook::from_env(

@@ -212,11 +212,17 @@ async fn scp_and_worker_processes_deliver_a_seg_through_s3_and_sqs() {
     .unwrap();
     assert!(std::fs::metadata(&seg).unwrap().len() > 1000);
     // The SEG is in the bucket under results/<study>/, and the job leaves the queue.
+    // The SEG is in the bucket under results/<study>/, with volumes.json beside it.
     let results = store.list("results/").await.unwrap();
-    assert_eq!(results.len(), 1, "{results:?}");
+    assert_eq!(results.len(), 2, "{results:?}");
     assert!(results[0]
         .as_str()
         .starts_with("results/2.25.293253754093074699753752768614597929384/"));
+    assert!(results[0].as_str().ends_with(".dcm"), "{results:?}");
+    assert_eq!(
+        results[1].as_str(),
+        "results/2.25.293253754093074699753752768614597929384/volumes.json"
+    );
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     loop {
         let b = queue.backlog().await.unwrap();

@@ -255,8 +255,9 @@ fn stow_rs_over_tls_with_basic_auth_then_qido_wado_and_the_volume_report() {
     };
     let seg = wado(seg_series_uid, &seg_inst, "seg");
     let sr = wado(sr_series_uid, &sr_inst, "sr");
+    // results/<study>/: the SEG, then volumes.json.
     let results = testkit::files_under(&data.join("store/results"));
-    assert_eq!(results.len(), 1, "{results:?}");
+    assert_eq!(results.len(), 2, "{results:?}");
     let ours = std::fs::read(&results[0]).unwrap();
     let theirs = std::fs::read(&seg).unwrap();
     assert!(

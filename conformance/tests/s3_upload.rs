@@ -9,7 +9,7 @@
 mod common;
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -34,6 +34,33 @@ fn study_dir() -> PathBuf {
 /// (name relative to the study folder, bytes) of every file of the bundled study.
 fn study_files() -> Vec<(String, Vec<u8>)> {
     testkit::named_files(&study_dir())
+}
+
+/// `segnode worker` on the job queue of `sqs`, logging to `log`, with `extra` (its store and
+/// destinations).
+fn spawn_worker(
+    dir: &Path,
+    log: &Path,
+    moto: &Moto,
+    sqs: &SqsSettings,
+    extra: &[&str],
+) -> ChildGuard {
+    ChildGuard::spawn(
+        Command::new(testkit::segnode_bin())
+            .arg("worker")
+            .arg("--data-dir")
+            .arg(dir.join("worker"))
+            .args(["--http", "off"])
+            .args(extra)
+            .args(["--queue-url", &sqs.queue_url])
+            .args(["--dlq-url", sqs.dead_letter_queue_url.as_deref().unwrap()])
+            .args(["--endpoint-url", &moto.endpoint(), "--region", "us-east-1"])
+            .env("RUST_LOG", "info")
+            // Plain field=value log lines: the tests read the SEG UIDs from them.
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(log).unwrap()),
+    )
 }
 
 fn zip_of(files: &[(String, Vec<u8>)]) -> Vec<u8> {
@@ -137,22 +164,18 @@ impl Setup {
         let viewer = Storescp::start(&[]);
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("worker.log");
-        let out = std::fs::File::create(&log).unwrap();
-        let worker = ChildGuard::spawn(
-            Command::new(testkit::segnode_bin())
-                .arg("worker")
-                .arg("--data-dir")
-                .arg(dir.path().join("worker"))
-                .args(["--http", "off", "--destination", &viewer.destination()])
-                .args(["--bucket", BUCKET, "--path-style"])
-                .args(["--queue-url", &sqs.queue_url])
-                .args(["--dlq-url", sqs.dead_letter_queue_url.as_deref().unwrap()])
-                .args(["--endpoint-url", &moto.endpoint(), "--region", "us-east-1"])
-                .env("RUST_LOG", "info")
-                // Plain field=value log lines: the test reads the SEG UIDs from them.
-                .env("NO_COLOR", "1")
-                .stdout(Stdio::null())
-                .stderr(out),
+        let worker = spawn_worker(
+            dir.path(),
+            &log,
+            &moto,
+            &sqs,
+            &[
+                "--destination",
+                &viewer.destination(),
+                "--bucket",
+                BUCKET,
+                "--path-style",
+            ],
         );
         Setup {
             _moto: moto,
@@ -219,10 +242,26 @@ impl Setup {
         }
     }
 
-    /// The one SEG under results/<study>/, and every staged instance under incoming/<study>/.
+    /// The one SEG (and its volumes.json) under results/<study>/, and every staged instance
+    /// under incoming/<study>/.
     async fn check_bucket(&self) -> ObjectKey {
         let results = self.store.list("results/").await.unwrap();
-        assert_eq!(results.len(), 1, "{results:?}");
+        assert_eq!(results.len(), 2, "{results:?}");
+        assert_eq!(
+            results[1].as_str(),
+            format!("results/{STUDY_UID}/volumes.json")
+        );
+        let volumes: serde_json::Value =
+            serde_json::from_slice(&self.store.get(&results[1]).await.unwrap()).unwrap();
+        assert_eq!(volumes["input"]["kind"], "dicom");
+        assert_eq!(volumes["input"]["study_uid"], STUDY_UID);
+        assert!(
+            results[0].as_str().ends_with(&format!(
+                "/{}.dcm",
+                volumes["input"]["seg_sop_instance_uid"].as_str().unwrap()
+            )),
+            "{results:?}"
+        );
         assert!(
             results[0]
                 .as_str()
@@ -409,4 +448,213 @@ async fn the_worker_expands_a_large_zip_without_holding_it_in_memory() {
         "peak RSS grew by {growth} KiB for a {zip_kib} KiB zip"
     );
     s.stop();
+}
+
+/// Issue 18: a BraTS-named NIfTI case uploaded as a folder closed by COMPLETE comes back as
+/// `results/<case>/<case>_seg.nii.gz` (read by nibabel with the FLAIR file's affine, voxel
+/// counts as `volumes.json` states them) and `results/<case>/volumes.json`; nothing goes to the
+/// DICOM destination. A case missing a contrast, uploaded as a zip, is dead-lettered at once
+/// with the reason and leaves nothing under `results/`.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_nifti_case_comes_back_as_a_label_map_and_volumes() {
+    const CASE: &str = "BraTS-GLI-00042-000";
+    let s = Setup::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    testkit::stdout_of(
+        Command::new(testkit::python())
+            .arg(testkit::workspace_root().join("models/synth/make_study.py"))
+            .args(["--seed", "42", "--size", "128", "--nifti", "brats2023"])
+            .arg("--out")
+            .arg(dir.path()),
+    );
+    let case_dir = dir.path().join("nifti").join(CASE);
+    let files = testkit::named_files(&case_dir);
+    assert_eq!(files.len(), 4);
+    for (name, data) in &files {
+        s.put(&format!("uploads/{CASE}/{name}"), data.clone()).await;
+    }
+    s.put(&format!("uploads/{CASE}/COMPLETE"), Vec::new()).await;
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let results = loop {
+        let text = s.log_text();
+        assert!(!text.contains("dead-lettering"), "worker log:\n{text}");
+        let keys = s.store.list("results/").await.unwrap();
+        if keys.iter().any(|k| k.as_str().ends_with("/volumes.json")) {
+            break keys;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no NIfTI results; worker log:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    let names: Vec<&str> = results.iter().map(|k| k.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            format!("results/{CASE}/{CASE}_seg.nii.gz"),
+            format!("results/{CASE}/volumes.json")
+        ]
+    );
+    let seg = s.store.get(&results[0]).await.unwrap();
+    let volumes: serde_json::Value =
+        serde_json::from_slice(&s.store.get(&results[1]).await.unwrap()).unwrap();
+    assert_eq!(volumes["input"]["case"], CASE);
+    assert_eq!(volumes["model"]["name"], "brats-synth-unet2d");
+    let wt = volumes["regions"][0]["voxels"].as_u64().unwrap();
+    assert!(wt > 1000, "{volumes}");
+    let seg_path = dir.path().join("seg.nii.gz");
+    std::fs::write(&seg_path, &seg).unwrap();
+    let counts: Vec<u64> = volumes["segments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["voxels"].as_u64().unwrap())
+        .collect();
+    testkit::stdout_of(
+        Command::new(testkit::python())
+            .arg("-c")
+            .arg(
+                "import sys, numpy as np, nibabel as nib
+o, i = nib.load(sys.argv[1]), nib.load(sys.argv[2])
+assert o.shape == i.shape and np.allclose(o.affine, i.affine, atol=1e-5), (o.shape, o.affine, i.affine)
+got = [int((np.asarray(o.dataobj) == v).sum()) for v in (1, 2, 3)]
+assert got == [int(x) for x in sys.argv[3:]], (got, sys.argv[3:])",
+            )
+            .arg(&seg_path)
+            .arg(case_dir.join(format!("{CASE}-t2f.nii.gz")))
+            .args(counts.iter().map(|c| c.to_string())),
+    );
+    s.wait_queue_empty().await;
+    assert!(s.viewer.segs().is_empty(), "a NIfTI result went to DICOM");
+    assert!(
+        s.log_text().contains("NIfTI case segmented"),
+        "{}",
+        s.log_text()
+    );
+
+    // No FLAIR: dead-lettered with the reason, nothing written.
+    let partial: Vec<(String, Vec<u8>)> = files
+        .into_iter()
+        .filter(|(n, _)| !n.ends_with("-t2f.nii.gz"))
+        .map(|(n, b)| (format!("no-flair/{n}"), b))
+        .collect();
+    s.put("uploads/no-flair.zip", zip_of(&partial)).await;
+    let dead = s.wait_dead_letters(Duration::from_secs(120));
+    assert!(
+        dead[0].reason.contains("uploads/no-flair.zip")
+            && dead[0].reason.contains("missing NIfTI input(s): FLAIR"),
+        "{}",
+        dead[0].reason
+    );
+    assert!(s.store.list("results/no-flair/").await.unwrap().is_empty());
+    s.stop();
+}
+
+/// Issue 18, FSx-fed workers: `segnode worker --store file:///...` reads the objects an S3 event
+/// names from a local folder (what an FSx for Lustre file system linked to the bucket shows at its
+/// mount) while the events come from SQS (moto), and writes its results there (the association
+/// exports them to the bucket). Events are sent as the bucket's notification would send them; one
+/// that arrives before its upload is on the file system (the import lags) is retried.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_worker_on_a_local_folder_takes_its_jobs_from_sqs() {
+    const CASE: &str = "BraTS2021_00042";
+    let moto = Moto::start();
+    let aws = AwsSettings {
+        region: Some("us-east-1".into()),
+        endpoint_url: Some(moto.endpoint()),
+    };
+    let sqs = SqsQueue::create_with_dead_letter(&aws, "fsx-jobs", 3, Duration::from_secs(60))
+        .await
+        .unwrap();
+    let queue = SqsQueue::connect(&aws, sqs.clone()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let fsx = dir.path().join("fsx");
+    let study = dir.path().join("study");
+    testkit::stdout_of(
+        Command::new(testkit::python())
+            .arg(testkit::workspace_root().join("models/synth/make_study.py"))
+            .args(["--seed", "42", "--size", "128", "--nifti", "brats2021"])
+            .arg("--out")
+            .arg(&study),
+    );
+    std::fs::create_dir_all(&fsx).unwrap();
+    let log = dir.path().join("worker.log");
+    let store = format!("file://{}", fsx.display());
+    let mut worker = spawn_worker(
+        dir.path(),
+        &log,
+        &moto,
+        &sqs,
+        &[
+            "--nifti-labels",
+            "1,2,4",
+            "--store",
+            &store,
+            "--retry-delay",
+            "1",
+        ],
+    );
+    let event = serde_json::json!({"Records": [{
+        "eventVersion": "2.1", "eventSource": "aws:s3", "awsRegion": "us-east-1",
+        "eventName": "ObjectCreated:Put",
+        "s3": {"s3SchemaVersion": "1.0", "bucket": {"name": BUCKET, "arn": format!("arn:aws:s3:::{BUCKET}")},
+               "object": {"key": format!("uploads/{CASE}/COMPLETE"), "size": 0}}
+    }]});
+    queue.send(&event.to_string(), None).await.unwrap();
+    // The event comes before the association has imported the upload: retried, not dead-lettered.
+    tokio::task::block_in_place(|| {
+        wait_until(
+            Duration::from_secs(120),
+            "an attempt before the import",
+            || {
+                let text = std::fs::read_to_string(&log).unwrap_or_default();
+                text.contains("not on the file system yet").then_some(())
+            },
+        )
+    });
+    // What the association imports: uploads/<case>/..., the marker among them.
+    let case_dir = fsx.join("uploads").join(CASE);
+    std::fs::create_dir_all(&case_dir).unwrap();
+    for (name, data) in testkit::named_files(&study.join("nifti").join(CASE)) {
+        std::fs::write(case_dir.join(name), data).unwrap();
+    }
+    std::fs::write(case_dir.join("COMPLETE"), b"").unwrap();
+    let volumes = fsx.join("results").join(CASE).join("volumes.json");
+    tokio::task::block_in_place(|| {
+        wait_until(Duration::from_secs(300), "results in the folder", || {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            assert!(!text.contains("dead-lettering"), "worker log:\n{text}");
+            volumes.exists().then_some(())
+        })
+    });
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&volumes).unwrap()).unwrap();
+    assert_eq!(v["input"]["case"], CASE);
+    assert_eq!(v["segments"][2]["value"], 4, "{v}");
+    let seg = fsx
+        .join("results")
+        .join(CASE)
+        .join(format!("{CASE}_seg.nii.gz"));
+    // BraTS 2018-2021 values: enhancing tumour is 4 in the map, as many voxels as volumes.json says.
+    let fours = testkit::stdout_of(
+        Command::new(testkit::python())
+            .args([
+                "-c",
+                "import sys, numpy as np, nibabel as nib; print(int((np.asarray(nib.load(sys.argv[1]).dataobj) == 4).sum()))",
+            ])
+            .arg(&seg),
+    );
+    let fours: u64 = fours.trim().parse().unwrap();
+    assert_eq!(fours, v["segments"][2]["voxels"].as_u64().unwrap());
+    assert!(fours > 0);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while queue.backlog().await.unwrap().total() != 0 {
+        assert!(Instant::now() < deadline, "the event is still queued");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let status = worker.terminate(Duration::from_secs(30));
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "worker exit: {status:?}"
+    );
 }

@@ -162,9 +162,10 @@ fn study_to_storescp_seg_validates_and_matches_truth() {
     assert_eq!(srs.len(), 1, "{srs:?}");
     let (errors, report) = dciodvfy_errors(&srs[0]);
     assert_eq!(errors, 0, "dciodvfy on the delivered SR:\n{report}");
-    // The same SEG is kept in the results store.
+    // The same SEG is kept in the results store, volumes.json beside it.
     let results = testkit::files_under(&node.data_dir.join("store/results"));
-    assert_eq!(results.len(), 1, "{results:?}");
+    assert_eq!(results.len(), 2, "{results:?}");
+    assert!(results[1].ends_with("volumes.json"), "{results:?}");
     assert_eq!(
         results[0].file_stem().unwrap().to_str(),
         got["sop_instance_uid"].as_str(),
@@ -829,6 +830,7 @@ ae.start_server(("127.0.0.1", port), evt_handlers=[(evt.EVT_C_STORE, store)])
     });
     let files = testkit::files_under(out.path());
     assert_eq!(files.len(), 1, "only the SEG: {files:?}");
+    // results/<study>/: <sop>.dcm, then volumes.json.
     let results = testkit::files_under(&node.data_dir.join("store/results"));
     assert_eq!(
         files[0].file_name(),

@@ -4,6 +4,7 @@
     python models/synth/make_study.py --seed 7 --out DIR [--oblique | --orientation sagittal|coronal] [--head]
         [--strong-bias] [--slice-thickness 3] [--size 256]
         [--fov 240] [--transfer-syntax explicit|implicit|rle|jpegls] [--naming scanner|plain]
+        [--nifti brats2021|brats2023] [--nifti-4d]
 
 Runs with the test-peer venv (numpy, nibabel, pydicom); compressed transfer syntaxes use dcmtk's dcmcrle /
 dcmcjpls (lossless) on the explicit-VR files (RLE falls back to pydicom's encoder when dcmcrle is absent).
@@ -20,6 +21,14 @@ Layout of DIR:
   truth/truth.json                        reference series (FLAIR) UID, its SOP Instance UIDs in slice order,
                                           shape, geometry, label convention, voxel counts
   study.json                              every series: UIDs, description, contrast, folder
+  nifti/<case>/<case><suffix>.nii.gz      with --nifti: the same four images as NIfTI-1 (uint16, the very pixel
+                                          values of the DICOM files), BraTS-named: brats2021 -> case
+                                          BraTS2021_<seed:05d>, _t1 _t1ce _t2 _flair; brats2023 -> case
+                                          BraTS-GLI-<seed:05d>-000, -t1n -t1c -t2w -t2f. Arrays [i=column, j=row,
+                                          k=slice]; qform and sform (both code 1, scanner) = Geometry.affine_ras(),
+                                          as dcm2niix writes them
+  nifti4d/<case>/<case>.nii.gz            with --nifti-4d: one 4D file, volumes in the order FLAIR, T1, T1CE, T2
+                                          (the Medical Segmentation Decathlon's BrainTumour order)
 
 Reference series: FLAIR. All four series share one geometry (same Frame of Reference, orientation, positions,
 pixel spacing), so the ground truth is on every series' grid; a SEG made on the FLAIR grid can be scored with Dice
@@ -225,6 +234,42 @@ def transcode(folder: Path, ts: str):
             raise SystemExit(f"unknown transfer syntax {ts}")
 
 
+NIFTI_NAMING = {
+    "brats2021": ("BraTS2021_{seed:05d}", "_", {"T1": "t1", "T1CE": "t1ce", "T2": "t2", "FLAIR": "flair"}),
+    "brats2023": ("BraTS-GLI-{seed:05d}-000", "-", {"T1": "t1n", "T1CE": "t1c", "T2": "t2w", "FLAIR": "t2f"}),
+}
+MSD_ORDER = ("FLAIR", "T1", "T1CE", "T2")
+
+
+def nifti_image(arr, affine):
+    """A uint16 NIfTI-1 image of arr ([k, j, i] or [k, j, i, channel]) stored as [i, j, k(, channel)], with qform and
+    sform both = affine (code 1, scanner), as dcm2niix writes them."""
+    axes = (2, 1, 0) + tuple(range(3, arr.ndim))
+    img = nib.Nifti1Image(np.ascontiguousarray(arr.transpose(axes)), affine)
+    img.set_qform(affine, code=1)
+    img.set_sform(affine, code=1)
+    img.header.set_data_dtype(np.uint16)
+    return img
+
+
+def write_nifti(out: Path, imgs: dict, geom, seed: int, naming: str, four_d: bool):
+    """The study's four images (uint16 [k, j, i]) as NIfTI files; see the module docstring."""
+    pattern, sep, suffix = NIFTI_NAMING[naming]
+    case = pattern.format(seed=seed)
+    aff = geom.affine_ras()
+    for sub, files in (("nifti", {f"{case}{sep}{suffix[c]}.nii.gz": imgs[c] for c in imgs}),
+                       ("nifti4d", {f"{case}.nii.gz": np.stack([imgs[c] for c in MSD_ORDER], axis=-1)} if four_d
+                        else {})):
+        if not files:
+            continue
+        d = out / sub / case
+        if d.exists():
+            shutil.rmtree(d)
+        d.mkdir(parents=True)
+        for name, arr in files.items():
+            nib.save(nifti_image(arr, aff), d / name)
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seed", type=int, required=True)
@@ -243,6 +288,10 @@ def main(argv=None):
     ap.add_argument("--naming", default="scanner", choices=["scanner", "plain"],
                     help="scanner: 'AX T1 SE', 'AX T1 SE POST-CONTRAST', 'AX T2 TSE', 'AX T2 FLAIR'; "
                          "plain: 'T1', 'T1CE', 'T2', 'FLAIR'")
+    ap.add_argument("--nifti", choices=["brats2021", "brats2023"],
+                    help="also write the four images as BraTS-named NIfTI files under nifti/<case>/")
+    ap.add_argument("--nifti-4d", action="store_true",
+                    help="also write one 4D NIfTI file (FLAIR, T1, T1CE, T2) under nifti4d/<case>/")
     a = ap.parse_args(argv)
     out = Path(a.out)
     if (out / "dicom").exists():
@@ -270,6 +319,9 @@ def main(argv=None):
                            folder=str(folder.relative_to(out)), instances=len(sops)))
         if con == "FLAIR":
             ref = (suid, sops, str(folder.relative_to(out)))
+    if a.nifti or a.nifti_4d:
+        write_nifti(out, {con: imgs[con].astype(np.uint16) for con in synth.CONTRASTS}, geom, a.seed,
+                    a.nifti or "brats2021", a.nifti_4d)
     tdir = out / "truth"
     tdir.mkdir(exist_ok=True)
     nif = nib.Nifti1Image(np.ascontiguousarray(lab.transpose(2, 1, 0)), geom.affine_ras())

@@ -27,6 +27,9 @@ pub enum SegmentError {
     BadJob(String),
     #[error("upload {key}: {message}")]
     Upload { key: String, message: String },
+    /// A NIfTI input (a file of an upload or of a folder) that cannot be used.
+    #[error("NIfTI input {file}: {message}")]
+    Nifti { file: String, message: String },
     #[error("building the DICOM-SEG: {0}")]
     Seg(#[from] dicom_seg::SegError),
     #[error("staging store: {0}")]
@@ -62,6 +65,7 @@ impl SegmentError {
                 | SegmentError::Decode { .. }
                 | SegmentError::BadJob(_)
                 | SegmentError::Upload { .. }
+                | SegmentError::Nifti { .. }
                 | SegmentError::Seg(_)
                 | SegmentError::BrainExtraction(_)
         )

@@ -19,6 +19,9 @@ pub mod error;
 pub mod jpeg_ls;
 pub mod manifest;
 pub mod model;
+pub mod nifti;
+pub mod nifti_case;
+pub mod nifti_upload;
 pub mod normalize;
 pub mod patch3d;
 pub mod pipeline;
@@ -27,6 +30,7 @@ pub mod preprocess;
 pub mod select;
 pub mod study;
 pub mod volume;
+pub mod volumes_json;
 
 pub use error::SegmentError;
 pub use manifest::Manifest;

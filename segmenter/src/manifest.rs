@@ -35,6 +35,19 @@ pub struct ManifestFile {
     /// `geometry.kind = "patch3d"` only: the patch grid, blending and mirroring (see
     /// [`crate::patch3d`]); absent for slice2d.
     pub sliding_window: Option<SlidingWindow>,
+    /// Optional: how NIfTI uploads map onto the inputs besides each input's `file_names`
+    /// (see [`NiftiInputs`]).
+    pub nifti: Option<NiftiInputs>,
+}
+
+/// `[nifti]`: the channel order of a single 4D NIfTI file (one volume per input, in this order).
+/// Without it a 4D upload is refused: the order of a 4D file is not in the file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NiftiInputs {
+    /// Input names, one per volume of the 4th dimension, e.g. `["FLAIR", "T1", "T1CE", "T2"]`
+    /// (the Medical Segmentation Decathlon's BrainTumour order).
+    pub channels_4d: Vec<String>,
 }
 
 /// `[brain_extraction]`: a brain-mask model (itself a slice2d manifest whose output classes are
@@ -112,6 +125,10 @@ pub struct Input {
     pub exclude: Vec<String>,
     #[serde(default)]
     pub fallback: Fallback,
+    /// Optional: regexes matched against the base name of each file of a NIfTI upload; the one
+    /// file that matches is this input (e.g. `'(?i)[_-](flair|t2f)\.nii(\.gz)?$'`).
+    #[serde(default)]
+    pub file_names: Vec<String>,
 }
 
 /// Attribute conditions tried when no Series Description matches; every condition stated must hold.
@@ -249,6 +266,8 @@ pub struct ChannelRule {
     pub include: Vec<Regex>,
     pub exclude: Vec<Regex>,
     pub fallback: Fallback,
+    /// NIfTI file-name patterns (empty: this input cannot come from a NIfTI upload).
+    pub file_names: Vec<Regex>,
 }
 
 /// A manifest that was read, validated and whose ONNX file was found with the stated checksum.
@@ -427,6 +446,7 @@ impl Manifest {
                 include: compile(&inp.series_description)?,
                 exclude: compile(&inp.exclude)?,
                 fallback: inp.fallback.clone(),
+                file_names: compile(&inp.file_names)?,
             });
         }
         let mut names: Vec<&str> = rules.iter().map(|r| r.name.as_str()).collect();
@@ -452,6 +472,16 @@ impl Manifest {
                     file.geometry.reference_input
                 ))
             })?;
+        if let Some(nifti) = &file.nifti {
+            let mut order = nifti.channels_4d.clone();
+            order.sort_unstable();
+            if order != names {
+                return Err(bad(format!(
+                    "nifti.channels_4d {:?} must name every input exactly once ({names:?})",
+                    nifti.channels_4d
+                )));
+            }
+        }
         if patch3d {
             crate::patch3d::validate_manifest(&file).map_err(&bad)?;
         } else {

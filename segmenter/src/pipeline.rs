@@ -196,6 +196,124 @@ fn volume_report(
     Ok(b.build()?.to_bytes()?)
 }
 
+/// Labels on the reference grid and what was measured on them.
+#[derive(Debug)]
+pub struct Labelled {
+    pub labels: Array3<u8>,
+    pub segments: Vec<Measured>,
+    pub regions: Vec<Measured>,
+    pub components_removed: usize,
+    pub brain_mask: Option<brain::BrainMask>,
+}
+
+/// The model's part of a study, shared by the DICOM and NIfTI paths: every channel already on the
+/// reference `grid` (raw values, channel order) -> brain extraction (when the manifest has it) ->
+/// the model's own grid, normalisation and inference -> labels back on `grid`, clean-up and the
+/// volumes of segments and regions. `reference_name` names the reference input in errors.
+pub fn label_on_reference(
+    model: &Model,
+    mut on_ref: Vec<Array3<f32>>,
+    grid: &Grid,
+    reference_name: &str,
+    t: &mut StageTimings,
+) -> Result<Labelled, SegmentError> {
+    let manifest: &Manifest = model.manifest();
+    let g = &manifest.file.geometry;
+    let model_grid = ModelGrid {
+        size: g.size,
+        spacing: g.spacing_mm,
+    };
+    // Brain extraction on the reference grid, before the model's own resampling and normalisation.
+    let started = Instant::now();
+    let brain_mask = match (&manifest.brain, model.brain()) {
+        (Some(stage), Some(brain_model)) => {
+            let b = brain::extract(brain_model, stage, &on_ref, grid)?;
+            tracing::info!(
+                brain_ml = format!("{:.0}", b.ml),
+                edge_fraction = format!("{:.3}", b.edge_fraction),
+                model = %brain_model.manifest().name(),
+                "brain extracted"
+            );
+            brain::check(stage, &b)?;
+            for x in &mut on_ref {
+                brain::strip(x, &b.mask, stage.settings.outside_value);
+            }
+            Some(b)
+        }
+        _ => None,
+    };
+    t.brain_extraction = started.elapsed();
+
+    let mut labels = if manifest.is_patch3d() {
+        let (labels, pt) =
+            crate::patch3d::segment_on_reference(model, &on_ref, grid, reference_name)?;
+        drop(on_ref);
+        t.preprocess += pt.preprocess;
+        t.inference = pt.inference;
+        t.postprocess = pt.postprocess;
+        labels
+    } else {
+        let started = Instant::now();
+        let channels: Vec<Array3<f32>> = on_ref
+            .into_iter()
+            .map(|r| {
+                let mut x = model_grid.from_reference(r.view(), grid, g.outside_value);
+                normalise_zscore_above_mean(&mut x, manifest.file.normalisation.std_floor);
+                x
+            })
+            .collect();
+        let input = stack_channels(&channels);
+        drop(channels);
+        t.preprocess += started.elapsed();
+
+        let started = Instant::now();
+        let logits = model.run(input.view())?;
+        t.inference = started.elapsed();
+
+        let started = Instant::now();
+        let labels = model_grid.labels_on_reference(logits.view(), grid, manifest.classes());
+        t.postprocess = started.elapsed();
+        labels
+    };
+    let started = Instant::now();
+    if let Some(b) = &brain_mask {
+        brain::clear_outside(&mut labels, &b.mask);
+    }
+    let min_voxels = (manifest.file.postprocess.min_component_ml / grid.voxel_ml()).ceil() as usize;
+    let components_removed = remove_small_components(&mut labels, min_voxels);
+    let counts = label_counts(&labels);
+    let measure = |name: &str, ls: &[u8]| {
+        let voxels: usize = ls.iter().map(|&l| counts[l as usize]).sum();
+        Measured {
+            name: name.to_string(),
+            labels: ls.to_vec(),
+            voxels,
+            ml: voxels as f64 * grid.voxel_ml(),
+        }
+    };
+    let segments: Vec<Measured> = manifest
+        .file
+        .segments
+        .iter()
+        .map(|s| measure(&s.name, &[s.label]))
+        .collect();
+    let regions: Vec<Measured> = manifest
+        .file
+        .regions
+        .iter()
+        .map(|r| measure(&r.name, &r.labels))
+        .collect();
+    t.postprocess += started.elapsed();
+
+    Ok(Labelled {
+        labels,
+        segments,
+        regions,
+        components_removed,
+        brain_mask,
+    })
+}
+
 /// Segments a study with `model`. `seg_uid_seed` fixes the SEG's SOP Instance UID (the job id: a
 /// redelivered job gives the same UID).
 pub fn segment_study(
@@ -247,98 +365,20 @@ pub fn segment_study(
             });
         }
     }
-    let model_grid = ModelGrid {
-        size: g.size,
-        spacing: g.spacing_mm,
-    };
-    let mut on_ref: Vec<Array3<f32>> = volumes
+    let on_ref: Vec<Array3<f32>> = volumes
         .iter()
         .map(|v| resample_trilinear(v.data.view(), &v.grid, &grid, g.outside_value))
         .collect();
     t.preprocess = started.elapsed();
 
-    // Brain extraction on the reference grid, before the model's own resampling and normalisation.
-    let started = Instant::now();
-    let brain_mask = match (&manifest.brain, model.brain()) {
-        (Some(stage), Some(brain_model)) => {
-            let b = brain::extract(brain_model, stage, &on_ref, &grid)?;
-            tracing::info!(
-                brain_ml = format!("{:.0}", b.ml),
-                edge_fraction = format!("{:.3}", b.edge_fraction),
-                model = %brain_model.manifest().name(),
-                "brain extracted"
-            );
-            brain::check(stage, &b)?;
-            for x in &mut on_ref {
-                brain::strip(x, &b.mask, stage.settings.outside_value);
-            }
-            Some(b)
-        }
-        _ => None,
-    };
-    t.brain_extraction = started.elapsed();
-
-    let mut labels = if manifest.is_patch3d() {
-        let reference_uid = &chosen[manifest.reference_channel].series_uid;
-        let (labels, pt) =
-            crate::patch3d::segment_on_reference(model, &on_ref, &grid, reference_uid)?;
-        drop(on_ref);
-        t.preprocess += pt.preprocess;
-        t.inference = pt.inference;
-        t.postprocess = pt.postprocess;
-        labels
-    } else {
-        let started = Instant::now();
-        let channels: Vec<Array3<f32>> = on_ref
-            .into_iter()
-            .map(|r| {
-                let mut x = model_grid.from_reference(r.view(), &grid, g.outside_value);
-                normalise_zscore_above_mean(&mut x, manifest.file.normalisation.std_floor);
-                x
-            })
-            .collect();
-        let input = stack_channels(&channels);
-        drop(channels);
-        t.preprocess += started.elapsed();
-
-        let started = Instant::now();
-        let logits = model.run(input.view())?;
-        t.inference = started.elapsed();
-
-        let started = Instant::now();
-        let labels = model_grid.labels_on_reference(logits.view(), &grid, manifest.classes());
-        t.postprocess = started.elapsed();
-        labels
-    };
-    let started = Instant::now();
-    if let Some(b) = &brain_mask {
-        brain::clear_outside(&mut labels, &b.mask);
-    }
-    let min_voxels = (manifest.file.postprocess.min_component_ml / grid.voxel_ml()).ceil() as usize;
-    let components_removed = remove_small_components(&mut labels, min_voxels);
-    let counts = label_counts(&labels);
-    let measure = |name: &str, ls: &[u8]| {
-        let voxels: usize = ls.iter().map(|&l| counts[l as usize]).sum();
-        Measured {
-            name: name.to_string(),
-            labels: ls.to_vec(),
-            voxels,
-            ml: voxels as f64 * grid.voxel_ml(),
-        }
-    };
-    let segments: Vec<Measured> = manifest
-        .file
-        .segments
-        .iter()
-        .map(|s| measure(&s.name, &[s.label]))
-        .collect();
-    let regions: Vec<Measured> = manifest
-        .file
-        .regions
-        .iter()
-        .map(|r| measure(&r.name, &r.labels))
-        .collect();
-    t.postprocess += started.elapsed();
+    let reference_uid = chosen[manifest.reference_channel].series_uid.clone();
+    let Labelled {
+        labels,
+        segments,
+        regions,
+        components_removed,
+        brain_mask,
+    } = label_on_reference(model, on_ref, &grid, &reference_uid, &mut t)?;
 
     let started = Instant::now();
     // Masks are indexed like the source's frames; label value -> segment number (manifest order).

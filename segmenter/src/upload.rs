@@ -226,6 +226,40 @@ pub async fn expand(
     size_hint: Option<u64>,
     limits: &UploadLimits,
 ) -> Result<Job, SegmentError> {
+    let fetched = fetch(store, key, size_hint, limits).await?;
+    stage(store, key, fetched.files).await
+}
+
+/// An upload's files on disk (named by index) in a temporary folder removed when this is dropped.
+pub struct Fetched {
+    pub dir: tempfile::TempDir,
+    /// (name in the upload, path on disk), skipped names (hidden files, `__MACOSX/`, DICOMDIR,
+    /// the marker) left out.
+    pub files: Vec<UploadedFile>,
+}
+
+/// The name of the case an upload stands for: `uploads/<dirs>/<case>.zip` or
+/// `uploads/<dirs>/<case>/COMPLETE` give `<case>`; None for a key that is not an upload.
+pub fn case_name(key: &ObjectKey) -> Option<String> {
+    let base = match key.parse_upload()? {
+        UploadKey::Zip => {
+            let name = key.as_str().rsplit('/').next()?;
+            name[..name.len() - ".zip".len()].to_string()
+        }
+        UploadKey::Folder { prefix } => prefix.trim_end_matches('/').rsplit('/').next()?.into(),
+    };
+    Some(base)
+}
+
+/// Downloads the upload at `key` (the zip, inflated entry by entry, or the folder's objects) into
+/// a temporary folder, bounded by `limits`; the first half of [`expand`], also used for NIfTI
+/// uploads (crate::nifti_case).
+pub async fn fetch(
+    store: &dyn ObjectStore,
+    key: &ObjectKey,
+    size_hint: Option<u64>,
+    limits: &UploadLimits,
+) -> Result<Fetched, SegmentError> {
     let work = tempfile::Builder::new()
         .prefix("segnode-upload-")
         .tempdir()
@@ -260,7 +294,7 @@ pub async fn expand(
             ))
         }
     };
-    stage(store, key, files).await
+    Ok(Fetched { dir: work, files })
 }
 
 fn over_limit(key: &ObjectKey, size: u64, limits: &UploadLimits) -> SegmentError {
@@ -274,7 +308,7 @@ fn over_limit(key: &ObjectKey, size: u64, limits: &UploadLimits) -> SegmentError
 }
 
 /// One file of an upload, waiting on disk: its name in the upload (for messages) and where it is.
-type UploadedFile = (String, PathBuf);
+pub type UploadedFile = (String, PathBuf);
 
 /// The files of an archive, each inflated into its own file under `dir`, bounded by `limits`
 /// (declared sizes first, then actual bytes).
@@ -412,7 +446,7 @@ fn identify(name: &str, bytes: &[u8]) -> Result<(Uid, Uid, Uid), String> {
 
 /// Parses every file (one in memory at a time), checks that they are one study, stages them
 /// under `incoming/` from disk and builds the job.
-async fn stage(
+pub(crate) async fn stage(
     store: &dyn ObjectStore,
     upload: &ObjectKey,
     files: Vec<UploadedFile>,

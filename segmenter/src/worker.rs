@@ -47,6 +47,12 @@ pub struct WorkerConfig {
     pub seg: SegSettings,
     /// Bounds on an upload (S3 event path): bytes and files.
     pub upload: UploadLimits,
+    /// Voxel values written into NIfTI label maps, one per manifest segment (e.g. BraTS
+    /// 2018-2021's `[1, 2, 4]`); None: the manifest's own label values.
+    pub nifti_labels: Option<Vec<u8>>,
+    /// The store is a file system that imports the bucket asynchronously (`--store file://` on an
+    /// FSx mount): an upload whose key is not there yet is retried, not dead-lettered.
+    pub objects_may_lag_events: bool,
     pub busy_hook: Option<Arc<dyn BusyHook>>,
     /// Job done, dead-lettered, and every delivery attempt go to the audit trail.
     pub audit: audit::AuditLog,
@@ -73,6 +79,8 @@ impl WorkerConfig {
             delivery: DeliveryOptions::default(),
             seg: SegSettings::segnode(version),
             upload: UploadLimits::default(),
+            nifti_labels: None,
+            objects_may_lag_events: false,
             busy_hook: None,
             audit: audit::AuditLog::disabled(),
         }
@@ -380,7 +388,27 @@ async fn run_uploads(
                     ctx.store.location()
                 ),
             })?;
-        let job = upload::expand(ctx.store.as_ref(), &key, o.size, &ctx.config.upload).await?;
+        if ctx.config.objects_may_lag_events
+            && !ctx
+                .store
+                .exists(&key)
+                .await
+                .map_err(|e| SegmentError::Store(format!("{}: {e}", key.as_str())))?
+        {
+            // A file store fed by an FSx data-repository association imports asynchronously:
+            // the event can come first. Retried (--retry-delay), dead-lettered after
+            // --max-receives attempts.
+            return Err(SegmentError::Store(format!(
+                "{}: not on the file system yet (the association's import lags the event)",
+                key.as_str()
+            )));
+        }
+        let fetched = upload::fetch(ctx.store.as_ref(), &key, o.size, &ctx.config.upload).await?;
+        if crate::nifti_upload::is_nifti_upload(&fetched) {
+            last = Some(crate::nifti_upload::run(ctx, &key, fetched).await?);
+            continue;
+        }
+        let job = upload::stage(ctx.store.as_ref(), &key, fetched.files).await?;
         let span = tracing::info_span!("job", job_id = %job.job_id, study = %job.study_uid);
         info!(parent: &span, upload = %key, objects = job.objects.len(), "upload expanded into a job");
         last = Some(run_job(ctx, &job).instrument(span).await?);
@@ -473,6 +501,14 @@ async fn run_job(ctx: &WorkerContext, job: &Job) -> Result<(String, Vec<String>)
         .put(&key, outcome.seg.clone().into())
         .await
         .map_err(|e| SegmentError::Store(format!("{}: {e}", key.as_str())))?;
+    // The volumes beside the SEG (issue 18), after it: the same document as for NIfTI input.
+    let json_key = ObjectKey::new(format!("results/{}/volumes.json", job.study_uid))
+        .map_err(|e| SegmentError::BadJob(e.to_string()))?;
+    let json = crate::volumes_json::for_dicom(ctx.model.manifest(), &outcome, &[("fetch", fetch)]);
+    ctx.store
+        .put(&json_key, json.into())
+        .await
+        .map_err(|e| SegmentError::Store(format!("{}: {e}", json_key.as_str())))?;
     let started = Instant::now();
     let mut destinations = ctx.config.destinations.clone();
     for d in &job.results.destinations {
