@@ -3,19 +3,17 @@
 //! ground truth. The model card's figures for these two studies (Python + onnxruntime, same
 //! preprocessing) are the floor: geometry or preprocessing that drifts shows up as lost Dice.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use ndarray::Array3;
 use segmenter::postprocess::dice;
 use segmenter::study::parse_instance;
 use segmenter::{segment_study, Manifest, Model, SegSettings};
 
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
+use crate::common::root;
 
 fn model() -> Model {
-    Model::load(Manifest::load(&root().join("models/brats-synth-unet2d")).unwrap()).unwrap()
+    crate::common::shipped_model()
 }
 
 fn instances(study: &Path) -> Vec<dicom_object::DefaultDicomObject> {

@@ -6,7 +6,6 @@
 //! when notifications are configured is deleted, not dead-lettered; a non-DICOM upload is
 //! dead-lettered with the reason.
 
-mod common;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -18,7 +17,7 @@ use aws_sdk_s3::types::{
     QueueConfiguration, S3KeyFilter,
 };
 use aws_sdk_sqs::types::QueueAttributeName;
-use common::Storescp;
+use crate::common::Storescp;
 use staging::{
     AwsSettings, JobQueue, ObjectKey, ObjectStore, S3Settings, S3Store, SqsQueue, SqsSettings,
 };
