@@ -562,17 +562,12 @@ fn sync_filesystem(dir: &Path) -> io::Result<()> {
     let d = File::open(dir)?;
     #[cfg(target_os = "linux")]
     {
-        use std::os::fd::AsRawFd;
-        // SAFETY: a valid open descriptor; syncfs has no other preconditions.
-        if unsafe { libc::syncfs(d.as_raw_fd()) } != 0 {
-            return Err(io::Error::last_os_error());
-        }
+        rustix::fs::syncfs(&d)?;
         Ok(())
     }
     #[cfg(not(target_os = "linux"))]
     {
-        // SAFETY: sync(2) takes no arguments and cannot fail.
-        unsafe { libc::sync() };
+        rustix::fs::sync();
         d.sync_all()
     }
 }

@@ -427,7 +427,9 @@ impl Connection {
             Ok(Ok(a)) => a,
             Ok(Err(e)) => {
                 let text = e.to_string();
-                if text.contains("rejected") || text.contains("Rejected") {
+                // dicom-ul answers a request our policy (or the called AE title, application
+                // context or presentation contexts) refuses with an A-ASSOCIATE-RJ: its variant.
+                if matches!(e, dicom_ul::association::Error::Rejected { .. }) {
                     ScpMetrics::inc(&self.metrics.associations_rejected_ae);
                 } else {
                     ScpMetrics::inc(&self.metrics.associations_failed);

@@ -25,19 +25,50 @@ pub enum SegmentError {
     },
     #[error("the job is not usable: {0}")]
     BadJob(String),
+    /// One of the job's own result destinations cannot be parsed.
+    #[error("the job is not usable: {0}")]
+    BadDestination(#[from] crate::deliver::DestinationError),
     #[error("upload {key}: {message}")]
     Upload { key: String, message: String },
     #[error("building the DICOM-SEG: {0}")]
     Seg(#[from] dicom_seg::SegError),
+    /// The staging store failed on one object (or listing): transient, retried.
+    #[error("staging store: {key}: {source}")]
+    Store {
+        /// The object key, or `listing <prefix>`.
+        key: String,
+        #[source]
+        source: staging::StoreError,
+    },
+    /// A version-2 job's manifest could not be read for a reason another attempt may cure.
     #[error("staging store: {0}")]
-    Store(String),
+    JobManifest(#[source] staging::JobError),
     #[error("delivery to {destination}: {message}")]
     Delivery {
         destination: String,
         message: String,
     },
-    #[error("{0}")]
-    Io(String),
+    /// Local I/O (temporary files of an upload).
+    #[error("{what}: {source}")]
+    Io {
+        what: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A blocking task (parse, unzip, segmentation) panicked or was cancelled.
+    #[error("{what} task failed: {source}")]
+    Task {
+        what: &'static str,
+        #[source]
+        source: tokio::task::JoinError,
+    },
+    /// The SEG SOP Instance UID the pipeline made is not a valid store key.
+    #[error("SEG UID {uid}: {source}")]
+    SegUid {
+        uid: String,
+        #[source]
+        source: staging::UidError,
+    },
     /// One attempt took longer than the job deadline (a hung read or destination): abandoned;
     /// another attempt may succeed, so it is not permanent.
     #[error(
@@ -61,6 +92,7 @@ impl SegmentError {
                 | SegmentError::Instance { .. }
                 | SegmentError::Decode { .. }
                 | SegmentError::BadJob(_)
+                | SegmentError::BadDestination(_)
                 | SegmentError::Upload { .. }
                 | SegmentError::Seg(_)
                 | SegmentError::BrainExtraction(_)

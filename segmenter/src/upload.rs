@@ -197,7 +197,10 @@ async fn get_to_file(
         Ok(n) => Ok(n),
         // Gone after its event was sent (deleted, expired): no retry brings it back.
         Err(StoreError::NotFound(_)) => Err(upload_error(key, "no longer in the store")),
-        Err(e) => Err(SegmentError::Store(format!("{}: {e}", key.as_str()))),
+        Err(e) => Err(SegmentError::Store {
+            key: key.as_str().to_string(),
+            source: e,
+        }),
     }
 }
 
@@ -229,7 +232,10 @@ pub async fn expand(
     let work = tempfile::Builder::new()
         .prefix("segnode-upload-")
         .tempdir()
-        .map_err(|e| SegmentError::Io(format!("cannot create a temporary folder: {e}")))?;
+        .map_err(|source| SegmentError::Io {
+            what: "cannot create a temporary folder",
+            source,
+        })?;
     let files = match key.parse_upload() {
         Some(UploadKey::Zip) => {
             if let Some(size) = size_hint.filter(|&s| s > limits.max_bytes) {
@@ -242,13 +248,17 @@ pub async fn expand(
             }
             let (k, l, dir) = (key.clone(), *limits, work.path().to_path_buf());
             tokio::task::spawn_blocking(move || {
-                let zip = std::fs::File::open(&zip_path).map_err(|e| {
-                    SegmentError::Io(format!("cannot reopen the downloaded upload: {e}"))
+                let zip = std::fs::File::open(&zip_path).map_err(|source| SegmentError::Io {
+                    what: "cannot reopen the downloaded upload",
+                    source,
                 })?;
                 unzip(zip, &k, &l, &dir)
             })
             .await
-            .map_err(|e| SegmentError::Io(format!("unzip task failed: {e}")))??
+            .map_err(|source| SegmentError::Task {
+                what: "unzip",
+                source,
+            })??
         }
         Some(UploadKey::Folder { prefix }) => {
             read_folder(store, key, &prefix, limits, work.path()).await?
@@ -330,8 +340,10 @@ fn unzip<R: Read + std::io::Seek>(
         }
         // Entry names never become paths: the file is named by its index.
         let path = dir.join(format!("{i}.dcm"));
-        let mut file = std::fs::File::create(&path)
-            .map_err(|e| SegmentError::Io(format!("cannot write a temporary file: {e}")))?;
+        let mut file = std::fs::File::create(&path).map_err(|source| SegmentError::Io {
+            what: "cannot write a temporary file",
+            source,
+        })?;
         // The declared size may lie: never inflate more than the room left (plus one byte to notice).
         let n = std::io::copy(&mut (&mut entry).take(room + 1), &mut file)
             .map_err(|e| upload_error(key, format!("entry {name:?} cannot be inflated: {e}")))?;
@@ -356,7 +368,10 @@ async fn read_folder(
     let keys: Vec<ObjectKey> = store
         .list(prefix)
         .await
-        .map_err(|e| SegmentError::Store(format!("listing {prefix}: {e}")))?
+        .map_err(|source| SegmentError::Store {
+            key: format!("listing {prefix}"),
+            source,
+        })?
         .into_iter()
         .filter(|k| k != marker && !is_skipped(k.as_str()))
         .collect();
@@ -429,7 +444,10 @@ async fn stage(
         (ids, files)
     })
     .await
-    .map_err(|e| SegmentError::Io(format!("parse task failed: {e}")))?;
+    .map_err(|source| SegmentError::Task {
+        what: "parse",
+        source,
+    })?;
     let identified = identified.map_err(|m| upload_error(upload, m))?;
     let studies: BTreeSet<&Uid> = identified.iter().map(|(st, _, _)| st).collect();
     let study = match studies.len() {
@@ -456,7 +474,10 @@ async fn stage(
         store
             .put_file(&key, &path)
             .await
-            .map_err(|e| SegmentError::Store(format!("{}: {e}", key.as_str())))?;
+            .map_err(|source| SegmentError::Store {
+                key: key.as_str().to_string(),
+                source,
+            })?;
         objects.push(JobObject {
             key,
             series_uid: series,

@@ -151,7 +151,10 @@ async fn fetch_and_segment(
             .store
             .get(&o.key)
             .await
-            .map_err(|e| SegmentError::Store(format!("{}: {e}", o.key.as_str())))?;
+            .map_err(|source| SegmentError::Store {
+                key: o.key.as_str().to_string(),
+                source,
+            })?;
         bytes.push((o.key.as_str().to_string(), b));
     }
     let fetch = started.elapsed();
@@ -174,7 +177,10 @@ async fn fetch_and_segment(
         Ok::<_, SegmentError>(out)
     })
     .await
-    .map_err(|e| SegmentError::Io(format!("segmentation task failed: {e}")))??;
+    .map_err(|source| SegmentError::Task {
+        what: "segmentation",
+        source,
+    })??;
     Ok((outcome, fetch))
 }
 
@@ -391,7 +397,7 @@ async fn load_objects(ctx: &WorkerContext, job: &Job) -> Result<Job, SegmentErro
     if job.manifest.is_some() {
         job.load_objects(ctx.store.as_ref()).await.map_err(|e| {
             if e.is_transient() {
-                SegmentError::Store(e.to_string())
+                SegmentError::JobManifest(e)
             } else {
                 SegmentError::BadJob(e.to_string())
             }
@@ -428,7 +434,10 @@ async fn run_job(ctx: &WorkerContext, job: &Job) -> Result<(String, Vec<String>)
     let sop = outcome.seg_sop_instance_uid.clone();
     let key = ObjectKey::result(
         &job.study_uid,
-        &Uid::new(&sop).map_err(|e| SegmentError::Io(format!("SEG UID {sop}: {e}")))?,
+        &Uid::new(&sop).map_err(|source| SegmentError::SegUid {
+            uid: sop.clone(),
+            source,
+        })?,
     );
     let volumes: Vec<String> = outcome
         .segments
@@ -452,11 +461,14 @@ async fn run_job(ctx: &WorkerContext, job: &Job) -> Result<(String, Vec<String>)
     ctx.store
         .put(&key, outcome.seg.clone().into())
         .await
-        .map_err(|e| SegmentError::Store(format!("{}: {e}", key.as_str())))?;
+        .map_err(|source| SegmentError::Store {
+            key: key.as_str().to_string(),
+            source,
+        })?;
     let started = Instant::now();
     let mut destinations = ctx.config.destinations.clone();
     for d in &job.results.destinations {
-        let d: Target = d.parse().map_err(|e: String| SegmentError::BadJob(e))?;
+        let d: Target = d.parse()?;
         if !destinations.contains(&d) {
             destinations.push(d);
         }

@@ -2,6 +2,7 @@
 //! how jobs travel ([`JobQueue`]), what a job says ([`Job`]) and how UIDs become keys
 //! ([`Uid`], [`ObjectKey`]). Embedded defaults (a local folder, an SQLite file) and their
 //! AWS counterparts (S3, SQS) behave the same behind the traits.
+#![forbid(unsafe_code)]
 
 mod aws;
 pub mod job;
