@@ -2,7 +2,6 @@
 //! scp` stages a study to S3 and puts one job on SQS; `segnode worker`, a separate process, takes it,
 //! writes the SEG under results/ and delivers it to a dcmtk storescp.
 
-
 use std::process::{Command, Stdio};
 use std::time::Duration;
 

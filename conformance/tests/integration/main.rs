@@ -4,8 +4,8 @@
 //! binary of its own (scripts/test.sh refuses that).
 #![forbid(unsafe_code)]
 
-mod common;
 mod aws;
+mod common;
 mod dcmtk;
 mod deploy;
 mod dicomweb;

@@ -6,18 +6,17 @@
 //! when notifications are configured is deleted, not dead-lettered; a non-DICOM upload is
 //! dead-lettered with the reason.
 
-
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::common::Storescp;
 use aws_sdk_s3::types::{
     Event, FilterRule, FilterRuleName, NotificationConfiguration, NotificationConfigurationFilter,
     QueueConfiguration, S3KeyFilter,
 };
 use aws_sdk_sqs::types::QueueAttributeName;
-use crate::common::Storescp;
 use staging::{
     AwsSettings, JobQueue, ObjectKey, ObjectStore, S3Settings, S3Store, SqsQueue, SqsSettings,
 };

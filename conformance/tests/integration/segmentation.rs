@@ -3,7 +3,6 @@
 //! masks are scored against the study's ground truth. Then the failure paths: a worker killed
 //! mid-job, a destination that refuses, a study without FLAIR, compressed twins.
 
-
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -1,7 +1,6 @@
 //! Interoperability with real peers: dicom3tools (dciodvfy), highdicom, dcmqi, dcmtk + Orthanc.
 //! These tests fail (never skip) when a peer is missing: run scripts/install-test-deps.sh.
 
-
 use crate::common::*;
 use dicom_seg::*;
 use ndarray::{Array3, Array4, Axis};

@@ -1,6 +1,5 @@
 //! Library behaviour without external tools: encode, read back, check geometry, ordering and errors.
 
-
 use crate::common::*;
 use dicom_dictionary_std::tags;
 use dicom_seg::*;
