@@ -9,7 +9,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use staging::{Job, JobObject, JobQueue, ObjectKey, ObjectStore, Uid};
-use tokio::sync::RwLock;
 use tracing::{info, warn};
 
 use crate::journal::Journal;
@@ -38,9 +37,6 @@ struct Emission {
 #[derive(Debug)]
 pub struct Assembler {
     spool: Arc<Spool>,
-    /// Held for reading while an instance is moved into a study folder, for writing while a
-    /// study folder is frozen for emission: no instance lands in a folder being moved.
-    pub(crate) structure: Arc<RwLock<()>>,
     journal: Option<Arc<Journal>>,
     store: Arc<dyn ObjectStore>,
     queue: Arc<dyn JobQueue>,
@@ -69,7 +65,6 @@ impl Assembler {
     /// unfinished emissions: every acknowledged instance ends up in a job.
     pub fn recover(
         spool: Arc<Spool>,
-        structure: Arc<RwLock<()>>,
         journal: Option<Arc<Journal>>,
         store: Arc<dyn ObjectStore>,
         queue: Arc<dyn JobQueue>,
@@ -118,7 +113,6 @@ impl Assembler {
             .store((pending.len() + emissions.len()) as u64, Relaxed);
         Ok(Arc::new(Assembler {
             spool,
-            structure,
             journal,
             store,
             queue,
@@ -251,7 +245,7 @@ impl Assembler {
         }
         for (study, calling_ae) in due {
             let frozen = {
-                let _guard = self.structure.write().await;
+                let _guard = self.spool.write_folders().await;
                 self.spool.begin_emit(&study)
             };
             match frozen {

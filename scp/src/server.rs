@@ -87,17 +87,12 @@ impl Scp {
             );
         }
         let spool = Arc::new(spool);
-        let structure = Arc::new(tokio::sync::RwLock::new(()));
         let journal = if config.journal_segment_bytes > 0 {
-            let (journal, recovery) = Journal::open(
-                spool.clone(),
-                structure.clone(),
-                config.journal_segment_bytes,
-            )
-            .map_err(|source| ScpError::Spool {
-                path: config.spool_dir.join(crate::journal::JOURNAL_DIR),
-                source,
-            })?;
+            let (journal, recovery) = Journal::open(spool.clone(), config.journal_segment_bytes)
+                .map_err(|source| ScpError::Spool {
+                    path: config.spool_dir.join(crate::journal::JOURNAL_DIR),
+                    source,
+                })?;
             if recovery.instances > 0 {
                 info!(
                     instances = recovery.instances,
@@ -122,7 +117,6 @@ impl Scp {
         });
         let assembler = Assembler::recover(
             spool.clone(),
-            structure,
             journal.clone(),
             store,
             queue,
@@ -792,7 +786,7 @@ impl Connection {
                 }
             }
         }
-        let guard = self.assembler.structure.clone().read_owned().await;
+        let guard = self.spool.read_folders_owned().await;
         let spool = self.spool.clone();
         let limits = crate::guard::instance_limits(self.config.max_object_bytes);
         let path = part.path();
