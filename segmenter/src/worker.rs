@@ -253,7 +253,7 @@ pub async fn handle(ctx: &WorkerContext, msg: Received) -> Handled {
             }
             Handled::Ignored(what)
         }
-        Err(reason) => dead_letter(ctx, &msg, reason).await,
+        Err(reason) => dead_letter(ctx, &msg, reason.to_string()).await,
     }
 }
 
