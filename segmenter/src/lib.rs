@@ -29,6 +29,7 @@ pub mod postprocess;
 pub mod preprocess;
 pub mod select;
 pub mod study;
+pub mod truth;
 pub mod volume;
 
 pub use error::SegmentError;
