@@ -4,7 +4,7 @@
     .venv-train/bin/python models/make_golden.py --model models/brats-synth-unet2d --seed 424242
 
 Files (in <model>/golden/): input.f32, output.f32 (raw little-endian float32, C order) and golden.json (shapes,
-the ONNX file's SHA-256, how it was made, tolerance). segmenter/tests/golden_model.rs runs the ONNX through
+the ONNX file's SHA-256, how it was made, tolerance). segmenter/tests/integration/golden_model.rs runs the ONNX through
 tract-onnx on input.f32 and requires max |tract - onnxruntime| <= 1e-4.
 Input: the case with that seed rendered on a 128x128 2 mm grid, normalised as the manifest says, and the
 slice with the most tumour.

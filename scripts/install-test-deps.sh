@@ -54,7 +54,7 @@ if [ ! -f "$venv/.segnode-playwright-v1" ]; then
   touch "$venv/.segnode-playwright-v1"
 fi
 
-# The MONAI / nnU-Net references (segmenter/tests/patch3d_parity.rs, models/parity-patch3d/).
+# The MONAI / nnU-Net references (segmenter/tests/integration/patch3d_parity.rs, models/parity-patch3d/).
 # The venv is 6.5 GB (PyPI's torch pulls CUDA libraries it does not use here; PyPI has no CPU-only
 # wheel and no other index is reachable), so it lives once per user in the cache, like cargo's
 # registry, shared by every checkout and CI clone on the machine; .venv-ref links to it. The stamp

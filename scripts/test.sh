@@ -17,6 +17,15 @@ if [ "${CI:-}" = true ]; then
   export CARGO_INCREMENTAL=0
 fi
 
+# One integration-test binary per crate (<crate>/tests/integration/main.rs, its files are modules):
+# a file directly under <crate>/tests/ would link the heavy dependencies into a binary of its own.
+stray=$(ls -- */tests/*.rs 2>/dev/null || true)
+if [ -n "$stray" ]; then
+  echo "test.sh: move these into <crate>/tests/integration/ as modules (mod NAME; in main.rs):" >&2
+  echo "$stray" >&2
+  exit 1
+fi
+
 # One build shared by every test binary (dependencies are optimised even in the dev profile).
 cargo build --locked --workspace --all-targets
 export SEGNODE_BIN="$PWD/target/debug/segnode"
@@ -24,4 +33,5 @@ export SEGNODE_PEERS_VENV="$PWD/.venv-peers"
 # Two cores: more parallel tests only make the servers under test fight for them.
 export RUST_TEST_THREADS="${RUST_TEST_THREADS:-2}"
 cargo fmt --all -- --check
+cargo clippy --locked --workspace --all-targets -- -D warnings
 cargo test --locked --workspace --no-fail-fast

@@ -16,6 +16,7 @@ use ndarray::{Array3, Axis};
 use scp::Scp;
 use segmenter::deliver::{c_store_once, DeliveryOptions, Destination};
 use segmenter::postprocess::dice;
+use segmenter::truth::GroundTruth;
 use staging::{JobQueue, LocalStore, ObjectStore, SqliteQueue};
 
 use crate::config::FileConfig;
@@ -418,39 +419,18 @@ fn check_seg(
     })
 }
 
-/// truth/labels_ref.u8 ([InstanceNumber-1][row][col]) re-ordered like the volume's slices.
+/// The study's ground truth labels (truth/, segmenter::truth) re-ordered like the volume's slices.
 fn load_truth(study_dir: &Path, volume: &segmenter::volume::Volume) -> Result<Option<Array3<u8>>> {
-    let meta_path = study_dir.join("truth/truth.json");
-    if !meta_path.is_file() {
+    let Some(truth) = GroundTruth::open(study_dir)? else {
         return Ok(None);
-    }
-    let meta: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&meta_path)?)?;
-    let uids: Vec<String> = meta["reference_sop_instance_uids"]
-        .as_array()
-        .context("truth.json: reference_sop_instance_uids")?
+    };
+    let sops: Vec<String> = volume
+        .frame_of_slice
         .iter()
-        .filter_map(|v| v.as_str().map(String::from))
+        .map(|&frame| volume.source.frames()[frame].sop_instance_uid.to_string())
         .collect();
-    let raw = std::fs::read(
-        study_dir
-            .join("truth")
-            .join(meta["raw_file"].as_str().unwrap_or("labels_ref.u8")),
-    )?;
-    let (rows, cols) = (volume.grid.rows, volume.grid.cols);
-    if raw.len() != uids.len() * rows * cols {
-        bail!("truth labels do not match the reference grid");
-    }
-    let raw = Array3::from_shape_vec((uids.len(), rows, cols), raw)?;
-    let mut out = Array3::<u8>::zeros((volume.grid.slices, rows, cols));
-    for (k, &frame) in volume.frame_of_slice.iter().enumerate() {
-        let sop = volume.source.frames()[frame].sop_instance_uid.to_string();
-        let Some(src) = uids.iter().position(|u| *u == sop) else {
-            return Ok(None);
-        };
-        out.index_axis_mut(Axis(0), k)
-            .assign(&raw.index_axis(Axis(0), src));
-    }
-    Ok(Some(out))
+    let sops: Vec<&str> = sops.iter().map(String::as_str).collect();
+    Ok(truth.volume("raw_file", &sops, volume.grid.rows, volume.grid.cols)?)
 }
 
 /// Height of the caption strip above each row of the montage, in pixels.

@@ -1,4 +1,5 @@
 //! `segnode`: the binary owns configuration, logging, exit codes and the wiring of the rooms.
+#![forbid(unsafe_code)]
 
 mod audit_cmd;
 mod config;

@@ -92,7 +92,7 @@ pub fn worker_config(file: &FileConfig) -> Result<WorkerConfig> {
     c.destinations = w
         .destinations
         .iter()
-        .map(|d| d.parse::<Target>().map_err(anyhow::Error::msg))
+        .map(|d| d.parse::<Target>().map_err(anyhow::Error::from))
         .collect::<Result<_>>()?;
     c.delivery = DeliveryOptions {
         calling_ae_title: w

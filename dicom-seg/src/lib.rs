@@ -38,6 +38,8 @@
 //! let masks = back.masks_on(&source)?; // (segments, frames, rows, columns)
 //! # Ok(()) }
 //! ```
+// `deny`, not `forbid`: ndarray's `s![]` macro expands to an `#[allow(unsafe_code)]` block of
+// its own (`SliceInfo::new_unchecked`), which `forbid` refuses; no `unsafe` of ours is allowed.
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 

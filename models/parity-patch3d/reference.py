@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """The peers' sliding-window inference on the same ONNX and the same canonical input, for the parity
-test (segmenter/tests/patch3d_parity.rs). Runs in `.venv-ref` (scripts/install-test-deps.sh: CPU use
+test (segmenter/tests/integration/patch3d_parity.rs). Runs in `.venv-ref` (scripts/install-test-deps.sh: CPU use
 of torch, monai==1.6.1, nnunetv2==2.8.1, onnxruntime).
 
 Input: a raw little-endian float32 file holding the canonical, normalised volume [C, X, Y, Z]

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """MONAI's preprocessing chain on a DICOM study converted to NIfTI, for the canonical-grid parity test
-(segmenter/tests/patch3d_parity.rs). Runs in `.venv-ref` (monai==1.6.1, nibabel); the conversion is
+(segmenter/tests/integration/patch3d_parity.rs). Runs in `.venv-ref` (monai==1.6.1, nibabel); the conversion is
 dcm2niix's (Debian package, scripts/install-test-deps.sh).
 
 For each series folder (in channel order): dcm2niix -> NIfTI; then, as MONAI bundles write it,

@@ -30,6 +30,7 @@
 //! // when no job is held any more
 //! if let Some(p) = &protection { p.set(false, Duration::ZERO).await?; }
 //! ```
+#![forbid(unsafe_code)]
 
 pub mod awsjson;
 pub mod controller;

@@ -10,7 +10,6 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use audit::{AuditLog, Caller};
 use staging::{Job, JobObject, JobQueue, ObjectKey, ObjectStore, Uid};
-use tokio::sync::RwLock;
 use tracing::{info, warn};
 
 use crate::journal::Journal;
@@ -43,9 +42,6 @@ struct Emission {
 #[derive(Debug)]
 pub struct Assembler {
     spool: Arc<Spool>,
-    /// Held for reading while an instance is moved into a study folder, for writing while a
-    /// study folder is frozen for emission: no instance lands in a folder being moved.
-    pub(crate) structure: Arc<RwLock<()>>,
     journal: Option<Arc<Journal>>,
     store: Arc<dyn ObjectStore>,
     queue: Arc<dyn JobQueue>,
@@ -76,7 +72,6 @@ impl Assembler {
     #[allow(clippy::too_many_arguments)]
     pub fn recover(
         spool: Arc<Spool>,
-        structure: Arc<RwLock<()>>,
         journal: Option<Arc<Journal>>,
         store: Arc<dyn ObjectStore>,
         queue: Arc<dyn JobQueue>,
@@ -126,7 +121,6 @@ impl Assembler {
             .store((pending.len() + emissions.len()) as u64, Relaxed);
         Ok(Arc::new(Assembler {
             spool,
-            structure,
             journal,
             store,
             queue,
@@ -262,7 +256,7 @@ impl Assembler {
         }
         for (study, callers) in due {
             let frozen = {
-                let _guard = self.structure.write().await;
+                let _guard = self.spool.write_folders().await;
                 self.spool.begin_emit(&study)
             };
             match frozen {

@@ -45,12 +45,13 @@ pub enum ScanFileError {
     Io(#[from] std::io::Error),
 }
 
-/// A private read-only mapping of a whole file.
+/// A private read-only mapping of a whole file (the crate's only `unsafe`).
 struct Mapping {
     ptr: *mut libc::c_void,
     len: usize,
 }
 
+#[allow(unsafe_code)]
 impl Mapping {
     fn new(file: &std::fs::File, len: usize) -> std::io::Result<Mapping> {
         use std::os::fd::AsRawFd;
@@ -79,6 +80,7 @@ impl Mapping {
     }
 }
 
+#[allow(unsafe_code)]
 impl Drop for Mapping {
     fn drop(&mut self) {
         // SAFETY: unmapping exactly what `new` mapped.

@@ -34,7 +34,7 @@ use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
 
 use staging::{fsync_dir, Uid};
-use tokio::sync::{oneshot, RwLock};
+use tokio::sync::oneshot;
 use tracing::{info, warn};
 
 use crate::spool::Spool;
@@ -156,19 +156,14 @@ impl Journal {
     /// Open the journal under `spool`, materialize every acknowledged record a previous run
     /// left behind, and start the materializer. `capacity` is the size at which a segment is
     /// left for the next one.
-    pub fn open(
-        spool: Arc<Spool>,
-        structure: Arc<RwLock<()>>,
-        capacity: u64,
-    ) -> io::Result<(Arc<Journal>, Recovery)> {
-        Self::open_inner(spool, structure, capacity, true)
+    pub fn open(spool: Arc<Spool>, capacity: u64) -> io::Result<(Arc<Journal>, Recovery)> {
+        Self::open_inner(spool, capacity, true)
     }
 
     /// `materialize: false` leaves records in the journal only, as a crash right after their
     /// acknowledgement would (tests).
     fn open_inner(
         spool: Arc<Spool>,
-        structure: Arc<RwLock<()>>,
         capacity: u64,
         materialize: bool,
     ) -> io::Result<(Arc<Journal>, Recovery)> {
@@ -253,7 +248,6 @@ impl Journal {
             .spawn(move || {
                 Materializer {
                     spool,
-                    structure,
                     journal: weak,
                     pending_bytes,
                     segments: HashMap::new(),
@@ -562,17 +556,12 @@ fn sync_filesystem(dir: &Path) -> io::Result<()> {
     let d = File::open(dir)?;
     #[cfg(target_os = "linux")]
     {
-        use std::os::fd::AsRawFd;
-        // SAFETY: a valid open descriptor; syncfs has no other preconditions.
-        if unsafe { libc::syncfs(d.as_raw_fd()) } != 0 {
-            return Err(io::Error::last_os_error());
-        }
+        rustix::fs::syncfs(&d)?;
         Ok(())
     }
     #[cfg(not(target_os = "linux"))]
     {
-        // SAFETY: sync(2) takes no arguments and cannot fail.
-        unsafe { libc::sync() };
+        rustix::fs::sync();
         d.sync_all()
     }
 }
@@ -597,7 +586,6 @@ impl SegmentProgress {
 
 struct Materializer {
     spool: Arc<Spool>,
-    structure: Arc<RwLock<()>>,
     journal: std::sync::Weak<Journal>,
     pending_bytes: Arc<AtomicU64>,
     segments: HashMap<u64, (Arc<SegmentFile>, SegmentProgress)>,
@@ -763,7 +751,7 @@ impl Materializer {
         let mut wrote = false;
         let mut failed = HashMap::new();
         {
-            let _guard = self.structure.blocking_read();
+            let _guard = self.spool.blocking_read_folders();
             for (i, msg) in batch.iter().enumerate() {
                 if let Msg::Record {
                     segment,
@@ -904,10 +892,6 @@ mod tests {
         Arc::new(Spool::open(dir).unwrap().0)
     }
 
-    fn structure() -> Arc<RwLock<()>> {
-        Arc::new(RwLock::new(()))
-    }
-
     fn materialized(dir: &Path, i: u32) -> Option<Vec<u8>> {
         fs::read(dir.join(format!("1.2.3/1.2.3.4/1.2.3.4.{i}.dcm"))).ok()
     }
@@ -915,8 +899,7 @@ mod tests {
     #[test]
     fn acknowledged_records_survive_a_crash_and_a_torn_tail_does_not() {
         let dir = tempfile::tempdir().unwrap();
-        let (journal, rec) =
-            Journal::open_inner(spool(dir.path()), structure(), 1 << 20, false).unwrap();
+        let (journal, rec) = Journal::open_inner(spool(dir.path()), 1 << 20, false).unwrap();
         assert_eq!(rec.instances, 0);
         let mut w = journal.writer();
         for i in 0..3 {
@@ -936,7 +919,7 @@ mod tests {
             "nothing materialized yet"
         );
 
-        let (journal, rec) = Journal::open(spool(dir.path()), structure(), 1 << 20).unwrap();
+        let (journal, rec) = Journal::open(spool(dir.path()), 1 << 20).unwrap();
         assert_eq!(rec.instances, 3);
         for i in 0..3 {
             assert_eq!(materialized(dir.path(), i), Some(instance(i).1));
@@ -945,8 +928,7 @@ mod tests {
         journal.shutdown();
         drop(journal);
         // Recovery retired those records: a second start redoes nothing.
-        let (_journal, rec) =
-            Journal::open_inner(spool(dir.path()), structure(), 1 << 20, false).unwrap();
+        let (_journal, rec) = Journal::open_inner(spool(dir.path()), 1 << 20, false).unwrap();
         assert_eq!((rec.instances, rec.segments), (0, 1));
     }
 
@@ -956,7 +938,7 @@ mod tests {
         // Room for two records per segment: 20 records walk through segments, and sealed,
         // checkpointed ones are reused.
         let capacity = DATA_START + 2 * 5200;
-        let (journal, _) = Journal::open(spool(dir.path()), structure(), capacity).unwrap();
+        let (journal, _) = Journal::open(spool(dir.path()), capacity).unwrap();
         let mut w = journal.writer();
         for i in 0..20 {
             let (inst, payload) = instance(i);
@@ -983,8 +965,7 @@ mod tests {
         journal.shutdown();
         drop(journal);
         // Everything was checkpointed: nothing to redo.
-        let (_j, rec) =
-            Journal::open_inner(spool(dir.path()), structure(), capacity, false).unwrap();
+        let (_j, rec) = Journal::open_inner(spool(dir.path()), capacity, false).unwrap();
         assert_eq!(rec.instances, 0);
     }
 
@@ -1008,7 +989,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn one_unwritable_study_does_not_hold_back_the_others() {
         let dir = tempfile::tempdir().unwrap();
-        let (journal, _) = Journal::open(spool(dir.path()), structure(), 1 << 20).unwrap();
+        let (journal, _) = Journal::open(spool(dir.path()), 1 << 20).unwrap();
         let (blocker, bad) = blocked_study(dir.path());
         let mut w = journal.writer();
         w.append(bad, b"bad study".to_vec()).unwrap();
@@ -1030,7 +1011,7 @@ mod tests {
         drop(journal);
         // A restart while it is stuck: its record was not checkpointed away.
         fs::remove_file(&blocker).unwrap();
-        let (journal, rec) = Journal::open(spool(dir.path()), structure(), 1 << 20).unwrap();
+        let (journal, rec) = Journal::open(spool(dir.path()), 1 << 20).unwrap();
         assert!(rec.instances >= 1, "the stuck record is redone");
         assert_eq!(
             fs::read(dir.path().join("1.2.9/1.2.9.1/1.2.9.1.1.dcm")).unwrap(),
@@ -1043,7 +1024,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_stuck_instance_is_written_once_its_folder_can_be() {
         let dir = tempfile::tempdir().unwrap();
-        let (journal, _) = Journal::open(spool(dir.path()), structure(), 1 << 20).unwrap();
+        let (journal, _) = Journal::open(spool(dir.path()), 1 << 20).unwrap();
         let (blocker, bad) = blocked_study(dir.path());
         let mut w = journal.writer();
         w.append(bad, b"late".to_vec()).unwrap();
@@ -1062,16 +1043,14 @@ mod tests {
         drop(w);
         journal.shutdown();
         drop(journal);
-        let (_j, rec) =
-            Journal::open_inner(spool(dir.path()), structure(), 1 << 20, false).unwrap();
+        let (_j, rec) = Journal::open_inner(spool(dir.path()), 1 << 20, false).unwrap();
         assert_eq!(rec.instances, 0, "checkpointed once written");
     }
 
     #[test]
     fn a_record_too_large_for_a_segment_is_refused_not_split() {
         let dir = tempfile::tempdir().unwrap();
-        let (journal, _) =
-            Journal::open_inner(spool(dir.path()), structure(), 2 * DATA_START, false).unwrap();
+        let (journal, _) = Journal::open_inner(spool(dir.path()), 2 * DATA_START, false).unwrap();
         let (inst, _) = instance(0);
         let err = journal
             .writer()

@@ -92,17 +92,12 @@ impl Scp {
             );
         }
         let spool = Arc::new(spool);
-        let structure = Arc::new(tokio::sync::RwLock::new(()));
         let journal = if config.journal_segment_bytes > 0 {
-            let (journal, recovery) = Journal::open(
-                spool.clone(),
-                structure.clone(),
-                config.journal_segment_bytes,
-            )
-            .map_err(|source| ScpError::Spool {
-                path: config.spool_dir.join(crate::journal::JOURNAL_DIR),
-                source,
-            })?;
+            let (journal, recovery) = Journal::open(spool.clone(), config.journal_segment_bytes)
+                .map_err(|source| ScpError::Spool {
+                    path: config.spool_dir.join(crate::journal::JOURNAL_DIR),
+                    source,
+                })?;
             if recovery.instances > 0 {
                 info!(
                     instances = recovery.instances,
@@ -127,7 +122,6 @@ impl Scp {
         });
         let assembler = Assembler::recover(
             spool.clone(),
-            structure,
             journal.clone(),
             store,
             queue,
@@ -562,7 +556,9 @@ impl Connection {
             Ok(Ok(a)) => Some(a),
             Ok(Err(e)) => {
                 let text = e.to_string();
-                if text.contains("rejected") || text.contains("Rejected") {
+                // dicom-ul answers a request our policy (or the called AE title, application
+                // context or presentation contexts) refuses with an A-ASSOCIATE-RJ: its variant.
+                if matches!(e, dicom_ul::association::Error::Rejected { .. }) {
                     ScpMetrics::inc(&self.metrics.associations_rejected_ae);
                 } else {
                     ScpMetrics::inc(&self.metrics.associations_failed);
@@ -1014,7 +1010,7 @@ impl Connection {
                 }
             }
         }
-        let guard = self.assembler.structure.clone().read_owned().await;
+        let guard = self.spool.read_folders_owned().await;
         let spool = self.spool.clone();
         let limits = crate::guard::instance_limits(self.config.max_object_bytes);
         let path = part.path();

@@ -22,8 +22,10 @@
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use staging::{fsync_dir, Uid};
+use tokio::sync::{OwnedRwLockReadGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 const INCOMING: &str = ".incoming";
 const EMITTING: &str = ".emitting";
@@ -34,6 +36,10 @@ pub struct Spool {
     root: PathBuf,
     /// Held open, locked, for as long as the spool is in use.
     _lock: fs::File,
+    /// The folder lock within this process: held for reading while an instance is moved into a
+    /// study folder ([`Spool::commit`], [`Spool::materialize`]), for writing while a study folder
+    /// is frozen for emission ([`Spool::begin_emit`]): no instance lands in a folder being moved.
+    folders: Arc<RwLock<()>>,
 }
 
 const LOCK_FILE: &str = ".lock";
@@ -76,7 +82,30 @@ impl Spool {
             fs::remove_file(entry.path())?;
             discarded += 1;
         }
-        Ok((Spool { root, _lock: lock }, discarded))
+        Ok((
+            Spool {
+                root,
+                _lock: lock,
+                folders: Arc::new(RwLock::new(())),
+            },
+            discarded,
+        ))
+    }
+
+    /// The folder lock for moving instances into study folders, held across an `.await` or
+    /// handed to a blocking task.
+    pub async fn read_folders_owned(&self) -> OwnedRwLockReadGuard<()> {
+        self.folders.clone().read_owned().await
+    }
+
+    /// The folder lock for moving instances into study folders, from a plain (non-async) thread.
+    pub fn blocking_read_folders(&self) -> RwLockReadGuard<'_, ()> {
+        self.folders.blocking_read()
+    }
+
+    /// The folder lock for freezing a study folder.
+    pub async fn write_folders(&self) -> RwLockWriteGuard<'_, ()> {
+        self.folders.write().await
     }
 
     pub fn root(&self) -> &Path {
@@ -90,7 +119,7 @@ impl Spool {
     }
 
     /// Move a complete, fsynced `.part` file to its place and make the move durable.
-    /// The caller holds the spool's structure lock for reading.
+    /// The caller holds the folder lock for reading ([`Spool::read_folders_owned`]).
     pub fn commit(&self, part: &Path, study: &Uid, series: &Uid, sop: &Uid) -> io::Result<PathBuf> {
         let study_dir = self.root.join(study.as_str());
         let series_dir = study_dir.join(series.as_str());
@@ -110,7 +139,7 @@ impl Spool {
 
     /// Write a journalled instance to its place, without syncing: the journal keeps it until
     /// the materializer has synced the file system. Overwrites a duplicate SOP Instance UID.
-    /// The caller holds the structure lock for reading.
+    /// The caller holds the folder lock for reading ([`Spool::blocking_read_folders`]).
     pub fn materialize(
         &self,
         study: &Uid,
@@ -139,7 +168,7 @@ impl Spool {
     }
 
     /// Freeze a study's instances for emission: later instances start a new study folder.
-    /// The caller holds the structure lock for writing. None if the study has no folder.
+    /// The caller holds the folder lock for writing ([`Spool::write_folders`]). None if the study has no folder.
     pub fn begin_emit(&self, study: &Uid) -> io::Result<Option<PathBuf>> {
         let from = self.root.join(study.as_str());
         if !from.is_dir() {

@@ -38,14 +38,21 @@ impl fmt::Display for Destination {
     }
 }
 
+/// Why a destination (`AET@HOST:PORT` or a DICOMweb URL) was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DestinationError {
+    #[error("destination {0:?}: expected AET@HOST:PORT or dicom-tls://AET@HOST:PORT, e.g. PACS@10.0.0.5:104")]
+    Syntax(String),
+    #[error("destination {0:?}: AE title must be 1-16 printable ASCII characters")]
+    AeTitle(String),
+    #[error(transparent)]
+    DicomWeb(#[from] crate::stow::DicomWebUrlError),
+}
+
 impl FromStr for Destination {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        let usage = || {
-            format!(
-                "destination {s:?}: expected AET@HOST:PORT or dicom-tls://AET@HOST:PORT, e.g. PACS@10.0.0.5:104"
-            )
-        };
+    type Err = DestinationError;
+    fn from_str(s: &str) -> Result<Self, DestinationError> {
+        let usage = || DestinationError::Syntax(s.to_string());
         let (tls, rest) = match (s.strip_prefix("dicom-tls://"), s.strip_prefix("dicom://")) {
             (Some(r), _) => (true, r),
             (None, Some(r)) => (false, r),
@@ -59,9 +66,7 @@ impl FromStr for Destination {
             || !ae.chars().all(|c| c.is_ascii_graphic() || c == ' ')
             || ae.contains('\\')
         {
-            return Err(format!(
-                "destination {s:?}: AE title must be 1-16 printable ASCII characters"
-            ));
+            return Err(DestinationError::AeTitle(s.to_string()));
         }
         let port: u16 = port.parse().ok().filter(|p| *p > 0).ok_or_else(usage)?;
         let host = host.trim_start_matches('[').trim_end_matches(']');
@@ -474,8 +479,8 @@ impl fmt::Display for Target {
 }
 
 impl FromStr for Target {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = DestinationError;
+    fn from_str(s: &str) -> Result<Self, DestinationError> {
         if s.starts_with("http://") || s.starts_with("https://") {
             Ok(Target::DicomWeb(s.parse()?))
         } else {

@@ -25,6 +25,9 @@ pub enum SegmentError {
     },
     #[error("the job is not usable: {0}")]
     BadJob(String),
+    /// One of the job's own result destinations cannot be parsed.
+    #[error("the job is not usable: {0}")]
+    BadDestination(#[from] crate::deliver::DestinationError),
     #[error("upload {key}: {message}")]
     Upload { key: String, message: String },
     /// A NIfTI input (a file of an upload or of a folder) that cannot be used.
@@ -32,15 +35,47 @@ pub enum SegmentError {
     Nifti { file: String, message: String },
     #[error("building the DICOM-SEG: {0}")]
     Seg(#[from] dicom_seg::SegError),
+    /// The staging store failed on one object (or listing): transient, retried.
+    #[error("staging store: {key}: {source}")]
+    Store {
+        /// The object key, or `listing <prefix>`.
+        key: String,
+        #[source]
+        source: staging::StoreError,
+    },
+    /// An object an event names is not in a file store fed by an FSx data-repository association
+    /// yet (the import lags the event): transient, retried.
+    #[error("staging store: {key}: not on the file system yet (the association's import lags the event)")]
+    NotImported { key: String },
+    /// A version-2 job's manifest could not be read for a reason another attempt may cure.
     #[error("staging store: {0}")]
-    Store(String),
+    JobManifest(#[source] staging::JobError),
     #[error("delivery to {destination}: {message}")]
     Delivery {
         destination: String,
         message: String,
     },
-    #[error("{0}")]
-    Io(String),
+    /// Local I/O (temporary files of an upload).
+    #[error("{what}: {source}")]
+    Io {
+        what: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A blocking task (parse, unzip, segmentation) panicked or was cancelled.
+    #[error("{what} task failed: {source}")]
+    Task {
+        what: &'static str,
+        #[source]
+        source: tokio::task::JoinError,
+    },
+    /// The SEG SOP Instance UID the pipeline made is not a valid store key.
+    #[error("SEG UID {uid}: {source}")]
+    SegUid {
+        uid: String,
+        #[source]
+        source: staging::UidError,
+    },
     /// One attempt took longer than the job deadline (a hung read or destination): abandoned;
     /// another attempt may succeed, so it is not permanent.
     #[error(
@@ -64,6 +99,7 @@ impl SegmentError {
                 | SegmentError::Instance { .. }
                 | SegmentError::Decode { .. }
                 | SegmentError::BadJob(_)
+                | SegmentError::BadDestination(_)
                 | SegmentError::Upload { .. }
                 | SegmentError::Nifti { .. }
                 | SegmentError::Seg(_)

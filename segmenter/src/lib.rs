@@ -11,6 +11,9 @@
 //! - [`canonical`], [`normalize`], [`patch3d`]: `geometry.kind = "patch3d"` models (canonical grid,
 //!   normalisations, MONAI/nnU-Net sliding window, output back on the reference grid);
 //! - [`pipeline`]: all of the above for one study, with per-stage timings, ending in SEG bytes.
+// `deny`, not `forbid`: ndarray's `s![]` macro expands to an `#[allow(unsafe_code)]` block of
+// its own (`SliceInfo::new_unchecked`), which `forbid` refuses; no `unsafe` of ours is allowed.
+#![deny(unsafe_code)]
 
 pub mod brain;
 pub mod canonical;
@@ -29,6 +32,7 @@ pub mod postprocess;
 pub mod preprocess;
 pub mod select;
 pub mod study;
+pub mod truth;
 pub mod volume;
 pub mod volumes_json;
 

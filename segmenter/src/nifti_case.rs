@@ -134,8 +134,10 @@ fn nifti_err(file: &str, message: impl Into<String>) -> SegmentError {
 }
 
 fn read_file(f: &CaseFile) -> Result<nifti::NiftiImage, SegmentError> {
-    let bytes = std::fs::read(&f.path)
-        .map_err(|e| SegmentError::Io(format!("{}: cannot be read: {e}", f.path.display())))?;
+    let bytes = std::fs::read(&f.path).map_err(|source| SegmentError::Io {
+        what: "reading a fetched NIfTI file",
+        source,
+    })?;
     nifti::read(&bytes).map_err(|e| nifti_err(&f.name, e.0))
 }
 
@@ -387,8 +389,11 @@ pub fn segment_case(
     let started = Instant::now();
     let labels = inputs.placement.orient(labelled.labels);
     let written = labels.mapv(|l| values[l as usize]);
-    let seg_nii_gz = nifti::write_labels_gz(&inputs.reference, &written)
-        .map_err(|e| SegmentError::Io(format!("writing {case}_seg.nii.gz: {}", e.0)))?;
+    let seg_nii_gz =
+        nifti::write_labels_gz(&inputs.reference, &written).map_err(|e| SegmentError::Io {
+            what: "writing the NIfTI label map",
+            source: std::io::Error::other(e.0),
+        })?;
     t.encode = started.elapsed();
     let brain_ml = labelled.brain_mask.as_ref().map(|b| b.ml);
     let doc = volumes_json(

@@ -62,7 +62,10 @@ pub async fn run(
         segment_case(&model, &c, &files, &values)
     })
     .await
-    .map_err(|e| SegmentError::Io(format!("segmentation task failed: {e}")))?
+    .map_err(|source| SegmentError::Task {
+        what: "segmentation",
+        source,
+    })?
     // The dead letter names the upload.
     .map_err(|e| match e {
         e if e.is_permanent() => upload_err(e.to_string()),
@@ -92,7 +95,10 @@ pub async fn run(
         ctx.store
             .put(key, bytes.into())
             .await
-            .map_err(|e| SegmentError::Store(format!("{}: {e}", key.as_str())))?;
+            .map_err(|source| SegmentError::Store {
+                key: key.as_str().to_string(),
+                source,
+            })?;
     }
     info!(result = %seg_key, volumes = %json_key, "NIfTI result stored (not sent to DICOM destinations)");
     Ok((seg_key.to_string(), Vec::new()))

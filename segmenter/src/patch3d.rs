@@ -2,7 +2,7 @@
 //! window, with MONAI's or nnU-Net v2's conventions, and its result mapped back to the reference
 //! series' grid. The manifest's comments (models/parity-patch3d/model.toml) and
 //! docs/BRING_YOUR_OWN_MODEL.md state every formula; the parity test
-//! (segmenter/tests/patch3d_parity.rs) runs MONAI and nnU-Net themselves on the same ONNX.
+//! (segmenter/tests/integration/patch3d_parity.rs) runs MONAI and nnU-Net themselves on the same ONNX.
 //!
 //! The window, for an image [C, D0, D1, D2] (canonical, normalised) and a patch [P0, P1, P2]:
 //! 1. an axis shorter than its patch is padded with zeros to P, diff / 2 before (both peers);

@@ -50,10 +50,21 @@ impl fmt::Display for DicomWebDestination {
     }
 }
 
+/// Why a DICOMweb destination URL was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("DICOMweb destination {input:?}: {why}")]
+pub struct DicomWebUrlError {
+    pub input: String,
+    pub why: &'static str,
+}
+
 impl FromStr for DicomWebDestination {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        let bad = |why: &str| format!("DICOMweb destination {s:?}: {why}");
+    type Err = DicomWebUrlError;
+    fn from_str(s: &str) -> Result<Self, DicomWebUrlError> {
+        let bad = |why: &'static str| DicomWebUrlError {
+            input: s.to_string(),
+            why,
+        };
         let (tls, rest) = if let Some(r) = s.strip_prefix("https://") {
             (true, r)
         } else if let Some(r) = s.strip_prefix("http://") {

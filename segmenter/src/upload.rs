@@ -3,7 +3,7 @@
 //! Someone uploads `uploads/<anything>.zip` (the DICOM files of one study), or the files of a
 //! folder `uploads/<name>/...` followed by an empty `uploads/<name>/COMPLETE`. The bucket's event
 //! notification puts an S3 event message on the job queue. A worker reads it here
-//! ([`parse_message`]), expands the upload into an ordinary job ([`expand`]): every DICOM file is
+//! ([`staging::message::parse_message`]), expands the upload into an ordinary job ([`expand`]): every DICOM file is
 //! parsed, its UIDs validated, and it is staged under `incoming/<study>/<series>/<sop>.dcm`
 //! exactly as the SCP stages what it receives; the job id is derived from the staged keys, so a
 //! redelivered event yields the same job id and therefore the same SEG SOP Instance UID.
@@ -20,12 +20,17 @@ use std::path::{Path, PathBuf};
 
 use dicom_dictionary_std::tags;
 use dicom_object::OpenFileOptions;
-use serde_json::Value;
 use staging::{Job, JobObject, ObjectKey, ObjectStore, StoreError, Uid, UploadKey};
 use tracing::{info, warn};
 
 use crate::error::SegmentError;
 use crate::study::text;
+
+// The queue-message contract (jobs and S3 event notifications) is staging's; re-exported here,
+// where the worker's upload path has always found it.
+pub use staging::message::{
+    decode_s3_key, parse_message, KeyDecodeError, Message, MessageError, S3Object,
+};
 
 /// Bounds on what one upload may expand to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,140 +51,6 @@ impl Default for UploadLimits {
     }
 }
 
-/// One object named by an S3 event notification record.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct S3Object {
-    /// e.g. `ObjectCreated:Put`, `ObjectCreated:CompleteMultipartUpload`.
-    pub event_name: String,
-    pub bucket: String,
-    /// The key, URL-decoded (S3 encodes keys in events, with `+` for a space).
-    pub key: String,
-    pub size: Option<u64>,
-}
-
-impl S3Object {
-    pub fn is_created(&self) -> bool {
-        self.event_name.starts_with("ObjectCreated:")
-    }
-}
-
-/// What a queue message asks for.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Message {
-    /// segnode's own job message (from the SCP).
-    Job(Job),
-    /// An S3 event notification (one or more records).
-    S3Event(Vec<S3Object>),
-    /// The `s3:TestEvent` S3 sends when notifications are configured: nothing to do.
-    S3TestEvent { bucket: String },
-}
-
-/// Tells a segnode job message from an S3 event notification (also inside an SNS envelope, when
-/// the notification went through a topic without raw delivery). The error is the reason the
-/// message goes to the dead-letter queue.
-pub fn parse_message(body: &str) -> Result<Message, String> {
-    parse_value(body, 0)
-}
-
-fn parse_value(body: &str, depth: u32) -> Result<Message, String> {
-    let value: Value = serde_json::from_str(body).map_err(|e| {
-        format!("not a segnode job message nor an S3 event notification: not JSON: {e}")
-    })?;
-    let obj = value.as_object().ok_or_else(|| {
-        "not a segnode job message nor an S3 event notification: not a JSON object".to_string()
-    })?;
-    if obj.contains_key("version") {
-        return Job::from_json(body)
-            .map(Message::Job)
-            .map_err(|e| format!("not a segnode job message: {e}"));
-    }
-    if let Some(records) = obj.get("Records") {
-        return parse_records(records).map(Message::S3Event);
-    }
-    if obj.get("Event").and_then(Value::as_str) == Some("s3:TestEvent") {
-        let bucket = obj
-            .get("Bucket")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_string();
-        return Ok(Message::S3TestEvent { bucket });
-    }
-    if depth == 0 && obj.get("Type").and_then(Value::as_str) == Some("Notification") {
-        if let Some(inner) = obj.get("Message").and_then(Value::as_str) {
-            return parse_value(inner, depth + 1);
-        }
-    }
-    Err(
-        "not a segnode job message (no \"version\") nor an S3 event notification (no \"Records\")"
-            .to_string(),
-    )
-}
-
-fn parse_records(records: &Value) -> Result<Vec<S3Object>, String> {
-    let records = records
-        .as_array()
-        .ok_or("S3 event notification: \"Records\" is not a list")?;
-    if records.is_empty() {
-        return Err("S3 event notification without records".into());
-    }
-    records
-        .iter()
-        .enumerate()
-        .map(|(i, r)| {
-            let field =
-                |path: &[&str]| -> Option<&Value> { path.iter().try_fold(r, |v, k| v.get(*k)) };
-            let string = |path: &[&str]| -> Result<String, String> {
-                field(path)
-                    .and_then(Value::as_str)
-                    .map(str::to_string)
-                    .ok_or_else(|| {
-                        format!("S3 event notification record {i}: no {}", path.join("."))
-                    })
-            };
-            if let Some(source) = field(&["eventSource"]).and_then(Value::as_str) {
-                if source != "aws:s3" {
-                    return Err(format!(
-                        "event record {i} comes from {source:?}, not aws:s3"
-                    ));
-                }
-            }
-            let raw_key = string(&["s3", "object", "key"])?;
-            Ok(S3Object {
-                event_name: string(&["eventName"])?,
-                bucket: string(&["s3", "bucket", "name"])?,
-                key: decode_s3_key(&raw_key).map_err(|e| {
-                    format!("S3 event notification record {i}: key {raw_key:?}: {e}")
-                })?,
-                size: field(&["s3", "object", "size"]).and_then(Value::as_u64),
-            })
-        })
-        .collect()
-}
-
-/// Decodes a key as S3 writes it into event notifications: URL-encoded, `+` for a space.
-pub fn decode_s3_key(raw: &str) -> Result<String, String> {
-    let b = raw.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        match b[i] {
-            b'+' => out.push(b' '),
-            b'%' => {
-                let hex = b
-                    .get(i + 1..i + 3)
-                    .and_then(|h| std::str::from_utf8(h).ok())
-                    .and_then(|h| u8::from_str_radix(h, 16).ok())
-                    .ok_or("a '%' not followed by two hex digits")?;
-                out.push(hex);
-                i += 2;
-            }
-            c => out.push(c),
-        }
-        i += 1;
-    }
-    String::from_utf8(out).map_err(|_| "does not decode to UTF-8".to_string())
-}
-
 fn upload_error(key: &ObjectKey, message: impl Into<String>) -> SegmentError {
     SegmentError::Upload {
         key: key.to_string(),
@@ -197,7 +68,10 @@ async fn get_to_file(
         Ok(n) => Ok(n),
         // Gone after its event was sent (deleted, expired): no retry brings it back.
         Err(StoreError::NotFound(_)) => Err(upload_error(key, "no longer in the store")),
-        Err(e) => Err(SegmentError::Store(format!("{}: {e}", key.as_str()))),
+        Err(e) => Err(SegmentError::Store {
+            key: key.as_str().to_string(),
+            source: e,
+        }),
     }
 }
 
@@ -263,7 +137,10 @@ pub async fn fetch(
     let work = tempfile::Builder::new()
         .prefix("segnode-upload-")
         .tempdir()
-        .map_err(|e| SegmentError::Io(format!("cannot create a temporary folder: {e}")))?;
+        .map_err(|source| SegmentError::Io {
+            what: "cannot create a temporary folder",
+            source,
+        })?;
     let files = match key.parse_upload() {
         Some(UploadKey::Zip) => {
             if let Some(size) = size_hint.filter(|&s| s > limits.max_bytes) {
@@ -276,13 +153,17 @@ pub async fn fetch(
             }
             let (k, l, dir) = (key.clone(), *limits, work.path().to_path_buf());
             tokio::task::spawn_blocking(move || {
-                let zip = std::fs::File::open(&zip_path).map_err(|e| {
-                    SegmentError::Io(format!("cannot reopen the downloaded upload: {e}"))
+                let zip = std::fs::File::open(&zip_path).map_err(|source| SegmentError::Io {
+                    what: "cannot reopen the downloaded upload",
+                    source,
                 })?;
                 unzip(zip, &k, &l, &dir)
             })
             .await
-            .map_err(|e| SegmentError::Io(format!("unzip task failed: {e}")))??
+            .map_err(|source| SegmentError::Task {
+                what: "unzip",
+                source,
+            })??
         }
         Some(UploadKey::Folder { prefix }) => {
             read_folder(store, key, &prefix, limits, work.path()).await?
@@ -364,8 +245,10 @@ fn unzip<R: Read + std::io::Seek>(
         }
         // Entry names never become paths: the file is named by its index.
         let path = dir.join(format!("{i}.dcm"));
-        let mut file = std::fs::File::create(&path)
-            .map_err(|e| SegmentError::Io(format!("cannot write a temporary file: {e}")))?;
+        let mut file = std::fs::File::create(&path).map_err(|source| SegmentError::Io {
+            what: "cannot write a temporary file",
+            source,
+        })?;
         // The declared size may lie: never inflate more than the room left (plus one byte to notice).
         let n = std::io::copy(&mut (&mut entry).take(room + 1), &mut file)
             .map_err(|e| upload_error(key, format!("entry {name:?} cannot be inflated: {e}")))?;
@@ -390,7 +273,10 @@ async fn read_folder(
     let keys: Vec<ObjectKey> = store
         .list(prefix)
         .await
-        .map_err(|e| SegmentError::Store(format!("listing {prefix}: {e}")))?
+        .map_err(|source| SegmentError::Store {
+            key: format!("listing {prefix}"),
+            source,
+        })?
         .into_iter()
         .filter(|k| k != marker && !is_skipped(k.as_str()))
         .collect();
@@ -463,7 +349,10 @@ pub(crate) async fn stage(
         (ids, files)
     })
     .await
-    .map_err(|e| SegmentError::Io(format!("parse task failed: {e}")))?;
+    .map_err(|source| SegmentError::Task {
+        what: "parse",
+        source,
+    })?;
     let identified = identified.map_err(|m| upload_error(upload, m))?;
     let studies: BTreeSet<&Uid> = identified.iter().map(|(st, _, _)| st).collect();
     let study = match studies.len() {
@@ -490,7 +379,10 @@ pub(crate) async fn stage(
         store
             .put_file(&key, &path)
             .await
-            .map_err(|e| SegmentError::Store(format!("{}: {e}", key.as_str())))?;
+            .map_err(|source| SegmentError::Store {
+                key: key.as_str().to_string(),
+                source,
+            })?;
         objects.push(JobObject {
             key,
             series_uid: series,
@@ -516,136 +408,6 @@ mod tests {
 
     use staging::LocalStore;
     use zip::write::SimpleFileOptions;
-
-    /// The example event of the S3 user guide ("Event message structure"), with a key that S3
-    /// URL-encodes: a space as '+', and a '+' and a non-ASCII character percent-encoded.
-    const AWS_EXAMPLE_EVENT: &str = r#"{
-       "Records":[
-          {
-             "eventVersion":"2.1",
-             "eventSource":"aws:s3",
-             "awsRegion":"us-west-2",
-             "eventTime":"1970-01-01T00:00:00.000Z",
-             "eventName":"ObjectCreated:Put",
-             "userIdentity":{"principalId":"AIDAJDPLRKLG7UEXAMPLE"},
-             "requestParameters":{"sourceIPAddress":"127.0.0.1"},
-             "responseElements":{
-                "x-amz-request-id":"C3D13FE58DE4C810",
-                "x-amz-id-2":"FMyUVURIY8/IgAtTv8xRjskZQpcIZ9KG4V5Wp6S7S/JRWeUWerMUE5JgHvANOjpD"
-             },
-             "s3":{
-                "s3SchemaVersion":"1.0",
-                "configurationId":"testConfigRule",
-                "bucket":{
-                   "name":"amzn-s3-demo-bucket",
-                   "ownerIdentity":{"principalId":"A3NL1KOZZKExample"},
-                   "arn":"arn:aws:s3:::amzn-s3-demo-bucket"
-                },
-                "object":{
-                   "key":"uploads/brain+scan%2B1+%C3%A9t%C3%A9.zip",
-                   "size":1024,
-                   "eTag":"d41d8cd98f00b204e9800998ecf8427e",
-                   "versionId":"096fKKXTRTtl3on89fVO.nfljtsv6qko",
-                   "sequencer":"0055AED6DCD90281E5"
-                }
-             }
-          }
-       ]
-    }"#;
-
-    /// What S3 sends to a queue when a notification configuration is saved.
-    const AWS_TEST_EVENT: &str = r#"{
-       "Service":"Amazon S3",
-       "Event":"s3:TestEvent",
-       "Time":"2014-10-13T15:57:02.089Z",
-       "Bucket":"amzn-s3-demo-bucket",
-       "RequestId":"5582815E1AEA5ADF",
-       "HostId":"8cLeGAmw098X5cv4Zkwcmo8vvZa3eH3eKxsPzbB9wrR+YstdA6Knx4Ip8EXAMPLE"
-    }"#;
-
-    #[test]
-    fn parses_the_aws_example_event_and_decodes_the_key() {
-        let Message::S3Event(objects) = parse_message(AWS_EXAMPLE_EVENT).unwrap() else {
-            panic!("not an S3 event");
-        };
-        assert_eq!(
-            objects,
-            vec![S3Object {
-                event_name: "ObjectCreated:Put".into(),
-                bucket: "amzn-s3-demo-bucket".into(),
-                key: "uploads/brain scan+1 été.zip".into(),
-                size: Some(1024),
-            }]
-        );
-        assert!(objects[0].is_created());
-    }
-
-    #[test]
-    fn the_test_event_is_recognised() {
-        assert_eq!(
-            parse_message(AWS_TEST_EVENT).unwrap(),
-            Message::S3TestEvent {
-                bucket: "amzn-s3-demo-bucket".into()
-            }
-        );
-    }
-
-    #[test]
-    fn an_sns_envelope_is_opened() {
-        let body = serde_json::json!({
-            "Type": "Notification",
-            "MessageId": "x",
-            "TopicArn": "arn:aws:sns:us-west-2:123456789012:uploads",
-            "Message": AWS_EXAMPLE_EVENT,
-        })
-        .to_string();
-        assert!(matches!(parse_message(&body), Ok(Message::S3Event(o)) if o.len() == 1));
-    }
-
-    #[test]
-    fn job_messages_still_parse_and_garbage_says_why() {
-        let job = Job::new(
-            Uid::new("1.2").unwrap(),
-            vec![JobObject {
-                key: ObjectKey::incoming(
-                    &Uid::new("1.2").unwrap(),
-                    &Uid::new("1.3").unwrap(),
-                    &Uid::new("1.4").unwrap(),
-                ),
-                series_uid: Uid::new("1.3").unwrap(),
-                sop_uid: Uid::new("1.4").unwrap(),
-            }],
-            None,
-            1,
-        );
-        assert_eq!(parse_message(&job.to_json()).unwrap(), Message::Job(job));
-        for (body, says) in [
-            ("hello", "not JSON"),
-            ("[1]", "not a JSON object"),
-            ("{\"a\":1}", "no \"Records\""),
-            ("{\"version\":9}", "version 9"),
-            ("{\"Records\":[]}", "without records"),
-            ("{\"Records\":[{\"eventName\":\"ObjectCreated:Put\"}]}", "no s3.object.key"),
-            (
-                "{\"Records\":[{\"eventSource\":\"aws:sqs\"}]}",
-                "not aws:s3",
-            ),
-            (
-                "{\"Records\":[{\"eventName\":\"x\",\"s3\":{\"bucket\":{\"name\":\"b\"},\"object\":{\"key\":\"a%zz\"}}}]}",
-                "two hex digits",
-            ),
-        ] {
-            let e = parse_message(body).unwrap_err();
-            assert!(e.contains(says), "{body}: {e}");
-        }
-    }
-
-    #[test]
-    fn decodes_keys_like_s3() {
-        assert_eq!(decode_s3_key("a+b%2Bc%2Fd").unwrap(), "a b+c/d");
-        assert!(decode_s3_key("%").is_err());
-        assert!(decode_s3_key("%ff").is_err());
-    }
 
     fn study_dir() -> std::path::PathBuf {
         testkit::workspace_root().join("testdata/studies/synth-007-axial-rle/dicom")

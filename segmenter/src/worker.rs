@@ -162,7 +162,10 @@ async fn fetch_and_segment(
             .store
             .get(&o.key)
             .await
-            .map_err(|e| SegmentError::Store(format!("{}: {e}", o.key.as_str())))?;
+            .map_err(|source| SegmentError::Store {
+                key: o.key.as_str().to_string(),
+                source,
+            })?;
         bytes.push((o.key.as_str().to_string(), b));
     }
     let fetch = started.elapsed();
@@ -185,7 +188,10 @@ async fn fetch_and_segment(
         Ok::<_, SegmentError>(out)
     })
     .await
-    .map_err(|e| SegmentError::Io(format!("segmentation task failed: {e}")))??;
+    .map_err(|source| SegmentError::Task {
+        what: "segmentation",
+        source,
+    })??;
     Ok((outcome, fetch))
 }
 
@@ -258,7 +264,7 @@ pub async fn handle(ctx: &WorkerContext, msg: Received) -> Handled {
             }
             Handled::Ignored(what)
         }
-        Err(reason) => dead_letter(ctx, &msg, None, reason).await,
+        Err(reason) => dead_letter(ctx, &msg, None, reason.to_string()).await,
     }
 }
 
@@ -393,15 +399,17 @@ async fn run_uploads(
                 .store
                 .exists(&key)
                 .await
-                .map_err(|e| SegmentError::Store(format!("{}: {e}", key.as_str())))?
+                .map_err(|source| SegmentError::Store {
+                    key: key.as_str().to_string(),
+                    source,
+                })?
         {
             // A file store fed by an FSx data-repository association imports asynchronously:
             // the event can come first. Retried (--retry-delay), dead-lettered after
             // --max-receives attempts.
-            return Err(SegmentError::Store(format!(
-                "{}: not on the file system yet (the association's import lags the event)",
-                key.as_str()
-            )));
+            return Err(SegmentError::NotImported {
+                key: key.as_str().to_string(),
+            });
         }
         let fetched = upload::fetch(ctx.store.as_ref(), &key, o.size, &ctx.config.upload).await?;
         if crate::nifti_upload::is_nifti_upload(&fetched) {
@@ -423,7 +431,7 @@ async fn load_objects(ctx: &WorkerContext, job: &Job) -> Result<Job, SegmentErro
     if job.manifest.is_some() {
         job.load_objects(ctx.store.as_ref()).await.map_err(|e| {
             if e.is_transient() {
-                SegmentError::Store(e.to_string())
+                SegmentError::JobManifest(e)
             } else {
                 SegmentError::BadJob(e.to_string())
             }
@@ -476,7 +484,10 @@ async fn run_job(ctx: &WorkerContext, job: &Job) -> Result<(String, Vec<String>)
     let sop = outcome.seg_sop_instance_uid.clone();
     let key = ObjectKey::result(
         &job.study_uid,
-        &Uid::new(&sop).map_err(|e| SegmentError::Io(format!("SEG UID {sop}: {e}")))?,
+        &Uid::new(&sop).map_err(|source| SegmentError::SegUid {
+            uid: sop.clone(),
+            source,
+        })?,
     );
     let volumes: Vec<String> = outcome
         .segments
@@ -500,7 +511,10 @@ async fn run_job(ctx: &WorkerContext, job: &Job) -> Result<(String, Vec<String>)
     ctx.store
         .put(&key, outcome.seg.clone().into())
         .await
-        .map_err(|e| SegmentError::Store(format!("{}: {e}", key.as_str())))?;
+        .map_err(|source| SegmentError::Store {
+            key: key.as_str().to_string(),
+            source,
+        })?;
     // The volumes beside the SEG (issue 18), after it: the same document as for NIfTI input.
     let json_key = ObjectKey::new(format!("results/{}/volumes.json", job.study_uid))
         .map_err(|e| SegmentError::BadJob(e.to_string()))?;
@@ -508,11 +522,14 @@ async fn run_job(ctx: &WorkerContext, job: &Job) -> Result<(String, Vec<String>)
     ctx.store
         .put(&json_key, json.into())
         .await
-        .map_err(|e| SegmentError::Store(format!("{}: {e}", json_key.as_str())))?;
+        .map_err(|source| SegmentError::Store {
+            key: json_key.as_str().to_string(),
+            source,
+        })?;
     let started = Instant::now();
     let mut destinations = ctx.config.destinations.clone();
     for d in &job.results.destinations {
-        let d: Target = d.parse().map_err(|e: String| SegmentError::BadJob(e))?;
+        let d: Target = d.parse()?;
         if !destinations.contains(&d) {
             destinations.push(d);
         }

@@ -2,11 +2,13 @@
 //! how jobs travel ([`JobQueue`]), what a job says ([`Job`]) and how UIDs become keys
 //! ([`Uid`], [`ObjectKey`]). Embedded defaults (a local folder, an SQLite file) and their
 //! AWS counterparts (S3, SQS) behave the same behind the traits.
+#![forbid(unsafe_code)]
 
 mod aws;
 pub mod job;
 pub mod keys;
 pub mod logsafe;
+pub mod message;
 pub mod queue;
 pub mod s3;
 pub mod scan;
@@ -25,6 +27,7 @@ pub use keys::{
     UPLOAD_COMPLETE_MARKER,
 };
 pub use logsafe::{escape, Escaped};
+pub use message::{decode_s3_key, parse_message, KeyDecodeError, Message, MessageError, S3Object};
 pub use queue::{Backlog, DeadLetter, JobQueue, QueueError, Receipt, Received, Sent};
 pub use s3::{S3Settings, S3Store};
 pub use sqlite_queue::{QueuedMessage, SqliteQueue};

@@ -2,6 +2,7 @@
 //! drive (the moto server, dcmtk, the Python venv from `scripts/install-test-deps.sh`, the
 //! built `segnode` binary) and fails loudly, naming the install step, when one is missing:
 //! a test never skips because a tool is absent.
+#![forbid(unsafe_code)]
 
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};

@@ -2,12 +2,10 @@
 //! scp` stages a study to S3 and puts one job on SQS; `segnode worker`, a separate process, takes it,
 //! writes the SEG under results/ and delivers it to a dcmtk storescp.
 
-mod common;
-
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::Storescp;
+use crate::common::Storescp;
 use staging::{AwsSettings, Job, JobQueue, ObjectStore, S3Settings, S3Store, SqsQueue};
 use testkit::{make_series, wait_until, ChildGuard, Moto, Node};
 

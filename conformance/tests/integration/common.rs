@@ -1,4 +1,4 @@
-//! Helpers shared by the conformance test binaries.
+//! Helpers shared by the conformance test modules.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -18,7 +18,6 @@ pub fn jobs(node: &Node) -> Vec<Job> {
 }
 
 /// Wait until at least `n` jobs are on the queue.
-#[allow(dead_code)] // not every test binary uses it
 pub fn wait_jobs(node: &Node, n: usize) -> Vec<Job> {
     wait_until(
         Duration::from_secs(60),
@@ -33,14 +32,12 @@ pub fn wait_jobs(node: &Node, n: usize) -> Vec<Job> {
 const SEG_CLASS: &str = "1.2.840.10008.5.1.4.1.1.66.4";
 
 /// A dcmtk storescp destination writing into its own folder.
-#[allow(dead_code)] // not every test binary uses it
 pub struct Storescp {
     pub port: u16,
     pub out: tempfile::TempDir,
     _child: ChildGuard,
 }
 
-#[allow(dead_code)]
 impl Storescp {
     pub fn start(extra: &[&str]) -> Storescp {
         let out = tempfile::tempdir().unwrap();

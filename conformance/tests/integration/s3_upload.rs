@@ -6,19 +6,17 @@
 //! when notifications are configured is deleted, not dead-lettered; a non-DICOM upload is
 //! dead-lettered with the reason.
 
-mod common;
-
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::common::Storescp;
 use aws_sdk_s3::types::{
     Event, FilterRule, FilterRuleName, NotificationConfiguration, NotificationConfigurationFilter,
     QueueConfiguration, S3KeyFilter,
 };
 use aws_sdk_sqs::types::QueueAttributeName;
-use common::Storescp;
 use staging::{
     AwsSettings, JobQueue, ObjectKey, ObjectStore, S3Settings, S3Store, SqsQueue, SqsSettings,
 };

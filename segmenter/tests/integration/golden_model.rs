@@ -133,8 +133,7 @@ fn slices_run_in_parallel_give_the_same_logits() {
             }
         }
     }
-    let manifest = segmenter::manifest::Manifest::load(&dir).unwrap();
-    let model = segmenter::Model::load(manifest).unwrap();
+    let model = crate::common::shipped_model();
     let one = model
         .clone()
         .with_slice_threads(1)

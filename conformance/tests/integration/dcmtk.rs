@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use testkit::{files_under, make_series, python, require_tool, stdout_of, wait_until, Node};
 
-mod common;
-use common::wait_jobs;
+use crate::common;
+use crate::common::wait_jobs;
 
 fn stored_instances(node: &Node) -> Vec<PathBuf> {
     files_under(&node.data_dir.join("store/incoming"))

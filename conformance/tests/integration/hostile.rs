@@ -5,7 +5,7 @@
 //! 5 s, and keep its peak resident memory (VmHWM, reset before each attack through
 //! /proc/PID/clear_refs) below `PEAK_RSS_LIMIT_MB`.
 //!
-//! `cargo test -p conformance --test hostile -- --nocapture` prints the table
+//! `cargo test -p conformance --test integration -- hostile:: --nocapture` prints the table
 //! (attack -> answer -> node alive -> peak RSS -> echo time) that conformance/HOSTILE.md quotes.
 //! With `SEGNODE_BIN` pointing at an older binary the same table shows its behaviour; a node
 //! that died is restarted for the next attack.

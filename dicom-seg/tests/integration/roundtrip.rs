@@ -1,8 +1,6 @@
 //! Library behaviour without external tools: encode, read back, check geometry, ordering and errors.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use dicom_dictionary_std::tags;
 use dicom_seg::*;
 use ndarray::{Array3, Axis};

@@ -2,15 +2,13 @@
 //! `segnode serve --tls-cert --tls-key --tls-client-ca`. Every certificate is made here with
 //! openssl, for this run (no committed private keys).
 
-mod common;
-
 use std::io::Read;
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::Storescp;
+use crate::common::Storescp;
 use staging::{Job, SqliteQueue};
 use testkit::{
     free_port, require_tool, segnode_bin, wait_for_port, wait_until, workspace_root, ChildGuard,

@@ -1,9 +1,7 @@
 //! Interoperability with real peers: dicom3tools (dciodvfy), highdicom, dcmqi, dcmtk + Orthanc.
 //! These tests fail (never skip) when a peer is missing: run scripts/install-test-deps.sh.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use dicom_seg::*;
 use ndarray::{Array3, Array4, Axis};
 use std::path::{Path, PathBuf};

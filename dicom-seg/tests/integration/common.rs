@@ -1,6 +1,5 @@
 //! Shared test support: deterministic synthetic MR series (no patient data), the masks drawn on them,
 //! and helpers to run the real peer tools (dicom3tools, dcmtk, highdicom, dcmqi, Orthanc).
-#![allow(dead_code)]
 
 use dicom_core::value::DataSetSequence;
 use dicom_core::{DataElement, PrimitiveValue, Tag, VR};

@@ -3,19 +3,18 @@
 //! ground truth. The model card's figures for these two studies (Python + onnxruntime, same
 //! preprocessing) are the floor: geometry or preprocessing that drifts shows up as lost Dice.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use ndarray::Array3;
 use segmenter::postprocess::dice;
 use segmenter::study::parse_instance;
+use segmenter::truth::GroundTruth;
 use segmenter::{segment_study, Manifest, Model, SegSettings};
 
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
+use crate::common::root;
 
 fn model() -> Model {
-    Model::load(Manifest::load(&root().join("models/brats-synth-unet2d")).unwrap()).unwrap()
+    crate::common::shipped_model()
 }
 
 fn instances(study: &Path) -> Vec<dicom_object::DefaultDicomObject> {
@@ -33,8 +32,12 @@ fn truth(study: &Path, slice_sources: &[(String, Option<u32>)]) -> Array3<u8> {
 }
 
 /// A raw truth file named by truth.json's `key` (raw_file: labels, brain_file: brain mask), re-ordered
-/// like the outcome's slices.
-fn truth_file(study: &Path, slice_sources: &[(String, Option<u32>)], key: &str) -> Array3<u8> {
+/// like the outcome's slices (segmenter::truth, the reader `segnode demo` uses too).
+fn truth_file(
+    study: &Path,
+    slice_sources: &[(String, Option<u32>)],
+    key: &'static str,
+) -> Array3<u8> {
     let meta: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(study.join("truth/truth.json")).unwrap())
             .unwrap();
@@ -44,21 +47,13 @@ fn truth_file(study: &Path, slice_sources: &[(String, Option<u32>)], key: &str) 
         .iter()
         .map(|v| v.as_u64().unwrap() as usize)
         .collect();
-    let raw = std::fs::read(study.join("truth").join(meta[key].as_str().unwrap())).unwrap();
-    let raw = Array3::from_shape_vec((shape[0], shape[1], shape[2]), raw).unwrap();
-    let uids: Vec<&str> = meta["reference_sop_instance_uids"]
-        .as_array()
+    let sops: Vec<&str> = slice_sources.iter().map(|(sop, _)| sop.as_str()).collect();
+    GroundTruth::open(study)
         .unwrap()
-        .iter()
-        .map(|v| v.as_str().unwrap())
-        .collect();
-    let mut out = Array3::<u8>::zeros(raw.dim());
-    for (k, (sop, _)) in slice_sources.iter().enumerate() {
-        let src = uids.iter().position(|u| u == sop).expect("slice in truth");
-        out.index_axis_mut(ndarray::Axis(0), k)
-            .assign(&raw.index_axis(ndarray::Axis(0), src));
-    }
-    out
+        .expect("truth/truth.json")
+        .volume(key, &sops, shape[1], shape[2])
+        .unwrap()
+        .expect("slice in truth")
 }
 
 /// (WT, TC, ET, brain) from the model card (models/brats-synth-unet2d/eval_test_studies.json), rounded

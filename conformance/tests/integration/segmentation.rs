@@ -3,14 +3,12 @@
 //! masks are scored against the study's ground truth. Then the failure paths: a worker killed
 //! mid-job, a destination that refuses, a study without FLAIR, compressed twins.
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use common::Storescp;
+use crate::common::Storescp;
 use staging::{JobQueue, SqliteQueue};
 use testkit::{
     free_port, require_tool, wait_for_port, wait_until, workspace_root, ChildGuard, Node,

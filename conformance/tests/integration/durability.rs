@@ -12,8 +12,8 @@ use testkit::{
     wait_until, Node,
 };
 
-mod common;
-use common::jobs;
+use crate::common;
+use crate::common::jobs;
 
 const STUDY_PREFIX: &str = "1.2.826.0.1.3680043.10.1511.1.";
 

@@ -3,7 +3,7 @@
 //! A-ASSOCIATE-RJ / A-ABORT, within its ARTIM timeout (plus a margin for a loaded machine),
 //! and afterwards a real dcmtk `echoscu` must still be answered.
 //!
-//! Run with `cargo test -p conformance --test malformed -- --nocapture` to see the outcome
+//! Run with `cargo test -p conformance --test integration -- malformed:: --nocapture` to see the outcome
 //! table (case -> what came back -> how long it took).
 
 use std::io::{ErrorKind, Read, Write};

@@ -1,0 +1,11 @@
+//! The integration tests of `scaler`, one test binary (it links the crate and its dependencies once,
+//! not once per file). Each file here is a module: `cargo test -p scaler --test integration -- <module>::`
+//! runs one. Add a new test file here as a module; a file directly under `tests/` would become a
+//! binary of its own (scripts/test.sh refuses that).
+#![forbid(unsafe_code)]
+
+mod binary;
+mod controller;
+mod policy;
+mod protection;
+mod sim;

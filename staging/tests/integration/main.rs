@@ -1,0 +1,10 @@
+//! The integration tests of `staging`, one test binary (it links the crate and its dependencies once,
+//! not once per file). Each file here is a module: `cargo test -p staging --test integration -- <module>::`
+//! runs one. Add a new test file here as a module; a file directly under `tests/` would become a
+//! binary of its own (scripts/test.sh refuses that).
+#![forbid(unsafe_code)]
+
+mod aws_moto;
+mod local_store;
+mod scan_props;
+mod sqlite_queue;
