@@ -145,6 +145,9 @@ pub struct ScpSection {
     pub tls_port: u16,
     /// Require client certificates signed by this CA (PEM): mutual TLS.
     pub tls_client_ca: Option<PathBuf>,
+    /// Listen on a non-loopback address without an allowlist or a TLS client CA (a firewall or
+    /// security group decides who can reach the port).
+    pub allow_any_caller: bool,
 }
 
 impl Default for ScpSection {
@@ -152,7 +155,7 @@ impl Default for ScpSection {
         let d = ScpConfig::new("");
         ScpSection {
             ae_title: d.ae_title,
-            bind: "0.0.0.0".into(),
+            bind: "127.0.0.1".into(),
             port: 11112,
             allowed_callers: Vec::new(),
             max_pdu: d.max_pdu_length,
@@ -170,6 +173,7 @@ impl Default for ScpSection {
             tls_key: None,
             tls_port: 2762,
             tls_client_ca: None,
+            allow_any_caller: false,
         }
     }
 }
@@ -272,8 +276,42 @@ impl FileConfig {
         };
         // With TLS, `--port 0` turns plain TCP off; without, port 0 is any free port.
         c.plain = !(c.tls.is_some() && s.port == 0);
+        check_exposure(&c, s.allow_any_caller)?;
         Ok(c)
     }
+}
+
+/// Safe by default: the listener binds 127.0.0.1 unless told otherwise, and refuses to listen on
+/// any other address for *any* caller. On a reachable address it needs an allowlist
+/// (`--allow-calling`), mutual TLS (`--tls-client-ca`), or `--allow-any-caller` (a firewall or
+/// security group already decides who can reach the port; the CloudFormation stack says so).
+fn check_exposure(c: &ScpConfig, allow_any_caller: bool) -> Result<()> {
+    let mut addrs = Vec::new();
+    if c.plain {
+        addrs.push(c.bind);
+    }
+    if let Some(t) = &c.tls {
+        addrs.push(t.bind);
+    }
+    let mutual_tls = c
+        .tls
+        .as_ref()
+        .is_some_and(|t| t.client_certificates_required);
+    for addr in addrs {
+        if addr.ip().is_loopback() || allow_any_caller || !c.allowed_callers.is_empty() {
+            continue;
+        }
+        // Mutual TLS guards the TLS port only; a plain port beside it is still open to anyone.
+        if mutual_tls && c.tls.as_ref().is_some_and(|t| t.bind == addr) {
+            continue;
+        }
+        bail!(
+            "refusing to listen on {addr} for any caller: name who may send with --allow-calling \
+             AE[@HOST] (repeatable), require client certificates with --tls-client-ca (TLS port \
+             only), or pass --allow-any-caller if a firewall already restricts who can reach it"
+        );
+    }
+    Ok(())
 }
 
 pub fn secs(v: f64, what: &str) -> Result<Duration> {

@@ -220,9 +220,14 @@ struct NodeArgs {
     /// Allowlist entries `AE[@HOST]#CN` also require that certificate common name.
     #[arg(long, value_name = "FILE", env = "SEGNODE_TLS_CLIENT_CA")]
     tls_client_ca: Option<PathBuf>,
-    /// Address to listen on.
+    /// Address to listen on (default 127.0.0.1; e.g. 0.0.0.0 for every interface, which then
+    /// needs --allow-calling, --tls-client-ca or --allow-any-caller).
     #[arg(long, env = "SEGNODE_BIND")]
     bind: Option<String>,
+    /// Listen on a non-loopback address for any caller that calls our AE title, without an
+    /// allowlist or client certificates (when a firewall decides who can reach the port).
+    #[arg(long, env = "SEGNODE_ALLOW_ANY_CALLER")]
+    allow_any_caller: bool,
     /// Seconds without a new instance after which a study is complete.
     #[arg(long, env = "SEGNODE_QUIET_PERIOD")]
     quiet_period: Option<f64>,
@@ -349,6 +354,9 @@ impl NodeArgs {
             f.scp.tls_client_ca = self.tls_client_ca.clone();
         }
         set!(f.scp.bind, self.bind);
+        if self.allow_any_caller {
+            f.scp.allow_any_caller = true;
+        }
         set!(f.scp.quiet_period_secs, self.quiet_period);
         set!(f.scp.drain_time_secs, self.drain_time);
         set!(f.scp.max_associations, self.max_associations);

@@ -178,7 +178,7 @@ impl ScpConfig {
     pub fn new(spool_dir: impl Into<PathBuf>) -> Self {
         ScpConfig {
             ae_title: "SEGNODE".into(),
-            bind: SocketAddr::from(([0, 0, 0, 0], 11112)),
+            bind: SocketAddr::from(([127, 0, 0, 1], 11112)),
             allowed_callers: Vec::new(),
             max_pdu_length: 131_072,
             max_associations: 16,

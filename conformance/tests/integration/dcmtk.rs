@@ -46,6 +46,54 @@ fn calling_ae_allowlist_checks_title_and_host() {
     assert_eq!(rc, 1, "FARSCU is allowed only from 10.9.9.9: {out}");
 }
 
+/// Safe by default: on every interface the node refuses to start for any caller, and says how
+/// to name who may send; with an allowlist (or --allow-any-caller) it starts. Without --bind it
+/// is on loopback only.
+#[test]
+fn a_listener_on_every_interface_needs_an_allowlist_or_an_explicit_any_caller() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(testkit::segnode_bin())
+        .args([
+            "serve",
+            "--workers",
+            "0",
+            "--http",
+            "off",
+            "--bind",
+            "0.0.0.0",
+        ])
+        .arg("--data-dir")
+        .arg(dir.path().join("refused"))
+        .args(["--port", &testkit::free_port().to_string()])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("refusing to listen on 0.0.0.0:")
+            && stderr.contains("--allow-calling")
+            && stderr.contains("--allow-any-caller"),
+        "{stderr}"
+    );
+    for (i, extra) in [
+        &["--bind", "0.0.0.0", "--allow-calling", "GOODSCU@127.0.0.1"][..],
+        &["--bind", "0.0.0.0", "--allow-any-caller"][..],
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let node = Node::listener(&dir.path().join(format!("open-{i}")), extra);
+        assert_eq!(node.echoscu("GOODSCU", "SEGNODE").0, 0, "{extra:?}");
+        assert!(node.log_text().contains("addr=0.0.0.0:"), "{extra:?}");
+    }
+    let node = Node::listener(&dir.path().join("default"), &[]);
+    assert!(
+        node.log_text().contains("addr=127.0.0.1:"),
+        "{}",
+        node.log_text()
+    );
+}
+
 /// (name, how to make the files from the explicit-LE originals, storescu proposal flag, transfer syntax UID)
 const SYNTAXES: &[(&str, &str, &str, &str)] = &[
     ("explicit-le", "copy", "-xe", "1.2.840.10008.1.2.1"),
