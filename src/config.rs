@@ -145,6 +145,13 @@ pub struct ScpSection {
     pub tls_port: u16,
     /// Require client certificates signed by this CA (PEM): mutual TLS.
     pub tls_client_ca: Option<PathBuf>,
+    /// The same three as PEM text instead of files (secrets injected as variables).
+    #[serde(skip)]
+    pub tls_cert_pem: Option<String>,
+    #[serde(skip)]
+    pub tls_key_pem: Option<String>,
+    #[serde(skip)]
+    pub tls_client_ca_pem: Option<String>,
     /// Listen on a non-loopback address without an allowlist or a TLS client CA (a firewall or
     /// security group decides who can reach the port).
     pub allow_any_caller: bool,
@@ -173,6 +180,9 @@ impl Default for ScpSection {
             tls_key: None,
             tls_port: 2762,
             tls_client_ca: None,
+            tls_cert_pem: None,
+            tls_key_pem: None,
+            tls_client_ca_pem: None,
             allow_any_caller: false,
         }
     }
@@ -253,26 +263,42 @@ impl FileConfig {
         if let Some(v) = &s.transfer_syntaxes {
             c.transfer_syntaxes = v.clone();
         }
-        c.tls = match (&s.tls_cert, &s.tls_key) {
+        use scp::tls::Pem;
+        let pem = |file: &Option<PathBuf>, text: &Option<String>, var: &str| match (file, text) {
+            (Some(f), _) => Some(Pem::File(f.clone())),
+            (None, Some(t)) => Some(Pem::Inline {
+                name: var.to_string(),
+                text: t.clone(),
+            }),
+            (None, None) => None,
+        };
+        let cert = pem(&s.tls_cert, &s.tls_cert_pem, "SEGNODE_TLS_CERT_PEM");
+        let key = pem(&s.tls_key, &s.tls_key_pem, "SEGNODE_TLS_KEY_PEM");
+        let ca = pem(
+            &s.tls_client_ca,
+            &s.tls_client_ca_pem,
+            "SEGNODE_TLS_CLIENT_CA_PEM",
+        );
+        c.tls = match (cert, key) {
             (None, None) => {
-                if s.tls_client_ca.is_some() {
+                if ca.is_some() {
                     bail!("--tls-client-ca needs --tls-cert and --tls-key (a TLS listener)");
                 }
                 None
             }
             (Some(cert), Some(key)) => {
                 let addr = format!("{}:{}", s.bind, s.tls_port);
-                let config = scp::tls::server_config(cert, key, s.tls_client_ca.as_deref())
-                    .context("DICOM TLS")?;
+                let config =
+                    scp::tls::server_config_from(&cert, &key, ca.as_ref()).context("DICOM TLS")?;
                 Some(scp::config::TlsListen {
                     bind: addr
                         .parse::<SocketAddr>()
                         .with_context(|| format!("invalid TLS listen address {addr}"))?,
                     config,
-                    client_certificates_required: s.tls_client_ca.is_some(),
+                    client_certificates_required: ca.is_some(),
                 })
             }
-            _ => bail!("DICOM TLS needs both --tls-cert and --tls-key"),
+            _ => bail!("DICOM TLS needs both a certificate and its key (--tls-cert, --tls-key)"),
         };
         // With TLS, `--port 0` turns plain TCP off; without, port 0 is any free port.
         c.plain = !(c.tls.is_some() && s.port == 0);

@@ -220,6 +220,30 @@ struct NodeArgs {
     /// Allowlist entries `AE[@HOST]#CN` also require that certificate common name.
     #[arg(long, value_name = "FILE", env = "SEGNODE_TLS_CLIENT_CA")]
     tls_client_ca: Option<PathBuf>,
+    /// --tls-cert's PEM text itself (for a secret injected as a variable; a file wins).
+    #[arg(
+        long,
+        value_name = "PEM",
+        env = "SEGNODE_TLS_CERT_PEM",
+        hide_env_values = true
+    )]
+    tls_cert_pem: Option<String>,
+    /// --tls-key's PEM text itself (for a secret injected as a variable; a file wins).
+    #[arg(
+        long,
+        value_name = "PEM",
+        env = "SEGNODE_TLS_KEY_PEM",
+        hide_env_values = true
+    )]
+    tls_key_pem: Option<String>,
+    /// --tls-client-ca's PEM text itself (a file wins).
+    #[arg(
+        long,
+        value_name = "PEM",
+        env = "SEGNODE_TLS_CLIENT_CA_PEM",
+        hide_env_values = true
+    )]
+    tls_client_ca_pem: Option<String>,
     /// Address to listen on (default 127.0.0.1; e.g. 0.0.0.0 for every interface, which then
     /// needs --allow-calling, --tls-client-ca or --allow-any-caller).
     #[arg(long, env = "SEGNODE_BIND")]
@@ -352,6 +376,15 @@ impl NodeArgs {
         }
         if self.tls_client_ca.is_some() {
             f.scp.tls_client_ca = self.tls_client_ca.clone();
+        }
+        if self.tls_cert_pem.is_some() {
+            f.scp.tls_cert_pem = self.tls_cert_pem.clone();
+        }
+        if self.tls_key_pem.is_some() {
+            f.scp.tls_key_pem = self.tls_key_pem.clone();
+        }
+        if self.tls_client_ca_pem.is_some() {
+            f.scp.tls_client_ca_pem = self.tls_client_ca_pem.clone();
         }
         set!(f.scp.bind, self.bind);
         if self.allow_any_caller {
@@ -562,7 +595,7 @@ fn open_audit(
         ae_title: listener.then(|| file.scp.ae_title.clone()),
         listeners: if listener {
             let s = &file.scp;
-            let tls = s.tls_cert.is_some();
+            let tls = s.tls_cert.is_some() || s.tls_cert_pem.is_some();
             let mut l = Vec::new();
             if !(tls && s.port == 0) {
                 l.push(format!("dicom {}:{}", s.bind, s.port));
@@ -572,7 +605,7 @@ fn open_audit(
                     "dicom-tls {}:{}{}",
                     s.bind,
                     s.tls_port,
-                    if s.tls_client_ca.is_some() {
+                    if s.tls_client_ca.is_some() || s.tls_client_ca_pem.is_some() {
                         " (client certificates required)"
                     } else {
                         ""

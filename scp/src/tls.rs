@@ -55,6 +55,62 @@ fn certificates(path: &Path, what: &'static str) -> Result<Vec<CertificateDer<'s
     Ok(certs)
 }
 
+/// Where a PEM document comes from: a file, or the text itself (a secret injected as an
+/// environment variable, as ECS does with Secrets Manager).
+#[derive(Debug, Clone)]
+pub enum Pem {
+    File(PathBuf),
+    /// The PEM text; `name` says where it came from in errors (e.g. the variable's name).
+    Inline {
+        name: String,
+        text: String,
+    },
+}
+
+impl Pem {
+    fn origin(&self) -> PathBuf {
+        match self {
+            Pem::File(p) => p.clone(),
+            Pem::Inline { name, .. } => PathBuf::from(name),
+        }
+    }
+
+    fn certificates(&self, what: &'static str) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+        match self {
+            Pem::File(path) => certificates(path, what),
+            Pem::Inline { text, .. } => {
+                let pem = |source| TlsError::Pem {
+                    what,
+                    path: self.origin(),
+                    source,
+                };
+                let certs = CertificateDer::pem_slice_iter(text.as_bytes())
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(pem)?;
+                if certs.is_empty() {
+                    return Err(TlsError::Empty {
+                        what,
+                        path: self.origin(),
+                    });
+                }
+                Ok(certs)
+            }
+        }
+    }
+
+    fn private_key(&self) -> Result<PrivateKeyDer<'static>, TlsError> {
+        let key = match self {
+            Pem::File(path) => PrivateKeyDer::from_pem_file(path),
+            Pem::Inline { text, .. } => PrivateKeyDer::from_pem_slice(text.as_bytes()),
+        };
+        key.map_err(|source| TlsError::Pem {
+            what: "private key",
+            path: self.origin(),
+            source,
+        })
+    }
+}
+
 /// The listener's TLS configuration from PEM files: its certificate chain and key, and the CA
 /// whose certificates clients must present (mutual TLS) if given.
 pub fn server_config(
@@ -62,12 +118,21 @@ pub fn server_config(
     key: &Path,
     client_ca: Option<&Path>,
 ) -> Result<Arc<rustls::ServerConfig>, TlsError> {
-    let chain = certificates(cert, "certificate")?;
-    let key = PrivateKeyDer::from_pem_file(key).map_err(|source| TlsError::Pem {
-        what: "private key",
-        path: key.to_path_buf(),
-        source,
-    })?;
+    server_config_from(
+        &Pem::File(cert.to_path_buf()),
+        &Pem::File(key.to_path_buf()),
+        client_ca.map(|p| Pem::File(p.to_path_buf())).as_ref(),
+    )
+}
+
+/// [`server_config`] from files or PEM text.
+pub fn server_config_from(
+    cert: &Pem,
+    key: &Pem,
+    client_ca: Option<&Pem>,
+) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+    let chain = cert.certificates("certificate")?;
+    let key = key.private_key()?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?;
@@ -75,7 +140,7 @@ pub fn server_config(
         None => builder.with_no_client_auth().with_single_cert(chain, key)?,
         Some(ca) => {
             let mut roots = rustls::RootCertStore::empty();
-            for c in certificates(ca, "client CA")? {
+            for c in ca.certificates("client CA")? {
                 roots.add(c)?;
             }
             let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
@@ -84,7 +149,7 @@ pub fn server_config(
             )
             .build()
             .map_err(|source| TlsError::ClientCa {
-                path: ca.to_path_buf(),
+                path: ca.origin(),
                 source,
             })?;
             builder

@@ -118,6 +118,12 @@ struct TlsNode {
 }
 
 fn tls_node(pki: &Pki, plain: bool, extra: &[&str]) -> TlsNode {
+    tls_node_with(pki, plain, false, extra)
+}
+
+/// `pem_in_env`: the certificate, key and client CA as PEM text in SEGNODE_TLS_*_PEM (as ECS
+/// injects Secrets Manager secrets) instead of files.
+fn tls_node_with(pki: &Pki, plain: bool, pem_in_env: bool, extra: &[&str]) -> TlsNode {
     let data = tempfile::tempdir().unwrap();
     let audit = data.path().join("audit.jsonl");
     let log = data.path().join("node.log");
@@ -137,14 +143,23 @@ fn tls_node(pki: &Pki, plain: bool, extra: &[&str]) -> TlsNode {
     .arg(data.path().join("node"))
     .args(["--port", &plain_port.unwrap_or(0).to_string()])
     .args(["--tls-port", &tls_port.to_string()])
-    .args(["--tls-cert", &pki.path("server.pem")])
-    .args(["--tls-key", &pki.path("server.key")])
-    .args(["--tls-client-ca", &pki.path("ca.pem")])
     .arg("--audit-log")
     .arg(&audit)
     .args(extra)
     .stdout(Stdio::null())
     .stderr(std::fs::File::create(&log).unwrap());
+    let files = [
+        ("--tls-cert", "SEGNODE_TLS_CERT_PEM", "server.pem"),
+        ("--tls-key", "SEGNODE_TLS_KEY_PEM", "server.key"),
+        ("--tls-client-ca", "SEGNODE_TLS_CLIENT_CA_PEM", "ca.pem"),
+    ];
+    for (flag, var, name) in files {
+        if pem_in_env {
+            cmd.env(var, std::fs::read_to_string(pki.path(name)).unwrap());
+        } else {
+            cmd.args([flag, &pki.path(name)]);
+        }
+    }
     let child = ChildGuard::spawn(&mut cmd);
     wait_for_port(tls_port, Duration::from_secs(30));
     if let Some(p) = plain_port {
@@ -355,10 +370,12 @@ fn a_silent_or_slow_handshake_is_closed_at_artim_without_holding_a_slot() {
     );
 }
 
+/// pynetdicom over mutual TLS, to a node that has its certificate, key and client CA as PEM
+/// text in variables (the CloudFormation stack's Secrets Manager path).
 #[test]
 fn pynetdicom_over_mutual_tls() {
     let pki = Pki::make();
-    let n = tls_node(&pki, true, &[]);
+    let n = tls_node_with(&pki, true, true, &[]);
     let script = r#"
 import ssl, sys
 from pynetdicom import AE
