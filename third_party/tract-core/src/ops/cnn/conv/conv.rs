@@ -697,21 +697,22 @@ impl Conv {
     }
 
     /// Whether this convolution becomes a [`super::DirectSpatialConv`] on this host: group-1 f32
-    /// NCHW over two spatial axes, at least two kernel taps, at most 64 inputs per output point
-    /// where AMX runs im2col's matrix products and 576 elsewhere, the kernels it needs, and an
-    /// output row of at least `MIN_DIRECT_SPATIAL_W` points.
+    /// NCHW over two or three spatial axes, at least two kernel taps, at most 64 inputs per output
+    /// point where AMX runs im2col's matrix products and `TRACT_DIRECT_SPATIAL_MAX_K` elsewhere,
+    /// the kernels it needs, and an output row of at least `TRACT_DIRECT_SPATIAL_MIN_W` points (128
+    /// when strided along W).
     fn can_direct_spatial(&self, input_fact: &TypedFact) -> bool {
         if self.q_params.is_some()
             || input_fact.datum_type != f32::datum_type()
             || self.pool_spec.data_format != crate::ops::nn::DataFormat::NCHW
             || self.group != 1
-            || self.pool_spec.rank() != 2
+            || !(2..=3).contains(&self.pool_spec.rank())
             || TRACT_DISABLE_DIRECT_SPATIAL.get()
         {
             return false;
         }
         let kvol = self.pool_spec.kernel_shape.iter().product::<usize>();
-        let k_limit = if amx_owns_fat_spatial() { 64 } else { 576 };
+        let k_limit = if amx_owns_fat_spatial() { 64 } else { TRACT_DIRECT_SPATIAL_MAX_K.get() };
         if kvol < 2 || self.input_channels() * kvol > k_limit {
             return false;
         }
@@ -728,13 +729,19 @@ impl Conv {
         // one, so the input row turns most candidates down before the output shape is computed.
         let w_in =
             self.pool_spec.data_format.shape(shape).ok().and_then(|s| s.hw_dims().last().copied());
-        if w_in.is_some_and(|w| w < MIN_DIRECT_SPATIAL_W) {
+        // A strided run leaves up to eight points to `conv_w4`'s scalar tail: only long rows.
+        let min_w = if self.pool_spec.strides().last() == Some(&1) {
+            TRACT_DIRECT_SPATIAL_MIN_W.get()
+        } else {
+            TRACT_DIRECT_SPATIAL_MIN_W.get().max(128)
+        };
+        if w_in.is_some_and(|w| w < min_w) {
             return false;
         }
         let Ok(output) = self.pool_spec.output_shape(shape) else {
             return false;
         };
-        output.hw_dims().last().is_some_and(|w| *w >= MIN_DIRECT_SPATIAL_W)
+        output.hw_dims().last().is_some_and(|w| *w >= min_w)
     }
 
     fn wire_as_direct_spatial(
@@ -1479,10 +1486,6 @@ impl TypedOp for Conv {
 /// `TRACT_LAZY_IM2COL_MIN_KERNEL` env var to experiment with lower thresholds.
 const DEFAULT_LAZY_IM2COL_MIN_KERNEL: usize = 6;
 
-/// The shortest output row a direct spatial convolution takes: its taps are repacked per zone and
-/// per four output channels, which a shorter row does not pay back against im2col.
-const MIN_DIRECT_SPATIAL_W: usize = 128;
-
 /// Whether AMX runs im2col's matrix products here: it wins the wide convolutions, so the direct
 /// spatial one only takes thin ones.
 fn amx_owns_fat_spatial() -> bool {
@@ -1501,6 +1504,28 @@ crate::declare_knob!(
     bool,
     false,
     "Disable the direct spatial convolution, falling back to im2col and a matrix product."
+);
+
+crate::declare_knob!(
+    scopable TRACT_DIRECT_SPATIAL_MIN_W,
+    usize,
+    16,
+    "The shortest output row a direct spatial convolution takes (one vector of its widest kernel)."
+);
+
+crate::declare_knob!(
+    scopable TRACT_DIRECT_SPATIAL_AVX512,
+    bool,
+    true,
+    "Let the direct spatial convolution run its AVX-512 kernel at input stride 1, where the CPU has one."
+);
+
+crate::declare_knob!(
+    scopable TRACT_DIRECT_SPATIAL_MAX_K,
+    usize,
+    576,
+    "The most inputs per output point (input channels times kernel volume) a direct spatial \
+     convolution takes, where AMX does not run im2col's matrix products."
 );
 
 crate::declare_knob!(
