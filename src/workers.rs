@@ -42,37 +42,70 @@ pub fn model_dir(configured: Option<&PathBuf>) -> Result<PathBuf> {
         })
 }
 
-/// Inference threads per worker: as configured, or (0) the cores this process may use
-/// (`available_parallelism`: affinity and cgroup quota, e.g. an ECS task's vCPUs) shared by the
-/// workers of this process. Returns the number and how it was chosen, for the log.
-pub fn inference_threads(file: &FileConfig) -> (usize, String) {
-    let w = &file.worker;
-    if w.inference_threads > 0 {
-        return (w.inference_threads, "configured".into());
+/// Inference threads per worker and how they were chosen: as configured, or (0) the cores this
+/// process may use (`available_parallelism`: affinity and cgroup quota, e.g. an ECS task's vCPUs)
+/// shared by the workers of this process, at least one each. With `serve --autoscale` the
+/// configured `--workers` is the divisor: the threads are chosen once, when the model is loaded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ThreadChoice {
+    pub threads: usize,
+    pub cores: usize,
+    pub workers: usize,
+    pub configured: bool,
+}
+
+impl ThreadChoice {
+    pub fn new(configured: usize, workers: usize, cores: usize) -> Self {
+        let workers = workers.max(1);
+        let cores = cores.max(1);
+        ThreadChoice {
+            threads: if configured > 0 {
+                configured
+            } else {
+                (cores / workers).max(1)
+            },
+            cores,
+            workers,
+            configured: configured > 0,
+        }
     }
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let workers = w.workers.max(1);
-    (
-        (cores / workers).max(1),
-        format!("auto: {cores} cores / {workers} worker(s)"),
-    )
+
+    pub fn of(file: &FileConfig) -> Self {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        Self::new(file.worker.inference_threads, file.worker.workers, cores)
+    }
+}
+
+/// The log line: "inference threads: N (of M cores, K workers)", or "(configured; ...)".
+impl std::fmt::Display for ThreadChoice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let how = if self.configured {
+            "configured; "
+        } else {
+            "of "
+        };
+        write!(
+            f,
+            "inference threads: {} ({how}{} cores, {} workers)",
+            self.threads, self.cores, self.workers
+        )
+    }
 }
 
 pub fn load_model(file: &FileConfig) -> Result<Model> {
     let dir = model_dir(file.worker.model.as_ref())?;
     let manifest = Manifest::load(&dir)?;
     let started = std::time::Instant::now();
-    let (threads, why) = inference_threads(file);
-    let model = Model::load(manifest)?.with_slice_threads(threads);
+    let threads = ThreadChoice::of(file);
+    let model = Model::load(manifest)?.with_slice_threads(threads.threads);
     info!(
         model = model.manifest().name(),
         version = model.manifest().version(),
         dir = %dir.display(),
         load_ms = started.elapsed().as_millis() as u64,
-        inference_threads = threads,
-        threads_chosen = %why,
         "model loaded and optimised"
     );
+    info!("{threads}");
     Ok(model)
 }
 
@@ -267,5 +300,65 @@ impl BusyHook for EcsProtectionHook {
                 tracing::warn!(error = %e, protected = on, "cannot set ECS task scale-in protection");
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, Mutex};
+
+    #[test]
+    fn threads_default_to_the_cores_shared_by_the_workers() {
+        assert_eq!(ThreadChoice::new(0, 1, 2).threads, 2);
+        assert_eq!(ThreadChoice::new(0, 2, 2).threads, 1);
+        assert_eq!(ThreadChoice::new(0, 3, 16).threads, 5);
+        assert_eq!(ThreadChoice::new(0, 4, 2).threads, 1, "at least one each");
+        assert_eq!(
+            ThreadChoice::new(3, 4, 2).threads,
+            3,
+            "a configured count is kept"
+        );
+        assert_eq!(
+            ThreadChoice::new(0, 2, 8).to_string(),
+            "inference threads: 4 (of 8 cores, 2 workers)"
+        );
+        assert_eq!(
+            ThreadChoice::new(3, 1, 8).to_string(),
+            "inference threads: 3 (configured; 8 cores, 1 workers)"
+        );
+    }
+
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// Loading the bundled model logs the choice this machine gets with no flag.
+    #[test]
+    fn loading_the_model_logs_the_thread_choice() {
+        let log = Captured::default();
+        let writer = log.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .finish();
+        let mut file = FileConfig::default();
+        file.worker.workers = 2;
+        let model = tracing::subscriber::with_default(subscriber, || load_model(&file)).unwrap();
+        let cores = std::thread::available_parallelism().unwrap().get();
+        let threads = (cores / 2).max(1);
+        assert_eq!(model.threads(), threads);
+        let text = String::from_utf8(log.0.lock().unwrap().clone()).unwrap();
+        let want = format!("inference threads: {threads} (of {cores} cores, 2 workers)");
+        assert!(text.contains(&want), "no {want:?} in the log:\n{text}");
     }
 }

@@ -53,10 +53,12 @@ LAYERS = {
     # name: (layer factory, multiply-accumulates per output pixel for C channels)
     "conv3x3": (lambda c: nn.Conv2d(c, c, 3, padding=1), lambda c: 9 * c * c),
     "conv1x1": (lambda c: nn.Conv2d(c, c, 1), lambda c: c * c),
+    "conv5x5": (lambda c: nn.Conv2d(c, c, 5, padding=2), lambda c: 25 * c * c),
+    "conv3x3dil2": (lambda c: nn.Conv2d(c, c, 3, padding=2, dilation=2), lambda c: 9 * c * c),
     "depthwise3x3": (lambda c: nn.Conv2d(c, c, 3, padding=1, groups=c), lambda c: 9 * c),
     "separable": (Separable, lambda c: 9 * c + c * c),
 }
-SHAPES = [(128, 16), (128, 32), (64, 32), (64, 64), (32, 64)]
+SHAPES = [(128, 16), (128, 32), (64, 32), (64, 64), (32, 64), (16, 128), (8, 64)]
 CASES = {f"{k}_{r}px_{c}ch": (k, r, c) for k in LAYERS for r, c in SHAPES}
 
 
