@@ -143,8 +143,22 @@ fn torn_and_overlong_lines_are_counted_not_fatal() {
     f.write_all(br#"{"ts":"2026-11-30T12:00:00.000Z","event":"job_d"#)
         .unwrap();
     drop(f);
-    let found = read_records(&[path]).unwrap();
+    let found = read_records(std::slice::from_ref(&path)).unwrap();
     assert_eq!((found.records.len(), found.unreadable), (14, 2));
+
+    // At the limit exactly: a line of MAX_LINE bytes and its newline is read (here: unreadable as
+    // JSON, one count), and the next line is not swallowed with it.
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&path)
+        .unwrap();
+    f.write_all(b"\n").unwrap();
+    f.write_all(&vec![b'y'; audit::MAX_LINE]).unwrap();
+    f.write_all(b"\n").unwrap();
+    drop(f);
+    full_run(&AuditLog::open(&path, None).unwrap());
+    let found = read_records(&[path]).unwrap();
+    assert_eq!((found.records.len(), found.unreadable), (21, 3));
 }
 
 #[test]

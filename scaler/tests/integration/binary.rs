@@ -281,3 +281,98 @@ fn assert_png(path: &Path) {
     let bytes = std::fs::read(path).unwrap();
     assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n");
 }
+
+/// Our ECS requests are signed as AWS signs them: a DescribeServices from `segnode scaler tick` is
+/// captured by a local HTTP server and its SigV4 signature recomputed with botocore (the Python
+/// SDK's signer, an independent implementation) from the same request and credentials. (moto
+/// does not check signatures, so the moto tests above cannot catch a wrong one.)
+#[test]
+fn ecs_requests_carry_the_signature_botocore_computes() {
+    let script = r#"
+import http.server, sys
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials
+got = {}
+class H(http.server.BaseHTTPRequestHandler):
+    def do_POST(self):
+        got["headers"] = {k.lower(): v for k, v in self.headers.items()}
+        got["body"] = self.rfile.read(int(self.headers["content-length"]))
+        out = b'{"__type":"ClientException","message":"captured"}'
+        self.send_response(400)
+        self.send_header("content-type", "application/x-amz-json-1.1")
+        self.send_header("content-length", str(len(out)))
+        self.end_headers()
+        self.wfile.write(out)
+    def log_message(self, *a):
+        pass
+srv = http.server.HTTPServer(("127.0.0.1", 0), H)
+srv.timeout = 60
+print(srv.server_address[1], flush=True)
+srv.handle_request()
+if not got:
+    print("no request within 60 s")
+    sys.exit(1)
+h = got["headers"]
+ours = h["authorization"]
+signed = ours.split("SignedHeaders=")[1].split(",")[0].split(";")
+req = AWSRequest(method="POST", url="http://" + h["host"] + "/", data=got["body"],
+                 headers={k: h[k] for k in signed})
+req.context["timestamp"] = h["x-amz-date"]
+auth = SigV4Auth(Credentials("AKIDEXAMPLE", "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY"), "ecs", "us-east-1")
+canonical = auth.canonical_request(req)
+expected = auth.signature(auth.string_to_sign(req, canonical), req)
+print(h["x-amz-target"], "signed", ";".join(signed))
+print("match" if ours.endswith("Signature=" + expected) else "MISMATCH ours=%s botocore=%s\n%s" % (ours, expected, canonical))
+"#;
+    /// Kills the capture server if the test fails before it has answered.
+    struct KillOnDrop(std::process::Child);
+    impl Drop for KillOnDrop {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut server = KillOnDrop(
+        std::process::Command::new(testkit::python())
+            .args(["-c", script])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let mut out = std::io::BufReader::new(server.0.stdout.take().unwrap());
+    let mut port = String::new();
+    std::io::BufRead::read_line(&mut out, &mut port).unwrap();
+    let endpoint = format!("http://127.0.0.1:{}", port.trim());
+    let dir = tempfile::tempdir().unwrap();
+    SqliteQueue::open(dir.path().join("queue.sqlite"), 3).unwrap();
+    let tick = Command::new(segnode_bin())
+        .args(["scaler", "tick", "--data-dir"])
+        .arg(dir.path())
+        .arg("--state")
+        .arg(dir.path().join("state.json"))
+        .args(["--endpoint-url", &endpoint, "--region", "us-east-1"])
+        .args(["--ecs-cluster", "segnode", "--ecs-service", "workers"])
+        .env("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE")
+        .env(
+            "AWS_SECRET_ACCESS_KEY",
+            "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY",
+        )
+        .env_remove("AWS_SESSION_TOKEN")
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&tick.stderr);
+    assert!(
+        stderr.contains("ClientException") && stderr.contains("captured"),
+        "the tick must report the server's refusal: {stderr}"
+    );
+    let mut verdict = String::new();
+    std::io::Read::read_to_string(&mut out, &mut verdict).unwrap();
+    assert!(
+        verdict.contains("AmazonEC2ContainerServiceV20141113.DescribeServices signed"),
+        "{verdict}"
+    );
+    assert!(verdict.trim_end().ends_with("match"), "{verdict}");
+}
