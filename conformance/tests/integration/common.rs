@@ -7,6 +7,26 @@ use std::time::Duration;
 use staging::{Job, SqliteQueue};
 use testkit::{free_port, require_tool, wait_for_port, wait_until, ChildGuard, Node};
 
+/// Every line of an audit log (`--audit-log`) as JSON, in file order; none while the file does
+/// not exist yet. A line that is not JSON fails the test.
+#[allow(dead_code)] // not every test module uses it
+pub fn audit_records(path: &std::path::Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect()
+}
+
+/// The audit records of one `event` kind.
+#[allow(dead_code)]
+pub fn audit_events(path: &std::path::Path, event: &str) -> Vec<serde_json::Value> {
+    audit_records(path)
+        .into_iter()
+        .filter(|r| r["event"] == event)
+        .collect()
+}
+
 /// The jobs now on the node's SQLite queue (peeked, not received).
 pub fn jobs(node: &Node) -> Vec<Job> {
     let q = SqliteQueue::open(node.data_dir.join("queue.sqlite"), 3).unwrap();

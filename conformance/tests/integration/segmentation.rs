@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use crate::common::Storescp;
+use crate::common::{audit_records, Storescp};
 use staging::{JobQueue, SqliteQueue};
 use testkit::{
     free_port, require_tool, wait_for_port, wait_until, workspace_root, ChildGuard, Node,
@@ -345,15 +345,6 @@ fn refusing_destination_is_retried_then_dead_lettered_with_the_reason() {
     assert_eq!(dead.len(), 1, "{records:#?}");
     assert_eq!(dead[0]["reason"].as_str(), Some(reason.as_str()));
     assert!(!records.iter().any(|r| r["event"] == "job_done"));
-}
-
-/// Every line of an audit log as JSON (each line must parse).
-fn audit_records(path: &Path) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(path)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
-        .collect()
 }
 
 /// `segnode serve --audit-log`: a caller off the allowlist is refused and recorded; a study sent

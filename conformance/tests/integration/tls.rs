@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::common::Storescp;
+use crate::common::{audit_events, Storescp};
 use staging::{Job, SqliteQueue};
 use testkit::{
     free_port, require_tool, segnode_bin, wait_for_port, wait_until, workspace_root, ChildGuard,
@@ -213,19 +213,8 @@ impl TlsNode {
         dcmtk("storescu", &args)
     }
 
-    fn audit(&self) -> Vec<serde_json::Value> {
-        std::fs::read_to_string(&self.audit)
-            .unwrap_or_default()
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect()
-    }
-
     fn events(&self, event: &str) -> Vec<serde_json::Value> {
-        self.audit()
-            .into_iter()
-            .filter(|r| r["event"] == event)
-            .collect()
+        audit_events(&self.audit, event)
     }
 
     /// The jobs the listener has put on its queue.
@@ -443,14 +432,7 @@ fn results_go_to_a_tls_destination_and_never_in_clear_to_a_plain_one() {
         args.extend_from_slice(extra);
         Node::serve(&data.join("node"), &args)
     };
-    let audit_of = |data: &Path, event: &str| -> Vec<serde_json::Value> {
-        std::fs::read_to_string(data.join("audit.jsonl"))
-            .unwrap_or_default()
-            .lines()
-            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-            .filter(|r| r["event"] == event)
-            .collect()
-    };
+    let audit_of = |data: &Path, event: &str| audit_events(&data.join("audit.jsonl"), event);
 
     let (server_key, server_cert) = (pki.path("server.key"), pki.path("server.pem"));
     let viewer = Storescp::start(&["+tls", &server_key, &server_cert, "+cf", &ca]);
