@@ -143,7 +143,7 @@ pub async fn run(args: DemoArgs, file: &mut FileConfig) -> Result<()> {
             tokio::spawn(async move { viewer.serve(crate::wait_for(rx)).await });
             viewer_spool = Some(spool);
             Destination {
-                ae_title: "DEMO_VIEWER".into(),
+                ae_title: dimse::AeTitle::new("DEMO_VIEWER")?,
                 host: "127.0.0.1".into(),
                 port: addr.port(),
                 tls: false,
@@ -199,7 +199,7 @@ pub async fn run(args: DemoArgs, file: &mut FileConfig) -> Result<()> {
     let instances = parse_files(&files)?;
     let refs: Vec<&[u8]> = files.iter().map(|(_, b)| b.as_slice()).collect();
     let to_node = Destination {
-        ae_title: file.scp.ae_title.clone(),
+        ae_title: dimse::AeTitle::new(&file.scp.ae_title)?,
         host: "127.0.0.1".into(),
         port: node_addr.port(),
         tls: false,

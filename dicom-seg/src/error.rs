@@ -7,10 +7,10 @@ use thiserror::Error;
 #[non_exhaustive]
 #[allow(missing_docs)] // field names are self-explanatory; the variant docs say what they hold
 pub enum SegError {
-    /// A string is not a valid DICOM UID (digits and dots, at most 64 characters, no empty component,
-    /// no leading zero in a multi-digit component).
-    #[error("invalid UID {uid:?}: {reason}")]
-    InvalidUid { uid: String, reason: &'static str },
+    /// A string is not an acceptable DICOM UID (digits and dots, at most 64 characters, no empty
+    /// component; an organisation root must also be conformant: no leading zero in a component).
+    #[error(transparent)]
+    InvalidUid(#[from] dicom_values::UidError),
 
     /// A source image lacks an attribute the SEG needs, or has a malformed one.
     #[error("source image {sop_instance_uid}: attribute {attribute} {problem}")]

@@ -67,4 +67,4 @@ pub use sr::{
     ReportAlgorithm, VolumeMeasurement, VolumeReport, VolumeReportBuilder,
     COMPREHENSIVE_3D_SR_STORAGE,
 };
-pub use uid::{Uid, UidGenerator};
+pub use uid::{Uid, UidError, UidGenerator};

@@ -133,7 +133,7 @@ impl StudyHeader {
             }
         }
         Ok(StudyHeader {
-            study_instance_uid: Uid::new(study)?,
+            study_instance_uid: Uid::new(&study)?,
             elements,
         })
     }
@@ -317,9 +317,9 @@ impl SourceSeries {
                     problem: "is missing",
                 })
             };
-            let sop_uid = Uid::new(need(tags::SOP_INSTANCE_UID, "SOPInstanceUID")?)?;
-            let class_uid = Uid::new(need(tags::SOP_CLASS_UID, "SOPClassUID")?)?;
-            let this_study = Uid::new(need(tags::STUDY_INSTANCE_UID, "StudyInstanceUID")?)?;
+            let sop_uid = Uid::new(&need(tags::SOP_INSTANCE_UID, "SOPInstanceUID")?)?;
+            let class_uid = Uid::new(&need(tags::SOP_CLASS_UID, "SOPClassUID")?)?;
+            let this_study = Uid::new(&need(tags::STUDY_INSTANCE_UID, "StudyInstanceUID")?)?;
             match &study_uid {
                 None => study_uid = Some(this_study),
                 Some(s) if *s != this_study => {
@@ -516,7 +516,9 @@ fn read_geometry(d: &Obj, sop: &str) -> Result<(SeriesGeometry, Vec<[f64; 3]>)> 
         problem,
     };
     let uid = |tag: Tag, attribute: &'static str| -> Result<Uid> {
-        Uid::new(ds::get_str(d, tag).ok_or(err(attribute, "is missing"))?)
+        Ok(Uid::new(
+            &ds::get_str(d, tag).ok_or(err(attribute, "is missing"))?,
+        )?)
     };
     let series_instance_uid = uid(tags::SERIES_INSTANCE_UID, "SeriesInstanceUID")?;
     let frame_of_reference_uid = uid(tags::FRAME_OF_REFERENCE_UID, "FrameOfReferenceUID")?;

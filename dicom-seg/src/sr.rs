@@ -179,9 +179,9 @@ impl<'a> VolumeReportBuilder<'a> {
     /// Checks the measurements against the SEG and writes the report.
     pub fn build(self) -> Result<VolumeReport> {
         let class = self.seg_str(tags::SOP_CLASS_UID, "SOPClassUID")?;
-        let seg_uid = Uid::new(self.seg_str(tags::SOP_INSTANCE_UID, "SOPInstanceUID")?)?;
-        let seg_series = Uid::new(self.seg_str(tags::SERIES_INSTANCE_UID, "SeriesInstanceUID")?)?;
-        let study = Uid::new(self.seg_str(tags::STUDY_INSTANCE_UID, "StudyInstanceUID")?)?;
+        let seg_uid = Uid::new(&self.seg_str(tags::SOP_INSTANCE_UID, "SOPInstanceUID")?)?;
+        let seg_series = Uid::new(&self.seg_str(tags::SERIES_INSTANCE_UID, "SeriesInstanceUID")?)?;
+        let study = Uid::new(&self.seg_str(tags::STUDY_INSTANCE_UID, "StudyInstanceUID")?)?;
         let source_series = self
             .seg
             .get(tags::REFERENCED_SERIES_SEQUENCE)
@@ -192,7 +192,7 @@ impl<'a> VolumeReportBuilder<'a> {
                 attribute: "ReferencedSeriesSequence",
                 problem: "names no source series".into(),
             })?;
-        let source_series = Uid::new(source_series)?;
+        let source_series = Uid::new(&source_series)?;
         let known = self.seg_segments()?;
         if self.measurements.is_empty() {
             return Err(SegError::NoSegments);

@@ -35,10 +35,9 @@ pub enum CallerSpecError {
     },
 }
 
-/// Check an AE title as PS3.8 9.3.1 and PS3.5 (VR AE) define it.
+/// Check an AE title as PS3.8 9.3.1 and PS3.5 (VR AE) define it (`dimse::AeTitle`).
 pub fn valid_ae_title(ae: &str) -> bool {
-    let t = ae.trim();
-    !t.is_empty() && t.len() <= 16 && t.bytes().all(|b| (0x20..0x7f).contains(&b) && b != b'\\')
+    dimse::AeTitle::new(ae).is_ok()
 }
 
 impl FromStr for AllowedCaller {

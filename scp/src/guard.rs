@@ -1,13 +1,13 @@
 //! Bounds on what a peer can make the listener hold or parse, checked before dicom-rs sees
-//! the bytes (see `staging::scan` for the structural scan itself).
+//! the bytes (see `dimse::scan` for the structural scan itself).
 
 use std::path::Path;
 
-use staging::scan::{self, Limits, ScanError};
+use dimse::scan::{self, Limits, ScanError};
 
 /// A command set larger than this ends the association (A-ABORT). Real C-STORE/C-ECHO
 /// command sets are 100-300 bytes; PS3.7 sets no maximum.
-pub const MAX_COMMAND_BYTES: usize = 64 * 1024;
+pub use dimse::command::MAX_COMMAND_BYTES;
 
 /// The scan limits for a received instance: the default depth, and a deflated data set may
 /// not inflate past the object size limit.

@@ -10,7 +10,6 @@
 pub mod admission;
 pub mod assembler;
 pub mod config;
-pub mod dimse;
 pub mod disk;
 pub mod guard;
 pub mod journal;
@@ -20,6 +19,9 @@ pub mod sop;
 pub mod spool;
 pub mod tls;
 
+/// The DIMSE command sets the listener parses and answers (the `dimse` crate's, shared with
+/// delivery).
+pub use ::dimse::command as dimse;
 pub use config::{AllowedCaller, ScpConfig};
 pub use metrics::ScpMetrics;
 pub use server::{Scp, ScpError};

@@ -1208,7 +1208,7 @@ fn file_header(
 /// Scan a received instance whole (nesting depth, every declared length against the bytes
 /// present: a truncated instance is refused here), then read its header (up to Pixel Data)
 /// for its identifying UIDs.
-fn identify(source: Source<'_>, limits: &staging::scan::Limits) -> Result<Identity, Finish> {
+fn identify(source: Source<'_>, limits: &::dimse::scan::Limits) -> Result<Identity, Finish> {
     let scanned = match source {
         Source::Bytes(b) => crate::guard::scan_instance(b, limits).map_err(|e| e.to_string()),
         Source::File(p) => crate::guard::scan_instance_file(p, limits).map_err(|e| e.to_string()),

@@ -78,11 +78,11 @@ fn int(obj: &DefaultDicomObject, tag: Tag) -> Option<i64> {
 }
 
 /// Parses one Part-10 object (with or without its 128-byte preamble). Its structure is
-/// scanned first (`staging::scan`: nesting depth, declared lengths against the bytes present,
+/// scanned first (`dimse::scan`: nesting depth, declared lengths against the bytes present,
 /// inflated size), so a hostile or truncated object is an error here, never a stack overflow
 /// or an allocation sized by a declared length.
 pub fn parse_instance(bytes: &[u8], name: &str) -> Result<DefaultDicomObject, SegmentError> {
-    staging::scan::scan_part10(bytes, &staging::scan::Limits::default()).map_err(|e| {
+    dimse::scan::scan_part10(bytes, &dimse::scan::Limits::default()).map_err(|e| {
         SegmentError::Instance {
             sop_uid: staging::escape(name),
             message: format!("not a readable DICOM Part-10 object: {e}"),

@@ -313,7 +313,7 @@ async fn read_folder(
 /// Study, series and SOP Instance UIDs of one file, validated; the error names the file.
 fn identify(name: &str, bytes: &[u8]) -> Result<(Uid, Uid, Uid), String> {
     // nesting depth and declared lengths first: dicom-rs recurses and allocates by them
-    staging::scan::scan_part10(bytes, &staging::scan::Limits::default())
+    dimse::scan::scan_part10(bytes, &dimse::scan::Limits::default())
         .map_err(|e| format!("{name:?} is not a DICOM Part-10 file: {e}"))?;
     let obj = OpenFileOptions::new()
         .read_until(tags::PIXEL_DATA)

@@ -11,7 +11,6 @@ pub mod logsafe;
 pub mod message;
 pub mod queue;
 pub mod s3;
-pub mod scan;
 pub mod sqlite_queue;
 pub mod sqs;
 pub mod store;

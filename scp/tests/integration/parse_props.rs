@@ -5,8 +5,8 @@
 //!
 //! Bounded in CI (64 cases per property); `SEGNODE_FUZZ_CASES=100000` runs a long session.
 
+use dimse::command::{parse_command, store_response, Command, Status, C_STORE_RQ};
 use proptest::prelude::*;
-use scp::dimse::{parse_command, store_response, Command, Status, C_STORE_RQ};
 
 fn cases() -> u32 {
     std::env::var("SEGNODE_FUZZ_CASES")

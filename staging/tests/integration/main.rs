@@ -6,5 +6,4 @@
 
 mod aws_moto;
 mod local_store;
-mod scan_props;
 mod sqlite_queue;

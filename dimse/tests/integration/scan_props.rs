@@ -5,8 +5,8 @@
 //! Bounded in CI (64 cases per property); `SEGNODE_FUZZ_CASES=100000` runs a long session.
 
 use dicom_object::OpenFileOptions;
+use dimse::scan::{scan_dataset, scan_part10, Encoding, Limits};
 use proptest::prelude::*;
-use staging::scan::{scan_dataset, scan_part10, Encoding, Limits};
 
 fn cases() -> u32 {
     std::env::var("SEGNODE_FUZZ_CASES")

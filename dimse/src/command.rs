@@ -1,5 +1,6 @@
-//! The few DIMSE messages the SCP speaks (C-ECHO, C-STORE), encoded as PS3.7 says: command
-//! sets in Implicit VR Little Endian with a Command Group Length.
+//! The few DIMSE messages segnode speaks (C-ECHO, C-STORE), encoded as PS3.7 says: command sets
+//! in Implicit VR Little Endian with a Command Group Length. The SCP side parses requests and
+//! writes responses; the SCU side ([`crate::scu`]) writes requests and parses responses.
 
 use dicom_core::{dicom_value, DataElement, PrimitiveValue, VR};
 use dicom_dictionary_std::tags;
@@ -7,7 +8,7 @@ use dicom_encoding::TransferSyntaxIndex;
 use dicom_object::InMemDicomObject;
 use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
 
-use crate::sop::IMPLICIT_VR_LE;
+use crate::IMPLICIT_VR_LE;
 
 pub const C_STORE_RQ: u16 = 0x0001;
 pub const C_STORE_RSP: u16 = 0x8001;
@@ -15,6 +16,9 @@ pub const C_ECHO_RQ: u16 = 0x0030;
 pub const C_ECHO_RSP: u16 = 0x8030;
 /// Command Data Set Type value meaning "no data set follows".
 pub const NO_DATA_SET: u16 = 0x0101;
+/// The largest command set accepted (PS3.7 puts no limit; a C-STORE-RQ is ~200 bytes, one with
+/// every optional element well under 1 KiB). Checked before a command set is parsed.
+pub const MAX_COMMAND_BYTES: usize = 64 * 1024;
 
 /// DIMSE status codes the SCP answers with (PS3.4 B.2.3, PS3.7 C).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,10 +65,10 @@ pub enum CommandError {
     Parse(String),
     #[error("the command set lacks {0}")]
     Missing(&'static str),
-    #[error("command set of {0} bytes, over the {max} byte limit", max = crate::guard::MAX_COMMAND_BYTES)]
+    #[error("command set of {0} bytes, over the {max} byte limit", max = MAX_COMMAND_BYTES)]
     TooLarge(usize),
     #[error("the command set is malformed: {0}")]
-    Scan(#[from] staging::scan::ScanError),
+    Scan(#[from] crate::scan::ScanError),
 }
 
 fn implicit_le() -> &'static dicom_encoding::TransferSyntax {
@@ -80,13 +84,13 @@ fn trim_uid(s: &str) -> String {
 /// Parses a command set. Its size is capped and its structure scanned (nesting, declared
 /// lengths) before dicom-rs builds an object from it.
 pub fn parse_command(bytes: &[u8]) -> Result<Command, CommandError> {
-    if bytes.len() > crate::guard::MAX_COMMAND_BYTES {
+    if bytes.len() > MAX_COMMAND_BYTES {
         return Err(CommandError::TooLarge(bytes.len()));
     }
-    staging::scan::scan_dataset(
+    crate::scan::scan_dataset(
         bytes,
-        staging::scan::Encoding::ImplicitLittle,
-        &staging::scan::Limits::default(),
+        crate::scan::Encoding::ImplicitLittle,
+        &crate::scan::Limits::default(),
     )?;
     let obj = InMemDicomObject::read_dataset_with_ts(bytes, implicit_le())
         .map_err(|e| CommandError::Parse(e.to_string()))?;
@@ -194,6 +198,71 @@ pub fn store_response(rq: &Command, status: Status, comment: Option<&str>) -> Ve
     encode(InMemDicomObject::command_from_element_iter(elements))
 }
 
+/// A C-STORE-RQ command set (PS3.7 9.3.1.1), medium priority, a data set follows.
+pub fn store_request(sop_class_uid: &str, sop_instance_uid: &str, message_id: u16) -> Vec<u8> {
+    encode(InMemDicomObject::command_from_element_iter([
+        DataElement::new(
+            tags::AFFECTED_SOP_CLASS_UID,
+            VR::UI,
+            uid_value(sop_class_uid),
+        ),
+        DataElement::new(tags::COMMAND_FIELD, VR::US, dicom_value!(U16, [C_STORE_RQ])),
+        DataElement::new(tags::MESSAGE_ID, VR::US, dicom_value!(U16, [message_id])),
+        DataElement::new(tags::PRIORITY, VR::US, dicom_value!(U16, [0x0000])),
+        DataElement::new(
+            tags::COMMAND_DATA_SET_TYPE,
+            VR::US,
+            dicom_value!(U16, [0x0000]),
+        ),
+        DataElement::new(
+            tags::AFFECTED_SOP_INSTANCE_UID,
+            VR::UI,
+            uid_value(sop_instance_uid),
+        ),
+    ]))
+}
+
+/// What a C-STORE-RSP says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreResponse {
+    pub status: u16,
+    /// Error Comment (0000,0902), trimmed, when present.
+    pub comment: Option<String>,
+}
+
+impl StoreResponse {
+    /// Success (0x0000) or a warning the object was stored with (0xB000 coercion, 0xB006
+    /// elements discarded, 0xB007 data set does not match the SOP class).
+    pub fn is_stored(&self) -> bool {
+        matches!(self.status, 0x0000 | 0xB000 | 0xB006 | 0xB007)
+    }
+}
+
+/// Parses a C-STORE-RSP command set (bounded and scanned like a request).
+pub fn parse_store_response(bytes: &[u8]) -> Result<StoreResponse, CommandError> {
+    if bytes.len() > MAX_COMMAND_BYTES {
+        return Err(CommandError::TooLarge(bytes.len()));
+    }
+    crate::scan::scan_dataset(
+        bytes,
+        crate::scan::Encoding::ImplicitLittle,
+        &crate::scan::Limits::default(),
+    )?;
+    let obj = InMemDicomObject::read_dataset_with_ts(bytes, implicit_le())
+        .map_err(|e| CommandError::Parse(e.to_string()))?;
+    let status = obj
+        .element(tags::STATUS)
+        .ok()
+        .and_then(|e| e.to_int::<u16>().ok())
+        .ok_or(CommandError::Missing("Status (0000,0900)"))?;
+    let comment = obj
+        .element(tags::ERROR_COMMENT)
+        .ok()
+        .and_then(|e| e.to_str().ok())
+        .map(|s| s.trim_end_matches(['\0', ' ']).trim().to_string());
+    Ok(StoreResponse { status, comment })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -225,7 +294,7 @@ mod tests {
         }
         assert!(matches!(
             parse_command(&echo_rq_with(&bomb)),
-            Err(CommandError::Scan(staging::scan::ScanError::TooDeep { .. }))
+            Err(CommandError::Scan(crate::scan::ScanError::TooDeep { .. }))
         ));
         // an Error Comment declaring 1 GiB with 34 KB present: allocated 1 GiB before
         let mut huge = vec![0x00, 0x00, 0x02, 0x09];
@@ -233,9 +302,7 @@ mod tests {
         huge.extend(vec![b'A'; 34 * 1024]);
         assert!(matches!(
             parse_command(&echo_rq_with(&huge)),
-            Err(CommandError::Scan(
-                staging::scan::ScanError::Truncated { .. }
-            ))
+            Err(CommandError::Scan(crate::scan::ScanError::Truncated { .. }))
         ));
         // over the cap, however well formed
         let mut big = vec![0x00, 0x00, 0x02, 0x09];
@@ -286,5 +353,33 @@ mod tests {
         assert_eq!(u16_of(tags::COMMAND_DATA_SET_TYPE), NO_DATA_SET);
         assert_eq!(str_of(tags::AFFECTED_SOP_INSTANCE_UID), "1.2.3");
         assert_eq!(str_of(tags::ERROR_COMMENT), "disk below threshold");
+    }
+
+    #[test]
+    fn store_request_and_response_round_trip() {
+        let rq = parse_command(&store_request("1.2.840.10008.5.1.4.1.1.66.4", "1.2.3", 9)).unwrap();
+        assert_eq!(rq.command_field, C_STORE_RQ);
+        assert_eq!(rq.message_id, 9);
+        assert!(rq.has_data_set);
+        assert_eq!(rq.affected_sop_class_uid, "1.2.840.10008.5.1.4.1.1.66.4");
+        assert_eq!(rq.affected_sop_instance_uid, "1.2.3");
+        let rsp = parse_store_response(&store_response(
+            &rq,
+            Status::OutOfResources,
+            Some("disk full"),
+        ))
+        .unwrap();
+        assert_eq!(
+            rsp,
+            StoreResponse {
+                status: 0xA700,
+                comment: Some("disk full".into())
+            }
+        );
+        assert!(!rsp.is_stored());
+        let ok =
+            parse_store_response(&store_response(&rq, Status::Success, Some("ignored"))).unwrap();
+        assert_eq!(ok.comment, None, "no Error Comment on success");
+        assert!(ok.is_stored());
     }
 }
