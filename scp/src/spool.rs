@@ -9,7 +9,12 @@
 //! .emitting/<ms>-<study>/...        a study being staged and enqueued (same layout inside,
 //!                                   plus job.json once the job is fixed)
 //! .lock                             held (exclusive file lock) by the one listener using it
+//! .provenance/<ms>-<study>.jsonl    who sent the instances of an emitted study, and their
+//!                                   digests, for the 24 h after its job (see `provenance`)
 //! ```
+//!
+//! Every instance file carries its provenance stamp (caller, data set digest, reception order)
+//! in its File Meta Information; see `provenance`.
 //!
 //! One listener per spool: two processes replaying one journal would emit its studies twice and
 //! delete each other's partial receptions. [`Spool::open`] takes an exclusive lock on `.lock`
@@ -138,7 +143,11 @@ impl Spool {
     }
 
     /// Write a journalled instance to its place, without syncing: the journal keeps it until
-    /// the materializer has synced the file system. Overwrites a duplicate SOP Instance UID.
+    /// the materializer has synced the file system. A copy already there is replaced only by a
+    /// later reception (the provenance stamp's sequence number): a correction the listener
+    /// accepted (see `provenance`) may reach the folder before the copy it replaced, when
+    /// they came through different journal segments (replayed in segment order after a crash)
+    /// or the correction took the file path.
     /// The caller holds the folder lock for reading ([`Spool::blocking_read_folders`]).
     pub fn materialize(
         &self,
@@ -149,7 +158,17 @@ impl Spool {
     ) -> io::Result<()> {
         let series_dir = self.root.join(study.as_str()).join(series.as_str());
         fs::create_dir_all(&series_dir)?;
-        fs::write(instance_file(&series_dir, sop), payload)
+        let target = instance_file(&series_dir, sop);
+        if target.exists() {
+            let there = crate::provenance::read_stamp_file(&target).map(|s| s.seq);
+            let this = crate::provenance::read_stamp(payload).map(|s| s.seq);
+            if let (Some(there), Some(this)) = (there, this) {
+                if there > this {
+                    return Ok(());
+                }
+            }
+        }
+        fs::write(target, payload)
     }
 
     /// Studies with acknowledged instances waiting for their quiet period.
