@@ -16,8 +16,16 @@
 //! Information (0002,0102) under our creator UID (0002,0100), so it is in the journal record,
 //! the study folder's file and the staged object, exactly where the instance is: a journal
 //! replay restores both together, with no extra write or sync on the acknowledgement path.
-//! The header is built with placeholders of fixed width when the C-STORE starts; the digest
-//! and the sequence number are patched in once the data set is complete.
+//! The header is built with placeholders of fixed width when the C-STORE starts; the sequence
+//! number is patched in once the data set is complete. The digest is not computed on the
+//! acknowledgement path (SHA-256 of each instance was the largest user-space cost in the ingest
+//! profile, bench/ingest/RESULTS.md): a journalled instance's record carries a zero digest and
+//! the journal materializer computes and writes it when it puts the instance into its study
+//! folder ([`complete`]), then tells the registry. Only a C-STORE of a UID that is already
+//! staged hashes its own data set at once, and waits (nudging the materializer) if the staged
+//! copy's digest is not known yet. Instances on the file path (over a journal segment) are
+//! hashed as they stream and stamped before their fsync. A journal replay recomputes the same
+//! digest from the same bytes.
 //!
 //! **The [`Registry`]** maps SOP Instance UIDs to their stamps for every instance in the spool
 //! (journal, study folders, studies being emitted), rebuilt from the files at start, and for
@@ -139,16 +147,18 @@ impl Placeholders {
             .then_some(Placeholders { sha, seq })
     }
 
-    /// The two patches, as (offset, bytes).
-    pub fn fill(&self, digest: &[u8; 32], seq: u64) -> [(usize, Vec<u8>); 2] {
-        [
-            (self.sha, hex(digest).into_bytes()),
-            (self.seq, format!("{seq:020}").into_bytes()),
-        ]
+    /// The patches, as (offset, bytes): the sequence number, and the digest if it is known
+    /// (else it stays zero, for the journal materializer to fill).
+    pub fn fill(&self, digest: Option<&[u8; 32]>, seq: u64) -> Vec<(usize, Vec<u8>)> {
+        let mut out = vec![(self.seq, format!("{seq:020}").into_bytes())];
+        if let Some(d) = digest {
+            out.push((self.sha, hex(d).into_bytes()));
+        }
+        out
     }
 
     /// Patch a header held in memory.
-    pub fn fill_in(&self, header: &mut [u8], digest: &[u8; 32], seq: u64) {
+    pub fn fill_in(&self, header: &mut [u8], digest: Option<&[u8; 32]>, seq: u64) {
         for (at, bytes) in self.fill(digest, seq) {
             header[at..at + bytes.len()].copy_from_slice(&bytes);
         }
@@ -172,6 +182,36 @@ fn unhex(s: &str) -> Option<[u8; 32]> {
         *o = u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()?;
     }
     Some(out)
+}
+
+/// SHA-256 of a data set.
+pub fn digest(data_set: &[u8]) -> [u8; 32] {
+    Sha256::digest(data_set).into()
+}
+
+/// Where the data set starts in a Part-10 file that begins with a preamble, "DICM" and an
+/// explicit-length File Meta group (as we write them): after (0002,0000)'s group length.
+pub fn data_set_start(part10: &[u8]) -> Option<usize> {
+    if part10.get(128..132)? != b"DICM" || part10.get(132..138)? != b"\x02\x00\x00\x00UL" {
+        return None;
+    }
+    let len = u32::from_le_bytes(part10.get(140..144)?.try_into().ok()?) as usize;
+    let start = 144usize.checked_add(len)?;
+    (start <= part10.len()).then_some(start)
+}
+
+/// For the journal materializer: the stamp of a journalled instance with its digest computed
+/// if the record left it zero, and the header to write in place of the record's (the data set
+/// follows unchanged from the returned offset). None for bytes without our stamp.
+pub fn complete(part10: &[u8]) -> Option<(Vec<u8>, usize, Stamp)> {
+    let start = data_set_start(part10)?;
+    let mut header = part10[..start].to_vec();
+    let mut stamp = read_stamp(&header[..])?;
+    if stamp.digest == [0; 32] {
+        stamp.digest = digest(&part10[start..]);
+        Placeholders::find(&header)?.fill_in(&mut header, Some(&stamp.digest), stamp.seq);
+    }
+    Some((header, start, stamp))
 }
 
 /// The incremental digest of a data set as it arrives.
@@ -223,8 +263,11 @@ pub enum Claim {
     Identical,
     /// Another caller's different copy is staged: refuse. The staged copy's caller and study.
     Conflict { original: CallerId, study: Uid },
-    /// Another association is storing this SOP Instance UID right now: ask again shortly.
+    /// Another association is storing this SOP Instance UID right now, or the staged copy's
+    /// digest is not computed yet: ask again shortly.
     Busy,
+    /// The UID is staged: ask again with the new data set's digest.
+    NeedDigest,
 }
 
 #[derive(Debug, Clone)]
@@ -242,7 +285,8 @@ enum State {
 struct Entry {
     study: Uid,
     caller: CallerId,
-    digest: [u8; 32],
+    /// None until the journal materializer has computed it.
+    digest: Option<[u8; 32]>,
     seq: u64,
     state: State,
 }
@@ -336,7 +380,7 @@ impl Registry {
                     Entry {
                         study,
                         caller: l.caller,
-                        digest,
+                        digest: Some(digest),
                         seq: l.seq,
                         state: State::Emitted,
                     },
@@ -358,9 +402,17 @@ impl Registry {
         folders.extend(spool.emitting()?);
         for (folder, study) in folders {
             for inst in crate::spool::Spool::instances_in(&folder)? {
-                let Some(stamp) = read_stamp_file(&inst.path) else {
+                let Some(mut stamp) = read_stamp_file(&inst.path) else {
                     continue;
                 };
+                if stamp.digest == [0; 32] {
+                    // not expected (the materializer stamps every file it writes); recompute
+                    let bytes = fs::read(&inst.path)?;
+                    match data_set_start(&bytes) {
+                        Some(start) => stamp.digest = digest(&bytes[start..]),
+                        None => continue,
+                    }
+                }
                 max_seq = max_seq.max(stamp.seq);
                 let newer = inner
                     .entries
@@ -372,7 +424,7 @@ impl Registry {
                         Entry {
                             study: study.clone(),
                             caller: stamp.caller,
-                            digest: stamp.digest,
+                            digest: Some(stamp.digest),
                             seq: stamp.seq,
                             state: State::Staged,
                         },
@@ -386,15 +438,24 @@ impl Registry {
         Ok((reg, n))
     }
 
-    /// Decide what to do with a received instance (see [`Claim`]).
-    pub fn claim(&self, sop: &Uid, study: &Uid, caller: &CallerId, digest: &[u8; 32]) -> Claim {
+    /// Decide what to do with a received instance (see [`Claim`]). `digest`: of its data set,
+    /// if computed already; a new UID is claimed without it.
+    pub fn claim(
+        &self,
+        sop: &Uid,
+        study: &Uid,
+        caller: &CallerId,
+        digest: Option<&[u8; 32]>,
+    ) -> Claim {
         let mut inner = self.inner.lock().unwrap();
         inner.expire(now_ms());
         let seq = inner.next_seq;
         let previous = match inner.entries.get(sop.as_str()) {
             None => None,
             Some(e) if matches!(e.state, State::InFlight(_)) => return Claim::Busy,
-            Some(e) if &e.digest == digest => return Claim::Identical,
+            Some(_) if digest.is_none() => return Claim::NeedDigest,
+            Some(e) if e.digest.is_none() => return Claim::Busy,
+            Some(e) if e.digest.as_ref() == digest => return Claim::Identical,
             Some(e) if &e.caller == caller => Some(Box::new(e.clone())),
             Some(e) => {
                 return Claim::Conflict {
@@ -410,7 +471,7 @@ impl Registry {
             Entry {
                 study: study.clone(),
                 caller: caller.clone(),
-                digest: *digest,
+                digest: digest.copied(),
                 seq,
                 state: State::InFlight(previous),
             },
@@ -424,6 +485,16 @@ impl Registry {
         if let Some(e) = inner.entries.get_mut(sop.as_str()) {
             if e.seq == seq {
                 e.state = State::Staged;
+            }
+        }
+    }
+
+    /// The journal materializer computed the digest of the instance received as `seq`.
+    pub fn fill(&self, sop: &Uid, seq: u64, digest: [u8; 32]) {
+        let mut inner = self.inner.lock().unwrap();
+        if let Some(e) = inner.entries.get_mut(sop.as_str()) {
+            if e.seq == seq && e.digest.is_none() {
+                e.digest = Some(digest);
             }
         }
     }
@@ -490,7 +561,10 @@ impl Registry {
         let mut inner = self.inner.lock().unwrap();
         for (sop, stamp) in stamps {
             match inner.entries.get_mut(sop.as_str()) {
-                Some(e) if e.seq == stamp.seq => e.state = State::Emitted,
+                Some(e) if e.seq == stamp.seq => {
+                    e.state = State::Emitted;
+                    e.digest = Some(stamp.digest);
+                }
                 Some(_) => continue,
                 None => {
                     inner.entries.insert(
@@ -498,7 +572,7 @@ impl Registry {
                         Entry {
                             study: study.clone(),
                             caller: stamp.caller.clone(),
-                            digest: stamp.digest,
+                            digest: Some(stamp.digest),
                             seq: stamp.seq,
                             state: State::Emitted,
                         },
@@ -550,22 +624,30 @@ impl Inner {
 /// How long a C-STORE waits for another association that is storing the same SOP Instance UID.
 const BUSY_WAIT: Duration = Duration::from_secs(10);
 
-/// [`Registry::claim`], waiting (this thread sleeps: it is the association's blocking step) while
-/// another association holds the UID; still [`Claim::Busy`] after [`BUSY_WAIT`].
+/// [`Registry::claim`] with the data set's digest if it is `known` (the file path hashes as it
+/// streams), else computing it (`digest`) only if the UID is staged already, and waiting (this thread sleeps: it is the association's blocking step) while
+/// another association holds the UID or the staged copy's digest is pending (`nudge` asks the
+/// journal materializer to compute it now); still [`Claim::Busy`] after [`BUSY_WAIT`]. Returns
+/// the digest too if it was computed.
 pub(crate) fn claim(
     registry: &Registry,
     sop: &Uid,
     study: &Uid,
     caller: &CallerId,
-    digest: &[u8; 32],
-) -> Claim {
+    known: Option<[u8; 32]>,
+    mut digest: impl FnMut() -> [u8; 32],
+    nudge: impl Fn(),
+) -> (Claim, Option<[u8; 32]>) {
     let until = std::time::Instant::now() + BUSY_WAIT;
+    let mut computed = known;
     loop {
-        match registry.claim(sop, study, caller, digest) {
+        match registry.claim(sop, study, caller, computed.as_ref()) {
+            Claim::NeedDigest => computed = Some(digest()),
             Claim::Busy if std::time::Instant::now() < until => {
+                nudge();
                 std::thread::sleep(Duration::from_millis(5))
             }
-            other => return other,
+            other => return (other, computed),
         }
     }
 }
@@ -660,40 +742,52 @@ mod tests {
         let reg = Registry::new(EMITTED_WINDOW);
         let (sop, study) = (uid("1.2.3.4"), uid("1.2.3"));
         let a = caller("PACS_A", "10.0.0.1");
-        let Claim::Store { seq, replaces } = reg.claim(&sop, &study, &a, &[1; 32]) else {
+        let Claim::Store { seq, replaces } = reg.claim(&sop, &study, &a, Some(&[1; 32])) else {
             panic!("first copy is stored");
         };
         assert!(!replaces);
-        assert_eq!(reg.claim(&sop, &study, &a, &[1; 32]), Claim::Busy);
+        assert_eq!(reg.claim(&sop, &study, &a, Some(&[1; 32])), Claim::Busy);
         reg.commit(&sop, seq);
-        assert_eq!(reg.claim(&sop, &study, &a, &[1; 32]), Claim::Identical);
+        assert_eq!(
+            reg.claim(&sop, &study, &a, Some(&[1; 32])),
+            Claim::Identical
+        );
         // identical bytes from anyone: nothing to refuse, nothing to stage
         let b = caller("PACS_A", "10.0.0.2");
-        assert_eq!(reg.claim(&sop, &study, &b, &[1; 32]), Claim::Identical);
+        assert_eq!(
+            reg.claim(&sop, &study, &b, Some(&[1; 32])),
+            Claim::Identical
+        );
         // other content from another address with the same AE title: not the same caller
         assert_eq!(
-            reg.claim(&sop, &study, &b, &[2; 32]),
+            reg.claim(&sop, &study, &b, Some(&[2; 32])),
             Claim::Conflict {
                 original: a.clone(),
                 study: study.clone()
             }
         );
         // the same caller's correction replaces, and a failed one restores the original
-        let Claim::Store { seq: s2, replaces } = reg.claim(&sop, &study, &a, &[2; 32]) else {
+        let Claim::Store { seq: s2, replaces } = reg.claim(&sop, &study, &a, Some(&[2; 32])) else {
             panic!("a correction is stored");
         };
         assert!(replaces && s2 > seq);
         reg.abort(&sop, s2);
-        assert_eq!(reg.claim(&sop, &study, &a, &[1; 32]), Claim::Identical);
-        let Claim::Store { seq: s3, .. } = reg.claim(&sop, &study, &a, &[3; 32]) else {
+        assert_eq!(
+            reg.claim(&sop, &study, &a, Some(&[1; 32])),
+            Claim::Identical
+        );
+        let Claim::Store { seq: s3, .. } = reg.claim(&sop, &study, &a, Some(&[3; 32])) else {
             panic!();
         };
         reg.commit(&sop, s3);
-        assert_eq!(reg.claim(&sop, &study, &a, &[3; 32]), Claim::Identical);
+        assert_eq!(
+            reg.claim(&sop, &study, &a, Some(&[3; 32])),
+            Claim::Identical
+        );
         // a TLS subject is part of the caller
         let a_tls = CallerId::new("PACS_A", "10.0.0.1".parse().unwrap(), Some("CN=x"));
         assert!(matches!(
-            reg.claim(&sop, &study, &a_tls, &[4; 32]),
+            reg.claim(&sop, &study, &a_tls, Some(&[4; 32])),
             Claim::Conflict { .. }
         ));
     }
@@ -719,9 +813,43 @@ mod tests {
         let mut b = header(&caller("PACS_A", "10.0.0.1"));
         Placeholders::find(&b)
             .unwrap()
-            .fill_in(&mut b, &[seq as u8; 32], seq);
+            .fill_in(&mut b, Some(&[seq as u8; 32]), seq);
         b.extend_from_slice(body);
         b
+    }
+
+    /// A journalled copy is acknowledged without its digest; the materializer computes it,
+    /// writes it into the study folder's copy and gives it to the registry, which meanwhile
+    /// holds a re-sent copy back (Busy) rather than guess.
+    #[test]
+    fn the_digest_of_a_journalled_copy_is_computed_when_it_is_materialized() {
+        let dir = tempfile::tempdir().unwrap();
+        let (spool, _) = crate::spool::Spool::open(dir.path()).unwrap();
+        let reg = Registry::new(EMITTED_WINDOW);
+        let (study, series, sop) = (uid("1.2.3"), uid("1.2.3.1"), uid("1.2.3.1.1"));
+        let a = caller("PACS_A", "10.0.0.1");
+        let Claim::Store { seq, .. } = reg.claim(&sop, &study, &a, None) else {
+            panic!("a new UID needs no digest")
+        };
+        reg.commit(&sop, seq);
+        let mut record = header(&a);
+        Placeholders::find(&record)
+            .unwrap()
+            .fill_in(&mut record, None, seq);
+        record.extend_from_slice(b"the data set");
+        let want = digest(b"the data set");
+        assert_eq!(reg.claim(&sop, &study, &a, None), Claim::NeedDigest);
+        assert_eq!(reg.claim(&sop, &study, &a, Some(&want)), Claim::Busy);
+        let stamp = spool
+            .materialize(&study, &series, &sop, &record)
+            .unwrap()
+            .unwrap();
+        assert_eq!((stamp.digest, stamp.seq), (want, seq));
+        let file = dir.path().join("1.2.3/1.2.3.1/1.2.3.1.1.dcm");
+        assert_eq!(read_stamp_file(&file).unwrap(), stamp);
+        assert!(fs::read(&file).unwrap().ends_with(b"the data set"));
+        reg.fill(&sop, stamp.seq, stamp.digest);
+        assert_eq!(reg.claim(&sop, &study, &a, Some(&want)), Claim::Identical);
     }
 
     /// A correction that reaches the study folder before the copy it replaced (journal
@@ -752,7 +880,7 @@ mod tests {
         let mut header = header(&caller);
         let spots = Placeholders::find(&header).unwrap();
         let before = header.len();
-        spots.fill_in(&mut header, &[0xAB; 32], 12345);
+        spots.fill_in(&mut header, Some(&[0xAB; 32]), 12345);
         assert_eq!(header.len(), before);
         let stamp = read_stamp(&header[..]).unwrap();
         assert_eq!(
@@ -773,7 +901,7 @@ mod tests {
         assert_eq!(n, 0);
         let (sop, study) = (uid("1.2.3.4"), uid("1.2.3"));
         let a = caller("PACS_A", "10.0.0.1");
-        let Claim::Store { seq, .. } = reg.claim(&sop, &study, &a, &[1; 32]) else {
+        let Claim::Store { seq, .. } = reg.claim(&sop, &study, &a, Some(&[1; 32])) else {
             panic!()
         };
         reg.commit(&sop, seq);
@@ -789,16 +917,16 @@ mod tests {
         assert_eq!(n, 1);
         let b = caller("PACS_B", "10.0.0.2");
         assert!(matches!(
-            reg.claim(&sop, &study, &b, &[2; 32]),
+            reg.claim(&sop, &study, &b, Some(&[2; 32])),
             Claim::Conflict { .. }
         ));
-        let Claim::Store { seq: s2, .. } = reg.claim(&sop, &study, &a, &[2; 32]) else {
+        let Claim::Store { seq: s2, .. } = reg.claim(&sop, &study, &a, Some(&[2; 32])) else {
             panic!()
         };
         assert!(s2 > seq, "sequence numbers keep growing across restarts");
         // past the window the stamp is forgotten: the UID may be staged again by anyone
         let reg = Registry::new(Duration::from_millis(1));
-        let Claim::Store { seq, .. } = reg.claim(&sop, &study, &a, &[1; 32]) else {
+        let Claim::Store { seq, .. } = reg.claim(&sop, &study, &a, Some(&[1; 32])) else {
             panic!()
         };
         reg.commit(&sop, seq);
@@ -811,7 +939,7 @@ mod tests {
             .unwrap();
         std::thread::sleep(Duration::from_millis(20));
         assert!(matches!(
-            reg.claim(&sop, &study, &b, &[2; 32]),
+            reg.claim(&sop, &study, &b, Some(&[2; 32])),
             Claim::Store {
                 replaces: false,
                 ..

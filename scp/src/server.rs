@@ -124,6 +124,9 @@ impl Scp {
             );
         }
         let registry = Arc::new(registry);
+        if let Some(journal) = &journal {
+            journal.set_registry(registry.clone());
+        }
         let metrics = Arc::new(ScpMetrics {
             journal_pending_bytes: journal
                 .as_ref()
@@ -391,8 +394,9 @@ struct PartFile {
     file: Option<std::fs::File>,
     buf: Vec<u8>,
     total: u64,
-    /// SHA-256 of the data set bytes as they arrive.
+    /// SHA-256 of the data set bytes written to the file so far (file path only).
     hasher: crate::provenance::Hasher,
+    header_len: usize,
     /// Where the header's stamp gets the digest and sequence number.
     spots: crate::provenance::Placeholders,
 }
@@ -408,6 +412,7 @@ impl PartFile {
         spots: crate::provenance::Placeholders,
     ) -> PartFile {
         let total = header.len() as u64;
+        let header_len = header.len();
         // most instances of an MR study fit; saves the reallocations while PDUs arrive
         header.reserve(256 * 1024);
         PartFile {
@@ -417,15 +422,23 @@ impl PartFile {
             buf: header,
             total,
             hasher: Default::default(),
+            header_len,
             spots,
         }
     }
 
     async fn push(&mut self, data: &[u8]) -> std::io::Result<()> {
-        self.hasher.update(data);
         self.buf.extend_from_slice(data);
         self.total += data.len() as u64;
         if self.buf.len() >= FLUSH_AT {
+            // streamed: the file path, hashed as it goes (journalled instances are hashed by
+            // the materializer, off the acknowledgement path)
+            let skip = if self.file.is_none() {
+                self.header_len
+            } else {
+                0
+            };
+            self.hasher.update(&self.buf[skip..]);
             let (file, buf, path) = (self.file.take(), std::mem::take(&mut self.buf), self.path());
             let (file, buf, r) = tokio::task::spawn_blocking(move || {
                 let r = match file {
@@ -1087,15 +1100,18 @@ impl Connection {
         let limits = crate::guard::instance_limits(self.config.max_object_bytes);
         let path = part.path();
         let registry = self.registry.clone();
+        let journal = self.journal.clone();
         tokio::task::spawn_blocking(move || {
             let PartFile {
                 file,
                 buf,
-                hasher,
+                mut hasher,
+                header_len,
                 spots,
                 ..
             } = part;
             let streamed = file.is_some();
+            hasher.update(&buf[if streamed { 0 } else { header_len }..]);
             let mut claimed = None;
             let result = (|| -> Result<Finish, Finish> {
                 let in_memory = if streamed {
@@ -1114,18 +1130,27 @@ impl Connection {
                 };
                 let sop = checked_sop(&id, &sop_instance, &sop_class)?;
                 let digest = hasher.finish();
-                let (seq, replaced) =
-                    match crate::provenance::claim(&registry, &sop, &id.study, &caller, &digest) {
-                        Claim::Store { seq, replaces } => (seq, replaces),
-                        Claim::Identical => return Ok(Finish::Identical(id)),
-                        Claim::Conflict { original, .. } => {
-                            return Ok(Finish::Conflict(id, Box::new(original)))
-                        }
-                        Claim::Busy => return Err(busy()),
-                    };
+                let (seq, replaced) = match crate::provenance::claim(
+                    &registry,
+                    &sop,
+                    &id.study,
+                    &caller,
+                    Some(digest),
+                    || digest,
+                    || nudge(&journal),
+                )
+                .0
+                {
+                    Claim::Store { seq, replaces } => (seq, replaces),
+                    Claim::Identical => return Ok(Finish::Identical(id)),
+                    Claim::Conflict { original, .. } => {
+                        return Ok(Finish::Conflict(id, Box::new(original)))
+                    }
+                    Claim::Busy | Claim::NeedDigest => return Err(busy()),
+                };
                 claimed = Some((sop.clone(), seq));
                 // the stamp goes into the header, which may be on disk already
-                for (at, bytes) in spots.fill(&digest, seq) {
+                for (at, bytes) in spots.fill(Some(&digest), seq) {
                     std::os::unix::fs::FileExt::write_all_at(&f, &bytes, at as u64)
                         .map_err(|e| refused_io(&e))?;
                 }
@@ -1185,21 +1210,30 @@ impl Connection {
             };
             let PartFile {
                 mut buf,
-                hasher,
+                header_len,
                 spots,
                 ..
             } = part;
-            let digest = hasher.finish();
-            let (seq, replaced) =
-                match crate::provenance::claim(&registry, &sop, &id.study, &caller, &digest) {
-                    Claim::Store { seq, replaces } => (seq, replaces),
-                    Claim::Identical => return Finish::Identical(id),
-                    Claim::Conflict { original, .. } => {
-                        return Finish::Conflict(id, Box::new(original))
-                    }
-                    Claim::Busy => return busy(),
-                };
-            spots.fill_in(&mut buf, &digest, seq);
+            // the digest is computed here only for a UID already staged; otherwise the
+            // materializer does it off the acknowledgement path
+            let (claim, digest) = crate::provenance::claim(
+                &registry,
+                &sop,
+                &id.study,
+                &caller,
+                None,
+                || crate::provenance::digest(&buf[header_len..]),
+                || journal.nudge(),
+            );
+            let (seq, replaced) = match claim {
+                Claim::Store { seq, replaces } => (seq, replaces),
+                Claim::Identical => return Finish::Identical(id),
+                Claim::Conflict { original, .. } => {
+                    return Finish::Conflict(id, Box::new(original))
+                }
+                Claim::Busy | Claim::NeedDigest => return busy(),
+            };
+            spots.fill_in(&mut buf, digest.as_ref(), seq);
             let record = RecordedInstance {
                 study: id.study.clone(),
                 series: id.series.clone(),
@@ -1249,6 +1283,13 @@ fn checked_sop(id: &Identity, sop_instance: &str, sop_class: &str) -> Result<Uid
     }
     Uid::new(&id.sop_instance)
         .map_err(|e| Finish::Refused(Status::CannotUnderstand, format!("SOP Instance UID: {e}")))
+}
+
+/// Ask the journal materializer (if any) to compute pending digests now.
+fn nudge(journal: &Option<Arc<Journal>>) {
+    if let Some(j) = journal {
+        j.nudge();
+    }
 }
 
 /// Another association kept the SOP Instance UID claimed for too long.

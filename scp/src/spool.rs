@@ -25,7 +25,7 @@
 //! acknowledged. Everything else survives restarts until its job is on the queue.
 
 use std::fs;
-use std::io;
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -149,26 +149,33 @@ impl Spool {
     /// they came through different journal segments (replayed in segment order after a crash)
     /// or the correction took the file path.
     /// The caller holds the folder lock for reading ([`Spool::blocking_read_folders`]).
+    ///
+    /// The record's stamp is completed here (its data set's digest computed: the
+    /// acknowledgement path leaves it to this thread) and returned, for the registry.
     pub fn materialize(
         &self,
         study: &Uid,
         series: &Uid,
         sop: &Uid,
         payload: &[u8],
-    ) -> io::Result<()> {
+    ) -> io::Result<Option<crate::provenance::Stamp>> {
         let series_dir = self.root.join(study.as_str()).join(series.as_str());
         fs::create_dir_all(&series_dir)?;
         let target = instance_file(&series_dir, sop);
+        let Some((header, start, stamp)) = crate::provenance::complete(payload) else {
+            fs::write(target, payload)?;
+            return Ok(None);
+        };
         if target.exists() {
             let there = crate::provenance::read_stamp_file(&target).map(|s| s.seq);
-            let this = crate::provenance::read_stamp(payload).map(|s| s.seq);
-            if let (Some(there), Some(this)) = (there, this) {
-                if there > this {
-                    return Ok(());
-                }
+            if there.is_some_and(|there| there > stamp.seq) {
+                return Ok(Some(stamp));
             }
         }
-        fs::write(target, payload)
+        let mut f = fs::File::create(&target)?;
+        f.write_all(&header)?;
+        f.write_all(&payload[start..])?;
+        Ok(Some(stamp))
     }
 
     /// Studies with acknowledged instances waiting for their quiet period.

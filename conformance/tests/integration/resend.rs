@@ -89,6 +89,17 @@ fn spooled(node: &Node, sop: &str) -> PathBuf {
 
 #[test]
 fn resent_instances_identical_corrected_and_conflicting_across_a_restart() {
+    resent_instances(&[]);
+}
+
+/// The same on the file path (each instance its own fsynced file, stamped before its fsync),
+/// which instances larger than a journal segment take.
+#[test]
+fn resent_instances_on_the_file_path() {
+    resent_instances(&["--journal-segment-mb", "0"]);
+}
+
+fn resent_instances(extra: &[&str]) {
     let dir = tempfile::tempdir().unwrap();
     let (study, files) = study_in(dir.path(), "3", "330");
     let original = &files[0];
@@ -114,10 +125,9 @@ fn resent_instances_identical_corrected_and_conflicting_across_a_restart() {
     let audit = dir.path().join("audit.jsonl");
     let audit_arg = audit.display().to_string();
     // a long quiet period: the study stays in the spool until the graceful stop drains it
-    let mut node = Node::listener(
-        &dir.path().join("data"),
-        &["--quiet-period", "600", "--audit-log", &audit_arg],
-    );
+    let mut args = vec!["--quiet-period", "600", "--audit-log", &audit_arg];
+    args.extend_from_slice(extra);
+    let mut node = Node::listener(&dir.path().join("data"), &args);
     let (rc, out) = node.storescu("PACS_A", &[], &study);
     assert_eq!(rc, 0, "{out}");
     let first = std::fs::read(spooled(&node, &sop)).unwrap();
