@@ -1113,6 +1113,7 @@ impl Connection {
             let streamed = file.is_some();
             hasher.update(&buf[if streamed { 0 } else { header_len }..]);
             let mut claimed = None;
+            // Err: the answer without storing (a refusal, or an identical or conflicting copy)
             let result = (|| -> Result<Finish, Finish> {
                 let in_memory = if streamed {
                     None
@@ -1130,7 +1131,7 @@ impl Connection {
                 };
                 let sop = checked_sop(&id, &sop_instance, &sop_class)?;
                 let digest = hasher.finish();
-                let (seq, replaced) = match crate::provenance::claim(
+                let (claim, _) = crate::provenance::claim(
                     &registry,
                     &sop,
                     &id.study,
@@ -1138,16 +1139,9 @@ impl Connection {
                     Some(digest),
                     || digest,
                     || nudge(&journal),
-                )
-                .0
-                {
-                    Claim::Store { seq, replaces } => (seq, replaces),
-                    Claim::Identical => return Ok(Finish::Identical(id)),
-                    Claim::Conflict { original, .. } => {
-                        return Ok(Finish::Conflict(id, Box::new(original)))
-                    }
-                    Claim::Busy | Claim::NeedDigest => return Err(busy()),
-                };
+                );
+                // not stored (identical, conflict, busy): the .part file is removed below
+                let (id, seq, replaced) = decide(claim, id)?;
                 claimed = Some((sop.clone(), seq));
                 // the stamp goes into the header, which may be on disk already
                 for (at, bytes) in spots.fill(Some(&digest), seq) {
@@ -1164,11 +1158,7 @@ impl Connection {
             })();
             drop(guard);
             match result {
-                Ok(stored @ Finish::Stored(..)) => stored,
-                Ok(not_stored) => {
-                    let _ = std::fs::remove_file(&path);
-                    not_stored
-                }
+                Ok(stored) => stored,
                 Err(refused) => {
                     if let Some((sop, seq)) = claimed {
                         registry.abort(&sop, seq);
@@ -1225,13 +1215,9 @@ impl Connection {
                 || crate::provenance::digest(&buf[header_len..]),
                 || journal.nudge(),
             );
-            let (seq, replaced) = match claim {
-                Claim::Store { seq, replaces } => (seq, replaces),
-                Claim::Identical => return Finish::Identical(id),
-                Claim::Conflict { original, .. } => {
-                    return Finish::Conflict(id, Box::new(original))
-                }
-                Claim::Busy | Claim::NeedDigest => return busy(),
+            let (id, seq, replaced) = match decide(claim, id) {
+                Ok(store) => store,
+                Err(answer) => return answer,
             };
             spots.fill_in(&mut buf, digest.as_ref(), seq);
             let record = RecordedInstance {
@@ -1283,6 +1269,17 @@ fn checked_sop(id: &Identity, sop_instance: &str, sop_class: &str) -> Result<Uid
     }
     Uid::new(&id.sop_instance)
         .map_err(|e| Finish::Refused(Status::CannotUnderstand, format!("SOP Instance UID: {e}")))
+}
+
+/// A claim's outcome: store the instance (with its sequence number; `true` if it replaces its
+/// sender's copy), or the answer without storing it.
+fn decide(claim: Claim, id: Identity) -> Result<(Identity, u64, bool), Finish> {
+    match claim {
+        Claim::Store { seq, replaces } => Ok((id, seq, replaces)),
+        Claim::Identical => Err(Finish::Identical(id)),
+        Claim::Conflict { original, .. } => Err(Finish::Conflict(id, Box::new(original))),
+        Claim::Busy | Claim::NeedDigest => Err(busy()),
+    }
 }
 
 /// Ask the journal materializer (if any) to compute pending digests now.
