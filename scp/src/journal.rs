@@ -1076,6 +1076,33 @@ mod tests {
         assert_eq!(rec.instances, 0, "checkpointed once written");
     }
 
+    /// A correction journalled in a lower-numbered segment than the copy it replaced (a
+    /// recycled segment) is replayed first after a crash; the older copy replayed after it must
+    /// not overwrite it (provenance sequence numbers).
+    #[test]
+    fn a_replay_keeps_the_later_copy_of_an_instance_whatever_the_segment_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let (journal, _) = Journal::open_inner(spool(dir.path()), 1 << 20, false).unwrap();
+        let (inst, _) = instance(0);
+        let stamped = crate::provenance::tests::stamped;
+        let mut first_segment = journal.writer();
+        let mut second_segment = journal.writer();
+        first_segment
+            .append(inst.clone(), stamped(20, b"the correction"))
+            .unwrap();
+        second_segment
+            .append(inst, stamped(10, b"the original"))
+            .unwrap();
+        std::mem::forget(first_segment);
+        std::mem::forget(second_segment);
+        drop(journal);
+        let (_journal, rec) = Journal::open(spool(dir.path()), 1 << 20).unwrap();
+        assert_eq!(rec.instances, 2);
+        assert!(materialized(dir.path(), 0)
+            .unwrap()
+            .ends_with(b"the correction"));
+    }
+
     #[test]
     fn a_record_too_large_for_a_segment_is_refused_not_split() {
         let dir = tempfile::tempdir().unwrap();

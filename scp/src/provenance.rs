@@ -726,7 +726,7 @@ pub fn prune_emitted_files(spool_root: &Path, window: Duration) {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     fn uid(s: &str) -> Uid {
@@ -809,7 +809,7 @@ mod tests {
     }
 
     /// A copy stamped with `seq` (its data set: `body`).
-    fn stamped(seq: u64, body: &[u8]) -> Vec<u8> {
+    pub(crate) fn stamped(seq: u64, body: &[u8]) -> Vec<u8> {
         let mut b = header(&caller("PACS_A", "10.0.0.1"));
         Placeholders::find(&b)
             .unwrap()
