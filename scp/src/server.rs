@@ -1072,8 +1072,10 @@ impl Connection {
 
     /// One blocking step: identify the instance (from memory when it was small enough to stay
     /// there), check it against the command, write and fsync it, move it into its study
-    /// folder and fsync the folder. The spool's read lock is held so the study folder cannot
-    /// be frozen for emission halfway.
+    /// folder and fsync the folder. The spool's read lock is held for the move so the study
+    /// folder cannot be frozen for emission halfway (only for the move: a re-sent instance may
+    /// wait for the journal materializer, which needs that lock too, while an emission waits
+    /// for it).
     async fn write_and_identify(
         &self,
         mut part: PartFile,
@@ -1095,7 +1097,6 @@ impl Connection {
                 }
             }
         }
-        let guard = self.spool.read_folders_owned().await;
         let spool = self.spool.clone();
         let limits = crate::guard::instance_limits(self.config.max_object_bytes);
         let path = part.path();
@@ -1150,13 +1151,15 @@ impl Connection {
                 }
                 f.sync_all().map_err(|e| refused_io(&e))?;
                 drop(f);
-                spool
-                    .commit(&path, &id.study, &id.series, &sop)
-                    .map_err(|e| refused_io(&e))?;
+                {
+                    let _folders = spool.blocking_read_folders();
+                    spool
+                        .commit(&path, &id.study, &id.series, &sop)
+                        .map_err(|e| refused_io(&e))?;
+                }
                 registry.commit(&sop, seq);
                 Ok(Finish::Stored(id, total, replaced))
             })();
-            drop(guard);
             match result {
                 Ok(stored) => stored,
                 Err(refused) => {

@@ -30,7 +30,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use staging::{fsync_dir, Uid};
-use tokio::sync::{OwnedRwLockReadGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use tokio::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 const INCOMING: &str = ".incoming";
 const EMITTING: &str = ".emitting";
@@ -97,12 +97,6 @@ impl Spool {
         ))
     }
 
-    /// The folder lock for moving instances into study folders, held across an `.await` or
-    /// handed to a blocking task.
-    pub async fn read_folders_owned(&self) -> OwnedRwLockReadGuard<()> {
-        self.folders.clone().read_owned().await
-    }
-
     /// The folder lock for moving instances into study folders, from a plain (non-async) thread.
     pub fn blocking_read_folders(&self) -> RwLockReadGuard<'_, ()> {
         self.folders.blocking_read()
@@ -124,7 +118,7 @@ impl Spool {
     }
 
     /// Move a complete, fsynced `.part` file to its place and make the move durable.
-    /// The caller holds the folder lock for reading ([`Spool::read_folders_owned`]).
+    /// The caller holds the folder lock for reading ([`Spool::blocking_read_folders`]).
     pub fn commit(&self, part: &Path, study: &Uid, series: &Uid, sop: &Uid) -> io::Result<PathBuf> {
         let study_dir = self.root.join(study.as_str());
         let series_dir = study_dir.join(series.as_str());
