@@ -216,19 +216,29 @@ fn resent_instances(extra: &[&str]) {
     );
 }
 
-/// After the study's job is on the queue, its instances stay guarded for the emitted window:
-/// an identical resend gives no second job, another caller's copy is refused, and the sender's
-/// correction gives a new job for the corrected study.
+/// After the study's job is on the queue, its instances stay guarded for the emitted window
+/// (across a kill -9 too: `spool/.provenance/`): an identical resend gives no second job,
+/// another caller's copy is refused, and the sender's correction gives a new job for the
+/// corrected study.
 #[test]
 fn an_emitted_study_is_guarded_for_the_window() {
     let dir = tempfile::tempdir().unwrap();
     let (study, files) = study_in(dir.path(), "2", "331");
     let intruder = dir.path().join("intruder.dcm");
     edited(&files[0], &intruder, "ds.PatientName = 'INTRUDER^Y'");
-    let node = Node::listener(&dir.path().join("data"), &["--quiet-period", "1"]);
+    let mut node = Node::listener(&dir.path().join("data"), &["--quiet-period", "1"]);
     let (rc, out) = node.storescu("PACS_A", &[], &study);
     assert_eq!(rc, 0, "{out}");
     let first = wait_jobs(&node, 1);
+    // the spooled copies are gone once the emission finished: what guards the study after the
+    // restart is its record in spool/.provenance/
+    let emitting = node.data_dir.join("spool/.emitting");
+    testkit::wait_until(Duration::from_secs(20), "the emission to finish", || {
+        (std::fs::read_dir(&emitting).unwrap().count() == 0).then_some(())
+    });
+    assert!(testkit::spooled_instances(&node.data_dir.join("spool")).is_empty());
+    node.kill();
+    node.restart();
     let (rc, out) = node.storescu("PACS_A", &[], &files[1]);
     assert_eq!(rc, 0, "{out}");
     assert_eq!(identical_resends(&node), 1, "{}", node.log_text());
