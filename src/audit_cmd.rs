@@ -132,6 +132,17 @@ fn describe(r: &Record) -> String {
             Escaped(destination),
             Escaped(status)
         ),
+        Event::InstanceConflict {
+            caller: who,
+            sop_instance_uid,
+            staged_by,
+            ..
+        } => format!(
+            "refused    instance {} from {}: a different copy from {} is staged",
+            Escaped(sop_instance_uid),
+            caller(who),
+            caller(staged_by)
+        ),
         other => format!("{other:?}"),
     };
     format!("{} {what}{node}", r.ts)

@@ -103,6 +103,17 @@ pub enum Event {
         job_id: String,
         reason: String,
     },
+    /// A C-STORE refused because another caller's different copy of the same SOP Instance UID
+    /// is staged (the staged copy is kept).
+    InstanceConflict {
+        #[serde(flatten)]
+        caller: Caller,
+        study_uid: String,
+        sop_instance_uid: String,
+        /// Who sent the staged copy (`peer`: its IP address; the port is not part of a caller).
+        staged_by: Caller,
+        reason: String,
+    },
     /// One delivery attempt's outcome for a result.
     ResultDelivered {
         study_uid: String,
@@ -122,7 +133,8 @@ impl Event {
         match self {
             Event::StudyReceived { study_uid, .. }
             | Event::JobDone { study_uid, .. }
-            | Event::ResultDelivered { study_uid, .. } => Some(study_uid),
+            | Event::ResultDelivered { study_uid, .. }
+            | Event::InstanceConflict { study_uid, .. } => Some(study_uid),
             Event::JobDeadLettered { study_uid, .. } => study_uid.as_deref(),
             _ => None,
         }

@@ -5,6 +5,11 @@
 #   bench/ingest/run.sh [N]          N instances (default 500), ROUNDS=3 rounds each receiver
 #   ASSOCIATIONS=4 bench/ingest/run.sh   the same files over 4 storescu associations at once
 #                                        (storescp then runs with --fork)
+#   TLS=1 bench/ingest/run.sh            DICOM TLS on every side (issue 16): storescu +tls against
+#                                        storescp +tls and against segnode --tls-cert/--tls-key
+#                                        (plain TCP off), mutual TLS on both (a client certificate
+#                                        required and checked against the same CA); the CA and
+#                                        the certificates are made with openssl for the run
 #
 # Instances: make_series.py --size 256, 16-bit MR, explicit VR LE, ~130 KB each (128 KiB of
 # pixels + header), 4 series of N/4 slices (1 series of N if N is not a multiple of 4).
@@ -43,6 +48,25 @@ if [[ -z "${_INGEST_IN_NETNS:-}" ]]; then
         command -v "$t" >/dev/null || { echo "dcmtk's $t is missing: apt-get install dcmtk" >&2; exit 1; }
     done
     [[ -x "$PY" ]] || { echo "$PY missing: run scripts/install-test-deps.sh" >&2; exit 1; }
+    if [[ -n "${TLS:-}" ]]; then
+        command -v openssl >/dev/null || { echo "TLS=1 needs openssl: apt-get install openssl" >&2; exit 1; }
+        # a throwaway PKI for this run, as the tls conformance tests make theirs: EC P-256, a CA,
+        # the receiver's certificate for 127.0.0.1, one client certificate (never committed)
+        T="$WORK/tls"
+        rm -rf "$T" && mkdir -p "$T"
+        (
+            cd "$T"
+            key=(-newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes)
+            openssl req -x509 "${key[@]}" -keyout ca.key -out ca.pem -subj /CN=bench-ca -days 2 2>/dev/null
+            echo "subjectAltName=IP:127.0.0.1" >server.ext
+            echo "extendedKeyUsage=clientAuth" >client.ext
+            for who in server client; do
+                openssl req "${key[@]}" -keyout "$who.key" -out "$who.csr" -subj "/O=Bench/CN=$who" 2>/dev/null
+                openssl x509 -req -in "$who.csr" -CA ca.pem -CAkey ca.key -CAcreateserial \
+                    -out "$who.pem" -days 2 -extfile "$who.ext" 2>/dev/null
+            done
+        ) || { echo "making the TLS certificates failed" >&2; exit 1; }
+    fi
     if [[ ! -x "$BIN" ]]; then
         echo "building $BIN (release) ..." >&2
         (cd "$ROOT" && cargo build --release -p segnode)
@@ -65,6 +89,15 @@ fi
 
 # ---- measurement ------------------------------------------------------------------------
 INPUT="$WORK/input-$N"
+# TLS=1: the same options for every dcmtk client (echoscu, storescu) and every storescp
+SCU_TLS=()
+SCP_TLS=()
+SEG_LISTEN=()
+if [[ -n "${TLS:-}" ]]; then
+    T="$WORK/tls"
+    SCU_TLS=(+tls "$T/client.key" "$T/client.pem" +cf "$T/ca.pem")
+    SCP_TLS=(+tls "$T/server.key" "$T/server.pem" +cf "$T/ca.pem")
+fi
 FILES=$(find "$INPUT" -name '*.dcm' | wc -l)
 BYTES=$(find "$INPUT" -name '*.dcm' -printf '%s\n' | awk '{s+=$1} END {print s}')
 [[ "$FILES" -eq "$N" ]] || { echo "expected $N input files, found $FILES" >&2; exit 1; }
@@ -80,7 +113,7 @@ free_port() { "$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)
 
 wait_ready() { # port aet
     for _ in $(seq 1 300); do
-        if TCP_NODELAY=1 echoscu -aet BENCH -aec "$2" 127.0.0.1 "$1" >/dev/null 2>&1; then return 0; fi
+        if TCP_NODELAY=1 echoscu "${SCU_TLS[@]}" -aet BENCH -aec "$2" 127.0.0.1 "$1" >/dev/null 2>&1; then return 0; fi
         sleep 0.1
     done
     echo "nothing answered C-ECHO on port $1" >&2
@@ -101,13 +134,13 @@ send() { # port aet -> prints seconds
     local t0 t1 k pids=() failed=0
     t0=$(date +%s.%N)
     if (( ASSOCIATIONS == 1 )); then
-        TCP_NODELAY=1 storescu -aet BENCH -aec "$2" -pdu $PDU +sd +r 127.0.0.1 "$1" "$INPUT" \
+        TCP_NODELAY=1 storescu "${SCU_TLS[@]}" -aet BENCH -aec "$2" -pdu $PDU +sd +r 127.0.0.1 "$1" "$INPUT" \
             >"$WORK/storescu.log" 2>&1 || { echo "storescu failed:" >&2; tail -5 "$WORK/storescu.log" >&2; return 1; }
     else
         # the same files split round-robin over ASSOCIATIONS storescu processes at once
         for k in $(seq 0 $((ASSOCIATIONS - 1))); do
             find "$INPUT" -name '*.dcm' | sort | awk -v k="$k" -v n="$ASSOCIATIONS" 'NR % n == k' \
-                | TCP_NODELAY=1 xargs storescu -aet BENCH -aec "$2" -pdu $PDU 127.0.0.1 "$1" \
+                | TCP_NODELAY=1 xargs storescu "${SCU_TLS[@]}" -aet BENCH -aec "$2" -pdu $PDU 127.0.0.1 "$1" \
                 >"$WORK/storescu-$k.log" 2>&1 &
             pids+=($!)
         done
@@ -126,16 +159,24 @@ round_segnode() {
     # WARM=1: keep the data folder from round to round, as a running node would: the ingest
     # journal then overwrites the segments it recycled instead of appending to new files
     [[ -n "${WARM:-}" ]] || rm -rf "$dir"
-    ${WRAP:-} "$SEGNODE_BIN" serve --data-dir "$dir" --bind 127.0.0.1 --port "$port" --http off \
+    if [[ -n "${TLS:-}" ]]; then
+        SEG_LISTEN=(--port 0 --tls-port "$port" --tls-cert "$T/server.pem" --tls-key "$T/server.key"
+            --tls-client-ca "$T/ca.pem")
+    else
+        SEG_LISTEN=(--port "$port")
+    fi
+    ${WRAP:-} "$SEGNODE_BIN" serve --data-dir "$dir" --bind 127.0.0.1 "${SEG_LISTEN[@]}" --http off \
         --aet SEGNODE --max-pdu $PDU --quiet-period 600 >"$WORK/segnode.log" 2>&1 &
     pid=$!
     PIDS+=("$pid")
     wait_ready "$port" SEGNODE || return 1
     SECS=$(send "$port" SEGNODE) || return 1
     # counted after a graceful stop: acknowledged instances sit in the ingest journal until
-    # the stream pauses, and the stop moves them into their study folders
+    # the stream pauses, and the stop moves them into their study folders, and since the drain
+    # on SIGTERM (issue 13) stages them into the store: count distinct instances in both
     stop "$pid"
-    got=$(find "$dir/spool" -name '*.dcm' -not -path '*/.incoming/*' | wc -l)
+    got=$(find "$dir/spool" "$dir/store/incoming" -name '*.dcm' -not -path '*/.incoming/*' \
+        -not -path '*/jobs/*' -printf '%f\n' 2>/dev/null | sort -u | wc -l)
     [[ -n "${WARM:-}" ]] || rm -rf "$dir"
     [[ "$got" -eq "$N" ]] || { echo "segnode: $got of $N instances arrived" >&2; return 1; }
 }
@@ -148,7 +189,7 @@ round_storescp() {
     mkdir -p "$dir"
     local fork=()
     (( ASSOCIATIONS > 1 )) && fork=(--fork) # one process per association, so they run at once
-    TCP_NODELAY=1 storescp "${fork[@]}" -aet BENCHSCP -pdu $PDU -od "$dir" "$port" >"$WORK/storescp.log" 2>&1 &
+    TCP_NODELAY=1 storescp "${fork[@]}" "${SCP_TLS[@]}" -aet BENCHSCP -pdu $PDU -od "$dir" "$port" >"$WORK/storescp.log" 2>&1 &
     pid=$!
     PIDS+=("$pid")
     wait_ready "$port" BENCHSCP || return 1
@@ -165,7 +206,7 @@ round_floor() {
     port=$(free_port)
     local fork=()
     (( ASSOCIATIONS > 1 )) && fork=(--fork)
-    TCP_NODELAY=1 storescp "${fork[@]}" --ignore -aet BENCHSCP -pdu $PDU "$port" >"$WORK/floor.log" 2>&1 &
+    TCP_NODELAY=1 storescp "${fork[@]}" "${SCP_TLS[@]}" --ignore -aet BENCHSCP -pdu $PDU "$port" >"$WORK/floor.log" 2>&1 &
     pid=$!
     PIDS+=("$pid")
     wait_ready "$port" BENCHSCP || return 1
@@ -176,6 +217,11 @@ round_floor() {
 echo "ingest: $N instances, $(echo "$BYTES / 1000000" | bc -l | xargs printf '%.1f') MB" \
     "($(echo "$BYTES / $N / 1000" | bc -l | xargs printf '%.0f') KB each), $ROUNDS rounds," \
     "storescu -pdu $PDU, TCP_NODELAY=1, $ASSOCIATIONS association(s) at once"
+if [[ -n "${TLS:-}" ]]; then
+    echo "DICOM TLS on every side (mutual TLS, EC P-256 certificates made for this run);" \
+        "protocol and cipher as negotiated by storescu (dcmtk BCP 195 profile) with each receiver"
+fi
+echo "load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "segnode: $SEGNODE_BIN (fsync per instance); storescp: $(command -v storescp) (no fsync)"
 echo "work dir: $WORK ($(df -P "$WORK" | awk 'NR==2 {print $1}'))"
 # What the disk allows right now: the durable path per instance (write, fsync, rename,
@@ -255,6 +301,7 @@ echo "median  storescp  $(printf '%9.3f' "$scp_med") $(printf '%11s' "$(rate "$s
 echo "ratio segnode / storescp (median instances/s): $(echo "$scp_med / $seg_med" | bc -l | xargs printf '%.2f')"
 
 disk_probe "after the rounds"
+echo "load average at end: $(cut -d' ' -f1-3 /proc/loadavg)"
 floor_med=$(median "${FLOOR[@]}")
 echo "median  floor     $(printf '%9.3f' "$floor_med") $(printf '%11s' "$(rate "$floor_med")")   (storescp --ignore: receives, stores nothing)"
 sync_ms=$(median $(cat "$WORK/fdatasync-ms"))

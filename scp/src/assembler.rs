@@ -14,6 +14,7 @@ use tracing::{info, warn};
 
 use crate::journal::Journal;
 use crate::metrics::ScpMetrics;
+use crate::provenance::Registry;
 use crate::spool::{Spool, JOB_FILE};
 
 /// How long the emitter waits for the journal to confirm that acknowledged instances are in
@@ -48,6 +49,10 @@ pub struct Assembler {
     metrics: Arc<ScpMetrics>,
     quiet_period: Duration,
     audit: AuditLog,
+    /// Who sent each spooled instance: an emitted study's stamps move to its emitted window.
+    registry: Arc<Registry>,
+    /// When the emitted-window files were last pruned.
+    pruned: Mutex<Instant>,
     pending: Mutex<HashMap<Uid, Pending>>,
     emissions: Mutex<HashMap<PathBuf, Emission>>,
 }
@@ -78,6 +83,7 @@ impl Assembler {
         metrics: Arc<ScpMetrics>,
         quiet_period: Duration,
         audit: AuditLog,
+        registry: Arc<Registry>,
     ) -> std::io::Result<Arc<Self>> {
         let now = Instant::now();
         let pending: HashMap<Uid, Pending> = spool
@@ -127,6 +133,8 @@ impl Assembler {
             metrics,
             quiet_period,
             audit,
+            registry,
+            pruned: Mutex::new(now),
             pending: Mutex::new(pending),
             emissions: Mutex::new(emissions),
         }))
@@ -419,12 +427,39 @@ impl Assembler {
             Err(e) => return Err(e.into()),
         };
         let sent = self.queue.send_checked(&message, Some(&job.job_id)).await?;
+        self.keep_emitted_stamps(study, &instances);
         self.spool.finish_emit(dir)?;
         Ok((job, sent, bytes))
     }
 }
 
-/// [`staging::content_digest`] of the instances of a frozen study folder, by key.
+impl Assembler {
+    /// The study's job is on the queue: its instances' provenance stamps stay enforced for the
+    /// emitted window (`provenance::EMITTED_WINDOW`), kept in `spool/.provenance/`. Failing to
+    /// write that record loses only the window's protection for this study, never an instance:
+    /// warned, not retried.
+    fn keep_emitted_stamps(&self, study: &Uid, instances: &[crate::spool::SpooledInstance]) {
+        let stamps: Vec<(Uid, crate::provenance::Stamp)> = instances
+            .iter()
+            .filter_map(|i| crate::provenance::read_stamp_file(&i.path).map(|s| (i.sop.clone(), s)))
+            .collect();
+        if let Err(e) = self.registry.emitted(self.spool.root(), study, &stamps) {
+            warn!(study = %study, error = %e, "cannot record the emitted study's provenance; re-sent instances of it are no longer checked");
+        }
+        let mut pruned = self.pruned.lock().unwrap();
+        if pruned.elapsed() > Duration::from_secs(3600) {
+            *pruned = Instant::now();
+            crate::provenance::prune_emitted_files(
+                self.spool.root(),
+                crate::provenance::EMITTED_WINDOW,
+            );
+        }
+    }
+}
+
+/// [`staging::content_digest`] of the instances of a frozen study folder, by key: of each data
+/// set as received (the digest in its provenance stamp; the whole file for one staged by an
+/// older build), so the job id does not depend on who sent it or when.
 fn content_of(instances: &[crate::spool::SpooledInstance]) -> std::io::Result<String> {
     let mut named: Vec<(String, &Path)> = instances
         .iter()
@@ -433,7 +468,11 @@ fn content_of(instances: &[crate::spool::SpooledInstance]) -> std::io::Result<St
     named.sort();
     let mut h = Vec::with_capacity(named.len());
     for (name, path) in &named {
-        h.push((name.as_str(), std::fs::read(path)?));
+        let bytes = match crate::provenance::read_stamp_file(path) {
+            Some(stamp) => stamp.digest.to_vec(),
+            None => std::fs::read(path)?,
+        };
+        h.push((name.as_str(), bytes));
     }
     Ok(staging::content_digest(
         h.iter().map(|(n, b)| (*n, b.as_slice())),

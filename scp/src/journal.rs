@@ -140,6 +140,8 @@ pub struct Journal {
     /// Acknowledged instances the materializer cannot write into their study folder yet.
     stuck_instances: Arc<AtomicU64>,
     materializer: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// Told each materialized instance's digest (the acknowledgement path leaves it to us).
+    registry: std::sync::OnceLock<Arc<crate::provenance::Registry>>,
 }
 
 /// What opening the journal found and redid.
@@ -236,6 +238,7 @@ impl Journal {
             pending_bytes: pending_bytes.clone(),
             stuck_instances: Arc::new(AtomicU64::new(0)),
             materializer: Mutex::new(None),
+            registry: std::sync::OnceLock::new(),
         });
         if !materialize {
             drop(rx);
@@ -259,6 +262,19 @@ impl Journal {
             })?;
         *journal.materializer.lock().unwrap() = Some(handle);
         Ok((journal, recovery))
+    }
+
+    /// The registry to tell the digests the materializer computes (set once, after the
+    /// replay at start: the registry is rebuilt from the folders the replay wrote).
+    pub fn set_registry(&self, registry: Arc<crate::provenance::Registry>) {
+        let _ = self.registry.set(registry);
+    }
+
+    /// Ask the materializer to write what is pending now instead of waiting for the stream to
+    /// pause (a re-sent instance waits for its staged copy's digest).
+    pub fn nudge(&self) {
+        let (tx, _rx) = oneshot::channel();
+        let _ = self.send(Msg::Barrier(tx));
     }
 
     /// The largest Part-10 file a record can hold (larger instances take the file path).
@@ -750,6 +766,7 @@ impl Materializer {
     fn materialize(&self, batch: &[Msg]) -> io::Result<HashMap<usize, io::Error>> {
         let mut wrote = false;
         let mut failed = HashMap::new();
+        let mut stamps = Vec::new();
         {
             let _guard = self.spool.blocking_read_folders();
             for (i, msg) in batch.iter().enumerate() {
@@ -797,7 +814,12 @@ impl Materializer {
                         &instance.sop,
                         payload,
                     ) {
-                        Ok(()) => wrote = true,
+                        Ok(stamp) => {
+                            wrote = true;
+                            if let Some(stamp) = stamp {
+                                stamps.push((instance.sop.clone(), stamp));
+                            }
+                        }
                         Err(e) => {
                             failed.insert(i, e);
                         }
@@ -807,6 +829,13 @@ impl Materializer {
         }
         if wrote {
             sync_filesystem(self.spool.root())?;
+        }
+        if let Some(journal) = self.journal.upgrade() {
+            if let Some(registry) = journal.registry.get() {
+                for (sop, stamp) in stamps {
+                    registry.fill(&sop, stamp.seq, stamp.digest);
+                }
+            }
         }
         Ok(failed)
     }
@@ -1045,6 +1074,33 @@ mod tests {
         drop(journal);
         let (_j, rec) = Journal::open_inner(spool(dir.path()), 1 << 20, false).unwrap();
         assert_eq!(rec.instances, 0, "checkpointed once written");
+    }
+
+    /// A correction journalled in a lower-numbered segment than the copy it replaced (a
+    /// recycled segment) is replayed first after a crash; the older copy replayed after it must
+    /// not overwrite it (provenance sequence numbers).
+    #[test]
+    fn a_replay_keeps_the_later_copy_of_an_instance_whatever_the_segment_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let (journal, _) = Journal::open_inner(spool(dir.path()), 1 << 20, false).unwrap();
+        let (inst, _) = instance(0);
+        let stamped = crate::provenance::tests::stamped;
+        let mut first_segment = journal.writer();
+        let mut second_segment = journal.writer();
+        first_segment
+            .append(inst.clone(), stamped(20, b"the correction"))
+            .unwrap();
+        second_segment
+            .append(inst, stamped(10, b"the original"))
+            .unwrap();
+        std::mem::forget(first_segment);
+        std::mem::forget(second_segment);
+        drop(journal);
+        let (_journal, rec) = Journal::open(spool(dir.path()), 1 << 20).unwrap();
+        assert_eq!(rec.instances, 2);
+        assert!(materialized(dir.path(), 0)
+            .unwrap()
+            .ends_with(b"the correction"));
     }
 
     #[test]

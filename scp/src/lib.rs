@@ -14,6 +14,7 @@ pub mod disk;
 pub mod guard;
 pub mod journal;
 pub mod metrics;
+pub mod provenance;
 pub mod server;
 pub mod sop;
 pub mod spool;

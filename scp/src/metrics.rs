@@ -18,6 +18,12 @@ pub struct ScpMetrics {
     pub store_failed_mismatch: AtomicU64,
     pub store_failed_cannot_understand: AtomicU64,
     pub store_failed_processing: AtomicU64,
+    /// Re-sent instances with the same bytes as the staged copy (acknowledged, not staged again).
+    pub instances_identical: AtomicU64,
+    /// Re-sent instances with new content from the staged copy's caller (replaced it).
+    pub instances_corrected: AtomicU64,
+    /// Re-sent instances with other content from another caller (refused, 0xC000).
+    pub instances_conflicting: AtomicU64,
     pub jobs_enqueued: AtomicU64,
     pub emit_failures: AtomicU64,
     pub studies_pending: AtomicU64,
@@ -95,6 +101,16 @@ impl ScpMetrics {
                 ("{status=\"A900\"}", &self.store_failed_mismatch),
                 ("{status=\"C000\"}", &self.store_failed_cannot_understand),
                 ("{status=\"0110\"}", &self.store_failed_processing),
+            ],
+        );
+        line(
+            "segnode_scp_resent_instances_total",
+            "counter",
+            "C-STOREs of a SOP Instance UID already staged (or emitted within 24 h), by outcome: identical (acknowledged, not staged again), corrected (same caller, new content: replaced), conflict (another caller, other content: refused with 0xC000).",
+            &[
+                ("{outcome=\"identical\"}", &self.instances_identical),
+                ("{outcome=\"corrected\"}", &self.instances_corrected),
+                ("{outcome=\"conflict\"}", &self.instances_conflicting),
             ],
         );
         line(

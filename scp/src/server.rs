@@ -31,6 +31,7 @@ use crate::dimse::{self, Command, Status};
 use crate::disk;
 use crate::journal::{Journal, JournalWriter, RecordedInstance};
 use crate::metrics::ScpMetrics;
+use crate::provenance::{CallerId, Claim, Registry};
 use crate::sop::{IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME, VERIFICATION};
 use crate::spool::Spool;
 
@@ -65,6 +66,7 @@ pub struct Scp {
     metrics: Arc<ScpMetrics>,
     slots: Arc<Semaphore>,
     admission: Arc<crate::admission::Admission>,
+    registry: Arc<Registry>,
 }
 
 /// Repeated accept failures and refused connections are logged at most once a second each.
@@ -109,6 +111,22 @@ impl Scp {
         } else {
             None
         };
+        // After the journal's replay: every acknowledged instance is in its folder now.
+        let (registry, enforced) = Registry::rebuild(&spool, crate::provenance::EMITTED_WINDOW)
+            .map_err(|source| ScpError::Spool {
+                path: config.spool_dir.clone(),
+                source,
+            })?;
+        if enforced > 0 {
+            info!(
+                instances = enforced,
+                "recovered who sent the staged and recently emitted instances"
+            );
+        }
+        let registry = Arc::new(registry);
+        if let Some(journal) = &journal {
+            journal.set_registry(registry.clone());
+        }
         let metrics = Arc::new(ScpMetrics {
             journal_pending_bytes: journal
                 .as_ref()
@@ -128,6 +146,7 @@ impl Scp {
             metrics.clone(),
             config.quiet_period,
             config.audit.clone(),
+            registry.clone(),
         )
         .map_err(|source| ScpError::Spool {
             path: config.spool_dir.clone(),
@@ -164,6 +183,7 @@ impl Scp {
             metrics,
             slots,
             admission,
+            registry,
         })
     }
 
@@ -232,6 +252,7 @@ impl Scp {
                             writer: Arc::new(std::sync::Mutex::new(None)),
                             assembler: self.assembler.clone(),
                             metrics: self.metrics.clone(),
+                            registry: self.registry.clone(),
                             peer,
                         };
                         let slots = self.slots.clone();
@@ -351,6 +372,8 @@ struct Connection {
     writer: Arc<std::sync::Mutex<Option<JournalWriter>>>,
     assembler: Arc<Assembler>,
     metrics: Arc<ScpMetrics>,
+    /// Who sent the instances in the spool (re-sent instances: identical, correction, conflict).
+    registry: Arc<Registry>,
     peer: SocketAddr,
 }
 
@@ -371,6 +394,11 @@ struct PartFile {
     file: Option<std::fs::File>,
     buf: Vec<u8>,
     total: u64,
+    /// SHA-256 of the data set bytes written to the file so far (file path only).
+    hasher: crate::provenance::Hasher,
+    header_len: usize,
+    /// Where the header's stamp gets the digest and sequence number.
+    spots: crate::provenance::Placeholders,
 }
 
 const FLUSH_AT: usize = 4 * 1024 * 1024;
@@ -378,8 +406,13 @@ const FLUSH_AT: usize = 4 * 1024 * 1024;
 impl PartFile {
     /// No I/O yet: an instance smaller than `FLUSH_AT` is written, fsynced and moved in one
     /// blocking step when it is complete.
-    fn new(spool: Arc<Spool>, mut header: Vec<u8>) -> PartFile {
+    fn new(
+        spool: Arc<Spool>,
+        mut header: Vec<u8>,
+        spots: crate::provenance::Placeholders,
+    ) -> PartFile {
         let total = header.len() as u64;
+        let header_len = header.len();
         // most instances of an MR study fit; saves the reallocations while PDUs arrive
         header.reserve(256 * 1024);
         PartFile {
@@ -388,6 +421,9 @@ impl PartFile {
             file: None,
             buf: header,
             total,
+            hasher: Default::default(),
+            header_len,
+            spots,
         }
     }
 
@@ -395,6 +431,14 @@ impl PartFile {
         self.buf.extend_from_slice(data);
         self.total += data.len() as u64;
         if self.buf.len() >= FLUSH_AT {
+            // streamed: the file path, hashed as it goes (journalled instances are hashed by
+            // the materializer, off the acknowledgement path)
+            let skip = if self.file.is_none() {
+                self.header_len
+            } else {
+                0
+            };
+            self.hasher.update(&self.buf[skip..]);
             let (file, buf, path) = (self.file.take(), std::mem::take(&mut self.buf), self.path());
             let (file, buf, r) = tokio::task::spawn_blocking(move || {
                 let r = match file {
@@ -447,7 +491,12 @@ struct Identity {
 }
 
 enum Finish {
-    Stored(Identity, u64),
+    /// Durable; `true` when it replaced its sender's earlier copy (a correction).
+    Stored(Identity, u64, bool),
+    /// The same bytes were staged already: acknowledged, not staged again.
+    Identical(Identity),
+    /// Another caller's different copy is staged: refused, the staged copy kept.
+    Conflict(Identity, Box<CallerId>),
     Refused(Status, String),
 }
 
@@ -681,6 +730,15 @@ impl Connection {
         }
     }
 
+    /// Who this association's caller is, for the instances it sends.
+    fn caller_id(&self, caller: &audit::Caller) -> CallerId {
+        CallerId::new(
+            &caller.calling_ae,
+            self.peer.ip(),
+            caller.tls_subject.as_deref(),
+        )
+    }
+
     fn disk_low(&self) -> bool {
         match disk::free_bytes(self.spool.root()) {
             Ok(free) => free < self.config.min_free_disk_bytes,
@@ -815,7 +873,7 @@ impl Connection {
                                                 assoc,
                                                 presentation_context_id,
                                                 command,
-                                                &caller.calling_ae,
+                                                caller,
                                             )
                                             .await,
                                         );
@@ -906,7 +964,7 @@ impl Connection {
         assoc: &dicom_ul::association::AsyncServerAssociation<S>,
         pc_id: u8,
         command: Command,
-        calling_ae: &str,
+        caller: &audit::Caller,
     ) -> Incoming {
         let mut inc = Incoming {
             command,
@@ -939,14 +997,14 @@ impl Connection {
             ));
             return inc;
         }
-        let header = match file_header(&inc.command, &pc.transfer_syntax, calling_ae) {
+        let header = match file_header(&inc.command, &pc.transfer_syntax, &self.caller_id(caller)) {
             Ok(h) => h,
             Err(e) => {
                 inc.refusal = Some((Status::CannotUnderstand, e));
                 return inc;
             }
         };
-        inc.part = Some(PartFile::new(self.spool.clone(), header));
+        inc.part = Some(PartFile::new(self.spool.clone(), header.0, header.1));
         inc
     }
 
@@ -964,16 +1022,38 @@ impl Connection {
                 Finish::Refused(status, why)
             }
             (None, None) => Finish::Refused(Status::ProcessingFailure, "no data received".into()),
-            (None, Some(part)) => self.write_and_identify(part, command).await,
+            (None, Some(part)) => {
+                self.write_and_identify(part, command, self.caller_id(caller))
+                    .await
+            }
         };
         match result {
-            Finish::Stored(id, bytes) => {
+            Finish::Stored(id, bytes, replaced) => {
                 ScpMetrics::inc(&self.metrics.instances_stored);
                 self.metrics.instance_bytes.fetch_add(bytes, Relaxed);
-                debug!(study = %id.study, series = %id.series, sop = %Escaped(&id.sop_instance), "instance stored");
+                if replaced {
+                    ScpMetrics::inc(&self.metrics.instances_corrected);
+                    info!(study = %id.study, sop = %Escaped(&id.sop_instance), calling_ae = %Escaped(&caller.calling_ae), "a re-sent instance with new content replaced its sender's staged copy (correction); the study's quiet period restarts");
+                } else {
+                    debug!(study = %id.study, series = %id.series, sop = %Escaped(&id.sop_instance), "instance stored");
+                }
+                // (re)starts the quiet period: a job takes the corrected copy
                 self.assembler.instance_stored(&id.study, caller);
                 (Status::Success, None)
             }
+            Finish::Identical(id) => {
+                ScpMetrics::inc(&self.metrics.instances_identical);
+                info!(study = %id.study, sop = %Escaped(&id.sop_instance), calling_ae = %Escaped(&caller.calling_ae), "identical copy of a staged instance: acknowledged, not staged again");
+                (Status::Success, None)
+            }
+            Finish::Conflict(id, staged_by) => crate::provenance::refuse_conflict(
+                &self.config.audit,
+                &self.metrics,
+                caller,
+                &id.study,
+                &id.sop_instance,
+                &staged_by,
+            ),
             Finish::Refused(status, why) => {
                 let counter = match status {
                     Status::OutOfResources => &self.metrics.store_failed_out_of_resources,
@@ -992,9 +1072,16 @@ impl Connection {
 
     /// One blocking step: identify the instance (from memory when it was small enough to stay
     /// there), check it against the command, write and fsync it, move it into its study
-    /// folder and fsync the folder. The spool's read lock is held so the study folder cannot
-    /// be frozen for emission halfway.
-    async fn write_and_identify(&self, mut part: PartFile, command: &Command) -> Finish {
+    /// folder and fsync the folder. The spool's read lock is held for the move so the study
+    /// folder cannot be frozen for emission halfway (only for the move: a re-sent instance may
+    /// wait for the journal materializer, which needs that lock too, while an emission waits
+    /// for it).
+    async fn write_and_identify(
+        &self,
+        mut part: PartFile,
+        command: &Command,
+        caller: CallerId,
+    ) -> Finish {
         let (sop_instance, sop_class) = (
             command.affected_sop_instance_uid.clone(),
             command.affected_sop_class_uid.clone(),
@@ -1005,19 +1092,30 @@ impl Connection {
                 if total <= journal.max_payload() {
                     // no study folder is touched here: the materializer takes the lock
                     return self
-                        .journal_instance(journal.clone(), part, sop_instance, sop_class)
+                        .journal_instance(journal.clone(), part, sop_instance, sop_class, caller)
                         .await;
                 }
             }
         }
-        let guard = self.spool.read_folders_owned().await;
         let spool = self.spool.clone();
         let limits = crate::guard::instance_limits(self.config.max_object_bytes);
         let path = part.path();
+        let registry = self.registry.clone();
+        let journal = self.journal.clone();
         tokio::task::spawn_blocking(move || {
-            let PartFile { file, buf, .. } = part;
+            let PartFile {
+                file,
+                buf,
+                mut hasher,
+                header_len,
+                spots,
+                ..
+            } = part;
             let streamed = file.is_some();
-            let result = (|| -> Result<Identity, Finish> {
+            hasher.update(&buf[if streamed { 0 } else { header_len }..]);
+            let mut claimed = None;
+            // Err: the answer without storing (a refusal, or an identical or conflicting copy)
+            let result = (|| -> Result<Finish, Finish> {
                 let in_memory = if streamed {
                     None
                 } else {
@@ -1027,24 +1125,47 @@ impl Connection {
                     Some(f) => f,
                     None => std::fs::File::create(&path).map_err(|e| refused_io(&e))?,
                 };
-                f.write_all(&buf)
-                    .and_then(|()| f.sync_all())
-                    .map_err(|e| refused_io(&e))?;
-                drop(f);
+                f.write_all(&buf).map_err(|e| refused_io(&e))?;
                 let id = match in_memory {
                     Some(id) => id,
                     None => identify(Source::File(&path), &limits)?,
                 };
                 let sop = checked_sop(&id, &sop_instance, &sop_class)?;
-                spool
-                    .commit(&path, &id.study, &id.series, &sop)
-                    .map_err(|e| refused_io(&e))?;
-                Ok(id)
+                let digest = hasher.finish();
+                let (claim, _) = crate::provenance::claim(
+                    &registry,
+                    &sop,
+                    &id.study,
+                    &caller,
+                    Some(digest),
+                    || digest,
+                    || nudge(&journal),
+                );
+                // not stored (identical, conflict, busy): the .part file is removed below
+                let (id, seq, replaced) = decide(claim, id)?;
+                claimed = Some((sop.clone(), seq));
+                // the stamp goes into the header, which may be on disk already
+                for (at, bytes) in spots.fill(Some(&digest), seq) {
+                    std::os::unix::fs::FileExt::write_all_at(&f, &bytes, at as u64)
+                        .map_err(|e| refused_io(&e))?;
+                }
+                f.sync_all().map_err(|e| refused_io(&e))?;
+                drop(f);
+                {
+                    let _folders = spool.blocking_read_folders();
+                    spool
+                        .commit(&path, &id.study, &id.series, &sop)
+                        .map_err(|e| refused_io(&e))?;
+                }
+                registry.commit(&sop, seq);
+                Ok(Finish::Stored(id, total, replaced))
             })();
-            drop(guard);
             match result {
-                Ok(id) => Finish::Stored(id, total),
+                Ok(stored) => stored,
                 Err(refused) => {
+                    if let Some((sop, seq)) = claimed {
+                        registry.abort(&sop, seq);
+                    }
                     let _ = std::fs::remove_file(&path);
                     refused
                 }
@@ -1065,8 +1186,10 @@ impl Connection {
         part: PartFile,
         sop_instance: String,
         sop_class: String,
+        caller: CallerId,
     ) -> Finish {
         let writer = self.writer.clone();
+        let registry = self.registry.clone();
         let total = part.total;
         let limits = crate::guard::instance_limits(self.config.max_object_bytes);
         let work = move || {
@@ -1078,16 +1201,44 @@ impl Connection {
                 Ok(u) => u,
                 Err(refused) => return refused,
             };
+            let PartFile {
+                mut buf,
+                header_len,
+                spots,
+                ..
+            } = part;
+            // the digest is computed here only for a UID already staged; otherwise the
+            // materializer does it off the acknowledgement path
+            let (claim, digest) = crate::provenance::claim(
+                &registry,
+                &sop,
+                &id.study,
+                &caller,
+                None,
+                || crate::provenance::digest(&buf[header_len..]),
+                || journal.nudge(),
+            );
+            let (id, seq, replaced) = match decide(claim, id) {
+                Ok(store) => store,
+                Err(answer) => return answer,
+            };
+            spots.fill_in(&mut buf, digest.as_ref(), seq);
             let record = RecordedInstance {
                 study: id.study.clone(),
                 series: id.series.clone(),
-                sop,
+                sop: sop.clone(),
             };
             let mut writer = writer.lock().unwrap();
             let writer = writer.get_or_insert_with(|| journal.writer());
-            match writer.append(record, part.buf) {
-                Ok(()) => Finish::Stored(id, total),
-                Err(e) => refused_io(&e),
+            match writer.append(record, buf) {
+                Ok(()) => {
+                    registry.commit(&sop, seq);
+                    Finish::Stored(id, total, replaced)
+                }
+                Err(e) => {
+                    registry.abort(&sop, seq);
+                    refused_io(&e)
+                }
             }
         };
         // The peer waits for this status and nothing else of this association can run
@@ -1121,6 +1272,30 @@ fn checked_sop(id: &Identity, sop_instance: &str, sop_class: &str) -> Result<Uid
     }
     Uid::new(&id.sop_instance)
         .map_err(|e| Finish::Refused(Status::CannotUnderstand, format!("SOP Instance UID: {e}")))
+}
+
+/// A claim's outcome: store the instance (with its sequence number; `true` if it replaces its
+/// sender's copy), or the answer without storing it.
+fn decide(claim: Claim, id: Identity) -> Result<(Identity, u64, bool), Finish> {
+    match claim {
+        Claim::Store { seq, replaces } => Ok((id, seq, replaces)),
+        Claim::Identical => Err(Finish::Identical(id)),
+        Claim::Conflict { original, .. } => Err(Finish::Conflict(id, Box::new(original))),
+        Claim::Busy | Claim::NeedDigest => Err(busy()),
+    }
+}
+
+/// Ask the journal materializer (if any) to compute pending digests now.
+fn nudge(journal: &Option<Arc<Journal>>) {
+    if let Some(j) = journal {
+        j.nudge();
+    }
+}
+
+/// Another association kept the SOP Instance UID claimed for too long.
+fn busy() -> Finish {
+    let (s, w) = crate::provenance::busy();
+    Finish::Refused(s, w)
 }
 
 fn refused_io(e: &std::io::Error) -> Finish {
@@ -1181,17 +1356,22 @@ async fn send_command<S: Stream>(
 }
 
 /// Preamble, "DICM" and the File Meta Information for the instance, as received.
+/// With the caller's stamp (Private Information, `provenance`): its digest and sequence number
+/// are placeholders, filled in at the returned offsets once the data set is complete.
 fn file_header(
     command: &Command,
     transfer_syntax: &str,
-    calling_ae: &str,
-) -> Result<Vec<u8>, String> {
+    caller: &CallerId,
+) -> Result<(Vec<u8>, crate::provenance::Placeholders), String> {
+    let calling_ae = caller.ae.as_str();
     let mut builder = FileMetaTableBuilder::new()
         .media_storage_sop_class_uid(command.affected_sop_class_uid.as_str())
         .media_storage_sop_instance_uid(command.affected_sop_instance_uid.as_str())
         .transfer_syntax(transfer_syntax.trim_end_matches('\0'))
         .implementation_class_uid(IMPLEMENTATION_CLASS_UID)
-        .implementation_version_name(IMPLEMENTATION_VERSION_NAME);
+        .implementation_version_name(IMPLEMENTATION_VERSION_NAME)
+        .private_information_creator_uid(crate::provenance::creator_uid())
+        .private_information(crate::provenance::private_information(caller));
     if crate::config::valid_ae_title(calling_ae) {
         builder = builder.source_application_entity_title(calling_ae);
     }
@@ -1202,7 +1382,9 @@ fn file_header(
     out.extend_from_slice(b"DICM");
     meta.write(&mut out)
         .map_err(|e| format!("cannot write file meta information: {e}"))?;
-    Ok(out)
+    let spots = crate::provenance::Placeholders::find(&out)
+        .ok_or_else(|| "the provenance stamp is missing from the header".to_string())?;
+    Ok((out, spots))
 }
 
 /// Scan a received instance whole (nesting depth, every declared length against the bytes

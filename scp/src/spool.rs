@@ -9,7 +9,12 @@
 //! .emitting/<ms>-<study>/...        a study being staged and enqueued (same layout inside,
 //!                                   plus job.json once the job is fixed)
 //! .lock                             held (exclusive file lock) by the one listener using it
+//! .provenance/<ms>-<study>.jsonl    who sent the instances of an emitted study, and their
+//!                                   digests, for the 24 h after its job (see `provenance`)
 //! ```
+//!
+//! Every instance file carries its provenance stamp (caller, data set digest, reception order)
+//! in its File Meta Information; see `provenance`.
 //!
 //! One listener per spool: two processes replaying one journal would emit its studies twice and
 //! delete each other's partial receptions. [`Spool::open`] takes an exclusive lock on `.lock`
@@ -20,12 +25,12 @@
 //! acknowledged. Everything else survives restarts until its job is on the queue.
 
 use std::fs;
-use std::io;
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use staging::{fsync_dir, Uid};
-use tokio::sync::{OwnedRwLockReadGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use tokio::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 const INCOMING: &str = ".incoming";
 const EMITTING: &str = ".emitting";
@@ -92,12 +97,6 @@ impl Spool {
         ))
     }
 
-    /// The folder lock for moving instances into study folders, held across an `.await` or
-    /// handed to a blocking task.
-    pub async fn read_folders_owned(&self) -> OwnedRwLockReadGuard<()> {
-        self.folders.clone().read_owned().await
-    }
-
     /// The folder lock for moving instances into study folders, from a plain (non-async) thread.
     pub fn blocking_read_folders(&self) -> RwLockReadGuard<'_, ()> {
         self.folders.blocking_read()
@@ -119,7 +118,7 @@ impl Spool {
     }
 
     /// Move a complete, fsynced `.part` file to its place and make the move durable.
-    /// The caller holds the folder lock for reading ([`Spool::read_folders_owned`]).
+    /// The caller holds the folder lock for reading ([`Spool::blocking_read_folders`]).
     pub fn commit(&self, part: &Path, study: &Uid, series: &Uid, sop: &Uid) -> io::Result<PathBuf> {
         let study_dir = self.root.join(study.as_str());
         let series_dir = study_dir.join(series.as_str());
@@ -138,18 +137,39 @@ impl Spool {
     }
 
     /// Write a journalled instance to its place, without syncing: the journal keeps it until
-    /// the materializer has synced the file system. Overwrites a duplicate SOP Instance UID.
+    /// the materializer has synced the file system. A copy already there is replaced only by a
+    /// later reception (the provenance stamp's sequence number): a correction the listener
+    /// accepted (see `provenance`) may reach the folder before the copy it replaced, when
+    /// they came through different journal segments (replayed in segment order after a crash)
+    /// or the correction took the file path.
     /// The caller holds the folder lock for reading ([`Spool::blocking_read_folders`]).
+    ///
+    /// The record's stamp is completed here (its data set's digest computed: the
+    /// acknowledgement path leaves it to this thread) and returned, for the registry.
     pub fn materialize(
         &self,
         study: &Uid,
         series: &Uid,
         sop: &Uid,
         payload: &[u8],
-    ) -> io::Result<()> {
+    ) -> io::Result<Option<crate::provenance::Stamp>> {
         let series_dir = self.root.join(study.as_str()).join(series.as_str());
         fs::create_dir_all(&series_dir)?;
-        fs::write(instance_file(&series_dir, sop), payload)
+        let target = instance_file(&series_dir, sop);
+        let Some((header, start, stamp)) = crate::provenance::complete(payload) else {
+            fs::write(target, payload)?;
+            return Ok(None);
+        };
+        if target.exists() {
+            let there = crate::provenance::read_stamp_file(&target).map(|s| s.seq);
+            if there.is_some_and(|there| there > stamp.seq) {
+                return Ok(Some(stamp));
+            }
+        }
+        let mut f = fs::File::create(&target)?;
+        f.write_all(&header)?;
+        f.write_all(&payload[start..])?;
+        Ok(Some(stamp))
     }
 
     /// Studies with acknowledged instances waiting for their quiet period.

@@ -27,6 +27,14 @@ pub fn audit_events(path: &std::path::Path, event: &str) -> Vec<serde_json::Valu
         .collect()
 }
 
+/// How many re-sent instances the node acknowledged without staging them again (its log says so
+/// once per instance).
+pub fn identical_resends(node: &Node) -> usize {
+    node.log_text()
+        .matches("identical copy of a staged instance")
+        .count()
+}
+
 /// The jobs now on the node's SQLite queue (peeked, not received).
 pub fn jobs(node: &Node) -> Vec<Job> {
     let q = SqliteQueue::open(node.data_dir.join("queue.sqlite"), 3).unwrap();

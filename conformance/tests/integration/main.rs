@@ -13,6 +13,7 @@ mod durability;
 mod hostile;
 mod malformed;
 mod model_check;
+mod resend;
 mod s3_upload;
 mod segmentation;
 mod statuses;
