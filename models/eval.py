@@ -185,21 +185,9 @@ def main():
             extra = f" brain {r['brain_dice']:.4f}" if "brain_dice" in r else ""
             print(f"  WT {r['WT']:.4f} TC {r['TC']:.4f} ET {r['ET']:.4f}{extra}  ({dt:.2f} s onnxruntime)")
     else:
-        import synth
-        from make_study import study_geometry
-
         for seed in range(a.first, a.first + a.cases):
             t0 = time.time()
-            cs = synth.make_case(seed, head=a.head, strong_bias=False if a.head else None)
-            rng = np.random.default_rng([seed, 99])
-            size = int(rng.choice([192, 224, 256]))
-            fov = float(rng.uniform(220, 250))
-            th = float(rng.choice([2.0, 3.0, 4.0, 5.0]))
-            obl = bool(rng.random() < 0.5)
-            geom = study_geometry(cs, rng, size, fov, th, obl)
-            tag = "_head" if a.head else ""
-            cache = Path(a.cache) / f"eval_{seed}_{size}_{th:g}{tag}.npz" if a.cache else None
-            imgs, gt, gt_brain = cached_render(cache, cs, geom)
+            geom, (imgs, gt, gt_brain), (size, fov, th, obl) = heldout_case(seed, a.head, a.cache)
             pred, dt = model.segment(imgs, geom.row_spacing, geom.col_spacing)
             r = dict(case=seed, size=size, fov=round(fov, 1), thickness=th, oblique=obl, slices=geom.slices,
                      gt_ml={k: round(float(np.isin(gt, v).sum() * geom.row_spacing * geom.col_spacing * th / 1000), 1)
@@ -213,13 +201,37 @@ def main():
             print(f"seed {seed} {size}px fov {fov:.0f} th {th:.0f} obl {int(obl)}: WT {r['WT']:.4f} TC {r['TC']:.4f} "
                   f"ET {r['ET']:.4f}{extra}  gt ml {r['gt_ml']}  ort {dt:.2f}s  total {time.time() - t0:.1f}s",
                   flush=True)
+    summarise(rows, model.m, a.json)
+
+
+def heldout_case(seed, head, cache_dir):
+    """A held-out case on a study-like grid (seeds 900000..): (geometry, (images, labels, brain mask),
+    (size, fov, thickness, oblique)); in-plane 192-256 pixels over 220-250 mm, 2-5 mm slices, half oblique."""
+    import synth
+    from make_study import study_geometry
+
+    cs = synth.make_case(seed, head=head, strong_bias=False if head else None)
+    rng = np.random.default_rng([seed, 99])
+    size = int(rng.choice([192, 224, 256]))
+    fov = float(rng.uniform(220, 250))
+    th = float(rng.choice([2.0, 3.0, 4.0, 5.0]))
+    obl = bool(rng.random() < 0.5)
+    geom = study_geometry(cs, rng, size, fov, th, obl)
+    tag = "_head" if head else ""
+    cache = Path(cache_dir) / f"eval_{seed}_{size}_{th:g}{tag}.npz" if cache_dir else None
+    return geom, cached_render(cache, cs, geom), (size, fov, th, obl)
+
+
+def summarise(rows, manifest, json_path):
+    """Prints the mean and median Dice per region and writes the per-case rows to json_path (if any)."""
     means = {k: float(np.mean([r[k] for r in rows])) for k in REGIONS}
     medians = {k: float(np.median([r[k] for r in rows])) for k in REGIONS}
     print(f"MEAN over {len(rows)} cases: WT {means['WT']:.4f}  TC {means['TC']:.4f}  ET {means['ET']:.4f}")
     print(f"MEDIAN: WT {medians['WT']:.4f}  TC {medians['TC']:.4f}  ET {medians['ET']:.4f}")
-    if a.json:
-        Path(a.json).write_text(json.dumps(dict(model=model.m["model"]["name"], version=model.m["model"]["version"],
-                                                cases=rows, mean=means, median=medians), indent=1) + "\n")
+    if json_path:
+        Path(json_path).write_text(json.dumps(dict(model=manifest["model"]["name"],
+                                                   version=manifest["model"]["version"],
+                                                   cases=rows, mean=means, median=medians), indent=1) + "\n")
 
 
 if __name__ == "__main__":

@@ -27,6 +27,8 @@ def prepare(a):
     from make_study import study_geometry
 
     m = tomllib.loads((Path(a.model) / "model.toml").read_text())
+    if m["geometry"]["kind"] == "patch3d":
+        return prepare3d(a, m)
     cs = synth.make_case(a.seed)
     geom = study_geometry(cs, np.random.default_rng([a.seed, 11]), 256, 240.0, 3.0, False)
     imgs, lab = synth.render(cs, geom)
@@ -40,6 +42,42 @@ def prepare(a):
     vol.tofile(out / "volume.f32")
     (out / "volume.json").write_text(json.dumps(dict(seed=a.seed, shape=list(vol.shape))) + "\n")
     print(f"prepared {out / 'volume.f32'} shape {list(vol.shape)}", file=sys.stderr)
+
+
+def prepare3d(a, m):
+    """A patch3d model: the windows of the same seed-31337 study (256 x 256 over 240 mm, 3 mm slices), stripped by
+    the manifest's brain model, on the canonical grid, cropped and normalised as the manifest says
+    (models/preprocess3d.py), padded and cut into MONAI's windows -> W/volume.f32 [windows, C, P0, P1, P2]."""
+    import eval as ev
+    import preprocess3d as p3
+    import synth
+    from make_study import study_geometry
+    from monai.inferers.utils import _get_scan_interval, dense_patch_slices
+
+    cs = synth.make_case(a.seed)
+    geom = study_geometry(cs, np.random.default_rng([a.seed, 11]), 256, 240.0, 3.0, False)
+    imgs, _ = synth.render(cs, geom)
+    g, sw, be = m["geometry"], m["sliding_window"], m.get("brain_extraction")
+    names = [i["name"] for i in sorted(m["inputs"], key=lambda i: i["channel"])]
+    if be:
+        brain = ev.Model(Path(a.model) / be["model"], 1, brain=False)
+        mask, _ = brain.segment({brain.channels[0]: imgs[be["channels"][0]]}, geom.row_spacing, geom.col_spacing)
+        imgs = {k: np.where(mask > 0, v, np.float32(be["outside_value"])) for k, v in imgs.items()}
+    _, _, x = p3.canonical_input([imgs[n] for n in names], geom, g.get("orientation", "RAS"),
+                                 g["target_spacing_mm"], g.get("crop_nonzero", False))
+    patch = tuple(sw["patch_size"])
+    box = list(x.shape[1:])
+    pad = [(0, 0)] + [((p - d) // 2, p - d - (p - d) // 2) if d < p else (0, 0) for d, p in zip(box, patch)]
+    x = np.pad(x, pad)
+    interval = _get_scan_interval(x.shape[1:], patch, 3, (sw["overlap"],) * 3)
+    wins = [np.ascontiguousarray(x[(slice(None),) + tuple(sl)]) for sl in
+            dense_patch_slices(x.shape[1:], patch, interval)]
+    vol = np.stack(wins).astype("<f4")
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    vol.tofile(out / "volume.f32")
+    (out / "volume.json").write_text(json.dumps(dict(seed=a.seed, shape=list(vol.shape), canonical_box=box)) + "\n")
+    print(f"prepared {out / 'volume.f32'} shape {list(vol.shape)} (canonical box {box})", file=sys.stderr)
 
 
 def run_ort(a):
@@ -78,10 +116,13 @@ def compare(a):
     ort_o = np.fromfile(out / "ort_out.f32", "<f4")
     tr_o = np.fromfile(out / "tract_out.f32", "<f4")
     assert ort_o.size == tr_o.size, (ort_o.size, tr_o.size)
-    ort_o = ort_o.reshape(shape[0], -1, shape[2], shape[3])
+    ort_o = ort_o.reshape(shape[0], -1, *shape[2:])
     tr_o = tr_o.reshape(ort_o.shape)
     diff = float(np.abs(ort_o - tr_o).max())
-    lab_mis = int((ort_o.argmax(1) != tr_o.argmax(1)).sum())
+    if len(shape) == 5:  # patch3d sigmoid regions: voxels thresholded differently (logit sign)
+        lab_mis = int(((ort_o > 0) != (tr_o > 0)).sum())
+    else:
+        lab_mis = int((ort_o.argmax(1) != tr_o.argmax(1)).sum())
     tj = json.loads((out / "tract.json").read_text())
     oj = json.loads((out / "ort.json").read_text())
     ratio = tj["seconds_per_volume_min"] / oj["seconds_per_volume_min"]

@@ -1,6 +1,6 @@
-//! `segnode model check DIR`, black box: the two shipped kinds of model pass and print what a team
-//! needs (opset, operators, shapes, time and memory per study); a tampered ONNX, a shape the graph
-//! does not have and a graph with a symbolic dimension are refused with the reason.
+//! `segnode model check DIR`, black box: the shipped models (2D, 3D) and the parity model pass and
+//! print what a team needs (opset, operators, shapes, time and memory per study); a tampered ONNX, a
+//! shape the graph does not have and a graph with a symbolic dimension are refused with the reason.
 
 use std::path::Path;
 use std::process::{Command, Output};
@@ -29,6 +29,7 @@ fn text(o: &Output) -> String {
 fn shipped_models_pass_and_report_time_and_memory() {
     for (model, opset_line, input) in [
         ("parity-patch3d", "opset 17", "[1, 4, 32, 24, 16]"),
+        ("brats-synth-segresnet3d", "opset 17", "[1, 4, 96, 112, 96]"),
         ("brats-synth-unet2d", "opset ", "[1, 4, 128, 128]"),
     ] {
         let o = check(&workspace_root().join("models").join(model));

@@ -27,11 +27,15 @@ fn python_json(args: &[&str]) -> serde_json::Value {
     serde_json::from_str(&stdout).expect("check_seg.py prints JSON")
 }
 
-/// (WT, TC, ET) Dice of the model card for this study (eval_test_studies.json), rounded down to 3 places.
-fn card_floor(name: &str) -> [f64; 3] {
+/// (WT, TC, ET) Dice of a model card (models/<model>/eval_test_studies.json) for this study, rounded
+/// down to 3 places.
+fn card_floor_of(model: &str, name: &str) -> [f64; 3] {
     let v: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(
-            workspace_root().join("models/brats-synth-unet2d/eval_test_studies.json"),
+            workspace_root()
+                .join("models")
+                .join(model)
+                .join("eval_test_studies.json"),
         )
         .unwrap(),
     )
@@ -43,6 +47,11 @@ fn card_floor(name: &str) -> [f64; 3] {
         .find(|c| c["case"].as_str().unwrap().ends_with(name))
         .expect("study in the model card");
     ["WT", "TC", "ET"].map(|r| (case[r].as_f64().unwrap() * 1000.0).floor() / 1000.0)
+}
+
+/// The shipped 2D model's card.
+fn card_floor(name: &str) -> [f64; 3] {
+    card_floor_of("brats-synth-unet2d", name)
 }
 
 fn dciodvfy_errors(path: &Path) -> (usize, String) {
@@ -479,6 +488,43 @@ fn head_study_to_storescp_is_skull_stripped_and_matches_truth() {
     let log = d.node.log_text();
     assert!(log.contains("brain extracted"), "{log}");
     assert!(log.contains("brain_ml"), "{log}");
+}
+
+/// The second shipped model through the whole node: `segnode serve --model
+/// models/brats-synth-segresnet3d` (3D SegResNet, patch3d: brain extraction, canonical 2 mm grid, one
+/// sliding window, sigmoid TC/WT/ET painted as BraTS 1/2/4) receives a head study by C-STORE and
+/// delivers a SEG that dciodvfy accepts and that highdicom scores against the study's truth at the
+/// 3D model card's Dice for it (models/brats-synth-segresnet3d/eval_test_studies.json; Python +
+/// onnxruntime + MONAI's sliding window, which the Rust path equals to 4 decimals).
+#[test]
+fn segresnet3d_serves_a_head_study_end_to_end() {
+    let name = "synth-007-head-axial-rle";
+    let model = workspace_root().join("models/brats-synth-segresnet3d");
+    let viewer = Storescp::start(&[]);
+    let data = tempfile::tempdir().unwrap();
+    let node = serve_with(
+        &data.path().join("node"),
+        &viewer.destination(),
+        &["--model", model.to_str().unwrap()],
+    );
+    send_study(&node, &study(name).join("dicom"));
+    let seg = wait_seg(&viewer, &node);
+    let (errors, report) = dciodvfy_errors(&seg);
+    assert_eq!(errors, 0, "dciodvfy on the delivered SEG:\n{report}");
+    let got = python_json(&[seg.to_str().unwrap(), study(name).to_str().unwrap()]);
+    let floor = card_floor_of("brats-synth-segresnet3d", name);
+    eprintln!("highdicom: {got}; 3D model card {floor:?}");
+    for (i, r) in ["WT", "TC", "ET"].iter().enumerate() {
+        let d = got[r].as_f64().unwrap();
+        assert!(
+            d >= floor[i],
+            "3D model: Dice {r} {d:.4} < card {}",
+            floor[i]
+        );
+    }
+    let log = node.log_text();
+    assert!(log.contains("brats-synth-segresnet3d"), "{log}");
+    assert!(log.contains("brain extracted"), "{log}");
 }
 
 /// Eight slices (40 mm) through the upper half of a head, about 600 mL of brain: not a study the model can

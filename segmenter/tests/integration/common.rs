@@ -20,3 +20,16 @@ pub fn shipped_model() -> Model {
         })
         .clone()
 }
+
+/// The 3D model (`models/brats-synth-segresnet3d`, patch3d, with the same brain-extraction stage),
+/// loaded and optimised once per run; two windows at once, as `--inference-threads 2` runs it.
+pub fn segresnet3d_model() -> Model {
+    static MODEL: OnceLock<Model> = OnceLock::new();
+    MODEL
+        .get_or_init(|| {
+            Model::load(Manifest::load(&root().join("models/brats-synth-segresnet3d")).unwrap())
+                .unwrap()
+                .with_slice_threads(2)
+        })
+        .clone()
+}

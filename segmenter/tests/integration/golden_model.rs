@@ -153,3 +153,91 @@ fn slices_run_in_parallel_give_the_same_logits() {
         .fold(0f32, f32::max);
     assert!(max_diff <= tol, "slice 0 vs golden: {max_diff}");
 }
+
+fn shape_of(v: &serde_json::Value) -> Vec<usize> {
+    v.as_array()
+        .expect("shape array")
+        .iter()
+        .map(|x| x.as_u64().unwrap() as usize)
+        .collect()
+}
+
+/// The 3D model's golden pair (models/make_golden3d.py): one canonical window of a stripped head
+/// (int8 / 16, gzip), onnxruntime's output at every 4th voxel along each axis and its count of
+/// positive logits per channel. tract must agree within 1e-4 on the stored voxels and threshold
+/// the same voxels (logits within the tolerance of 0 may go either way).
+#[test]
+fn segresnet3d_tract_matches_onnxruntime_on_golden_pair() -> TractResult<()> {
+    use std::io::Read;
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/brats-synth-segresnet3d");
+    let meta: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("golden/golden.json"))?)?;
+    let in_shape = shape_of(&meta["input_shape"]);
+    let out_shape = shape_of(&meta["output_shape"]);
+    let sub_shape = shape_of(&meta["output_sub_shape"]);
+    let stride = meta["output_sub_stride"].as_u64().unwrap() as usize;
+    let scale = meta["input_scale"].as_f64().unwrap() as f32;
+    let tol = meta["tolerance_max_abs"].as_f64().unwrap() as f32;
+    let manifest = segmenter::Manifest::load(&dir).expect("manifest (and its SHA-256)");
+    assert_eq!(
+        manifest.file.model.input_shape, in_shape,
+        "manifest vs golden"
+    );
+    assert_eq!(
+        manifest.file.model.output_shape, out_shape,
+        "manifest vs golden"
+    );
+
+    let n: usize = in_shape.iter().product();
+    let mut raw = Vec::with_capacity(n);
+    flate2::read::GzDecoder::new(std::fs::File::open(dir.join("golden/input.i8.gz"))?)
+        .take(n as u64 + 1)
+        .read_to_end(&mut raw)?;
+    assert_eq!(raw.len(), n, "input size");
+    let input: Vec<f32> = raw.iter().map(|&b| f32::from(b as i8) / scale).collect();
+    let expected = read_f32(
+        &dir.join("golden")
+            .join(meta["output_sub_file"].as_str().unwrap()),
+    );
+    let expected = ndarray::ArrayD::from_shape_vec(sub_shape, expected).expect("sub shape");
+
+    let model = tract_onnx::onnx()
+        .model_for_path(dir.join(meta["onnx"].as_str().unwrap()))?
+        .with_input_fact(0, f32::fact(&in_shape).into())?
+        .into_optimized()?
+        .into_runnable()?;
+    let out = model.run(tvec!(Tensor::from_shape(&in_shape, &input)?.into()))?;
+    let got = out[0].to_plain_array_view::<f32>()?;
+    assert_eq!(got.shape(), &out_shape[..], "output shape");
+
+    let mut max_diff = 0f32;
+    for (idx, &e) in expected.indexed_iter() {
+        let g = got[[
+            idx[0],
+            idx[1],
+            idx[2] * stride,
+            idx[3] * stride,
+            idx[4] * stride,
+        ]];
+        assert!(g.is_finite(), "non-finite tract output");
+        max_diff = max_diff.max((g - e).abs());
+    }
+    let positive = meta["output_positive_per_channel"].as_array().unwrap();
+    for (c, want) in positive.iter().enumerate() {
+        let want = want.as_u64().unwrap() as usize;
+        let ch = got.index_axis(ndarray::Axis(1), c);
+        let pos = ch.iter().filter(|&&v| v > 0.0).count();
+        let near_zero = ch.iter().filter(|&&v| v.abs() <= tol).count();
+        eprintln!("golden 3D: channel {c}: {pos} positive logits (onnxruntime {want}), {near_zero} within {tol:.0e} of 0");
+        assert!(
+            pos.abs_diff(want) <= near_zero,
+            "channel {c}: tract thresholds {pos} voxels, onnxruntime {want}"
+        );
+    }
+    eprintln!(
+        "golden 3D: max |tract - onnxruntime| = {max_diff:.3e} on {} voxels (tolerance {tol:.0e})",
+        expected.len()
+    );
+    assert!(max_diff <= tol, "max abs diff {max_diff} > {tol}");
+    Ok(())
+}
