@@ -81,9 +81,9 @@ fn trim_uid(s: &str) -> String {
     s.trim_end_matches(['\0', ' ']).to_string()
 }
 
-/// Parses a command set. Its size is capped and its structure scanned (nesting, declared
+/// A command set as an object: its size capped and its structure scanned (nesting, declared
 /// lengths) before dicom-rs builds an object from it.
-pub fn parse_command(bytes: &[u8]) -> Result<Command, CommandError> {
+fn read_command(bytes: &[u8]) -> Result<InMemDicomObject, CommandError> {
     if bytes.len() > MAX_COMMAND_BYTES {
         return Err(CommandError::TooLarge(bytes.len()));
     }
@@ -94,6 +94,13 @@ pub fn parse_command(bytes: &[u8]) -> Result<Command, CommandError> {
     )?;
     let obj = InMemDicomObject::read_dataset_with_ts(bytes, implicit_le())
         .map_err(|e| CommandError::Parse(e.to_string()))?;
+    Ok(obj)
+}
+
+/// Parses a command set. Its size is capped and its structure scanned (nesting, declared
+/// lengths) before dicom-rs builds an object from it.
+pub fn parse_command(bytes: &[u8]) -> Result<Command, CommandError> {
+    let obj = read_command(bytes)?;
     let u16_of = |tag, name| -> Result<u16, CommandError> {
         obj.element(tag)
             .ok()
@@ -240,16 +247,7 @@ impl StoreResponse {
 
 /// Parses a C-STORE-RSP command set (bounded and scanned like a request).
 pub fn parse_store_response(bytes: &[u8]) -> Result<StoreResponse, CommandError> {
-    if bytes.len() > MAX_COMMAND_BYTES {
-        return Err(CommandError::TooLarge(bytes.len()));
-    }
-    crate::scan::scan_dataset(
-        bytes,
-        crate::scan::Encoding::ImplicitLittle,
-        &crate::scan::Limits::default(),
-    )?;
-    let obj = InMemDicomObject::read_dataset_with_ts(bytes, implicit_le())
-        .map_err(|e| CommandError::Parse(e.to_string()))?;
+    let obj = read_command(bytes)?;
     let status = obj
         .element(tags::STATUS)
         .ok()
