@@ -27,11 +27,15 @@ if [ -n "$stray" ]; then
 fi
 
 # One build shared by every test binary (dependencies are optimised even in the dev profile).
-cargo build --locked --workspace --all-targets
+# --all-features: the binary under test has the AWS backends (the `aws` feature, which the
+# README's first command leaves out), so the S3/SQS/ECS tests against moto run too.
+cargo build --locked --workspace --all-targets --all-features
 export SEGNODE_BIN="$PWD/target/debug/segnode"
 export SEGNODE_PEERS_VENV="$PWD/.venv-peers"
 # Two cores: more parallel tests only make the servers under test fight for them.
 export RUST_TEST_THREADS="${RUST_TEST_THREADS:-2}"
 cargo fmt --all -- --check
-cargo clippy --locked --workspace --all-targets -- -D warnings
-cargo test --locked --workspace --no-fail-fast
+cargo clippy --locked --workspace --all-targets --all-features -- -D warnings
+# and the binary as the README's first command builds it (no `aws` feature)
+cargo clippy --locked -p segnode -- -D warnings
+cargo test --locked --workspace --all-features --no-fail-fast

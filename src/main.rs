@@ -19,10 +19,9 @@ use clap::{Args, Parser, Subcommand};
 use config::FileConfig;
 use scp::Scp;
 use segmenter::worker::WorkerPool;
-use staging::{
-    AwsSettings, JobQueue, LocalStore, ObjectStore, S3Settings, S3Store, SqliteQueue, SqsQueue,
-    SqsSettings,
-};
+#[cfg(feature = "aws")]
+use staging::{AwsSettings, S3Settings, S3Store, SqsQueue, SqsSettings};
+use staging::{JobQueue, LocalStore, ObjectStore, SqliteQueue};
 use tokio::sync::watch;
 use tracing::{error, info};
 
@@ -659,6 +658,18 @@ pub(crate) async fn wait_for(mut rx: watch::Receiver<bool>) {
     }
 }
 
+/// What a binary built without the `aws` feature says when asked for S3, SQS or ECS.
+#[cfg(not(feature = "aws"))]
+pub(crate) const NO_AWS: &str = "this segnode was built without the AWS backends (S3, SQS, ECS): \
+    build it with `cargo build --release --features aws` (the container image of deploy/ is), \
+    or use the embedded defaults (a local store and an SQLite queue under --data-dir)";
+
+#[cfg(not(feature = "aws"))]
+async fn aws_backends(_file: &FileConfig) -> Result<(Arc<dyn ObjectStore>, Arc<dyn JobQueue>)> {
+    anyhow::bail!(NO_AWS)
+}
+
+#[cfg(feature = "aws")]
 async fn aws_backends(file: &FileConfig) -> Result<(Arc<dyn ObjectStore>, Arc<dyn JobQueue>)> {
     let a = &file.aws;
     let settings = AwsSettings {

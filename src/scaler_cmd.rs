@@ -9,11 +9,13 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
 use scaler::controller::unix_now;
 use scaler::sim::{self, Builtin, LogNormal, SimConfig, Trace};
-use scaler::{
-    Controller, Decision, DryRun, EcsService, PolicyConfig, PolicyState, ScaleTarget, ScalerMetrics,
-};
+#[cfg(feature = "aws")]
+use scaler::EcsService;
+use scaler::{Controller, Decision, DryRun, PolicyConfig, PolicyState, ScaleTarget, ScalerMetrics};
 use serde::{Deserialize, Serialize};
-use staging::{AwsSettings, JobQueue, SqliteQueue, SqsQueue, SqsSettings};
+use staging::{AwsSettings, JobQueue, SqliteQueue};
+#[cfg(feature = "aws")]
+use staging::{SqsQueue, SqsSettings};
 use tracing::{error, info};
 
 use crate::config::FileConfig;
@@ -207,19 +209,33 @@ impl SourceArgs {
             .clone()
             .or_else(|| file.aws.queue_url.clone())
             .context("no queue: give --queue-url (SQS) or --data-dir (SQLite queue)")?;
-        let sqs = SqsSettings {
-            queue_url,
-            dead_letter_queue_url: None,
-            max_receives: file.queue.max_receives,
-        };
-        Ok(Arc::new(SqsQueue::connect(&self.aws(file), sqs).await))
+        #[cfg(not(feature = "aws"))]
+        {
+            let _ = queue_url;
+            bail!(crate::NO_AWS)
+        }
+        #[cfg(feature = "aws")]
+        {
+            let sqs = SqsSettings {
+                queue_url,
+                dead_letter_queue_url: None,
+                max_receives: file.queue.max_receives,
+            };
+            Ok(Arc::new(SqsQueue::connect(&self.aws(file), sqs).await))
+        }
     }
 }
 
 impl TargetArgs {
     async fn target(&self, aws: &AwsSettings, dry_run_count: u32) -> Result<Arc<dyn ScaleTarget>> {
         match (&self.ecs_cluster, &self.ecs_service, self.dry_run) {
+            #[cfg(feature = "aws")]
             (Some(c), Some(s), false) => Ok(Arc::new(EcsService::connect(aws, c, s).await?)),
+            #[cfg(not(feature = "aws"))]
+            (Some(_), Some(_), false) => {
+                let _ = aws;
+                bail!(crate::NO_AWS)
+            }
             (None, None, true) => Ok(Arc::new(DryRun::new(dry_run_count))),
             _ => bail!("no scale target: give --ecs-cluster and --ecs-service, or --dry-run"),
         }

@@ -17,9 +17,10 @@
 # same disk for both receivers), SEGNODE_BIN (default: release build, built if missing),
 # STRACE=1 (one extra segnode round under `strace -c -f`, summary printed at the end),
 # WRAP=eatmydata (segnode's fsyncs become no-ops: what its receive path costs without durability),
-# WARM=1 (segnode keeps its data folder across rounds, so from round 2 on its journal segments
-# are recycled ones, as on a node that has been running; the same instances arrive again and are
-# stored once).
+# WARM=1 (segnode keeps its journal across rounds, so from round 2 on its journal segments
+# are recycled ones, as on a node that has been running; everything else of the data folder,
+# the staged instances and the re-send registry included, is removed between rounds, so every
+# round stores all N instances again).
 #
 # A third receiver, storescp --ignore (receives, stores nothing), gives the floor: storescu, the
 # network and DIMSE alone. With the disk's fdatasync for one 132 KB append (probed before and after
@@ -177,7 +178,14 @@ round_segnode() {
     stop "$pid"
     got=$(find "$dir/spool" "$dir/store/incoming" -name '*.dcm' -not -path '*/.incoming/*' \
         -not -path '*/jobs/*' -printf '%f\n' 2>/dev/null | sort -u | wc -l)
-    [[ -n "${WARM:-}" ]] || rm -rf "$dir"
+    if [[ -n "${WARM:-}" ]]; then
+        # keep only the journal's segments: the next round's instances must be stored again,
+        # not answered as identical re-sends of staged ones (the re-send policy, issue 16)
+        find "$dir" -mindepth 1 -maxdepth 1 -not -name spool -exec rm -rf {} +
+        find "$dir/spool" -mindepth 1 -maxdepth 1 -not -name .journal -exec rm -rf {} +
+    else
+        rm -rf "$dir"
+    fi
     [[ "$got" -eq "$N" ]] || { echo "segnode: $got of $N instances arrived" >&2; return 1; }
 }
 

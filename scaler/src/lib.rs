@@ -1,8 +1,8 @@
 //! Sizes segnode's workers by queue backlog.
 //!
 //! - [`policy`]: backlog -> desired task count, pure and replayable (no clock inside).
-//! - [`target`]: what gets resized ([`ScaleTarget`]): an ECS service ([`ecs`]), the local
-//!   worker pool ([`pool`]), or nothing (dry run).
+//! - [`target`]: what gets resized ([`ScaleTarget`]): an ECS service (`ecs`, the `aws` feature,
+//!   on by default), the local worker pool ([`pool`]), or nothing (dry run).
 //! - [`controller`]: one tick = read the backlog, decide, apply; with [`metrics`].
 //! - [`protection`]: ECS task scale-in protection, so a busy worker is never stopped.
 //! - [`sim`]: replays arrival traces against the policy (queue waits, task-hours, cost).
@@ -32,8 +32,10 @@
 //! ```
 #![forbid(unsafe_code)]
 
+#[cfg(feature = "aws")]
 pub mod awsjson;
 pub mod controller;
+#[cfg(feature = "aws")]
 pub mod ecs;
 pub mod metrics;
 pub mod policy;
@@ -43,6 +45,7 @@ pub mod sim;
 pub mod target;
 
 pub use controller::{Controller, TickError};
+#[cfg(feature = "aws")]
 pub use ecs::EcsService;
 pub use metrics::ScalerMetrics;
 pub use policy::{decide, Action, Decision, PolicyConfig, PolicyState, Reason};

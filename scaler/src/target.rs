@@ -6,7 +6,9 @@ use async_trait::async_trait;
 use tracing::info;
 
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum TargetError {
+    #[cfg(feature = "aws")]
     #[error("ECS {op} for service {service} in cluster {cluster}")]
     Ecs {
         op: &'static str,

@@ -1,5 +1,6 @@
 //! Shared AWS SDK configuration: region, endpoint override (moto, LocalStack, VPC endpoints).
 
+#[cfg(feature = "aws")]
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 
 /// How to reach AWS. Empty fields fall back to the SDK's own chain (environment, profile,
@@ -11,6 +12,7 @@ pub struct AwsSettings {
     pub endpoint_url: Option<String>,
 }
 
+#[cfg(feature = "aws")]
 pub async fn sdk_config(settings: &AwsSettings) -> SdkConfig {
     use aws_smithy_http_client::tls::{rustls_provider::CryptoMode, Provider};
     // The one HTTP client of every AWS call (S3, SQS, ECS, STS and the credential providers):
@@ -30,6 +32,7 @@ pub async fn sdk_config(settings: &AwsSettings) -> SdkConfig {
 }
 
 /// The full error chain of an SDK error, which its `Display` hides.
+#[cfg(feature = "aws")]
 pub(crate) fn describe<E: std::error::Error>(e: &E) -> String {
     aws_sdk_s3::error::DisplayErrorContext(e).to_string()
 }
