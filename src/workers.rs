@@ -151,7 +151,6 @@ pub fn worker_config(file: &FileConfig) -> Result<WorkerConfig> {
         c.delivery
             .dimse_tls
             .client_config()
-            .map_err(anyhow::Error::msg)
             .context("dicom-tls:// destinations")?;
     }
     c.seg.volume_report = w.volume_report;

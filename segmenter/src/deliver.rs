@@ -8,6 +8,8 @@ use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
 
+use crate::tls_client::TlsClientError;
+
 pub use dimse::scu::Part10;
 
 /// Where results go over DIMSE: `AET@HOST:PORT` (C-STORE over TCP), or `dicom-tls://AET@HOST:PORT`
@@ -51,30 +53,12 @@ pub struct DimseTls {
 
 impl DimseTls {
     /// The rustls client configuration (TLS 1.3/1.2, *ring*); an error names the file.
-    pub fn client_config(&self) -> Result<rustls::ClientConfig, String> {
-        use rustls::pki_types::pem::PemObject;
-        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-        let roots = crate::stow::root_store(self.ca_file.as_deref())?;
-        let builder = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
-        .with_root_certificates(roots);
-        match (&self.cert_file, &self.key_file) {
-            (None, None) => Ok(builder.with_no_client_auth()),
-            (Some(cert), Some(key)) => {
-                let chain = CertificateDer::pem_file_iter(cert)
-                    .and_then(|i| i.collect::<Result<Vec<_>, _>>())
-                    .map_err(|e| format!("client certificate {}: {e}", cert.display()))?;
-                let key = PrivateKeyDer::from_pem_file(key)
-                    .map_err(|e| format!("client key {}: {e}", key.display()))?;
-                builder
-                    .with_client_auth_cert(chain, key)
-                    .map_err(|e| format!("client certificate: {e}"))
-            }
-            _ => Err("a TLS client certificate needs both its certificate and key file".into()),
-        }
+    pub fn client_config(&self) -> Result<rustls::ClientConfig, TlsClientError> {
+        crate::tls_client::client_config(
+            self.ca_file.as_deref(),
+            self.cert_file.as_deref(),
+            self.key_file.as_deref(),
+        )
     }
 }
 
@@ -92,19 +76,31 @@ impl Default for DeliveryOptions {
     }
 }
 
+/// Why a delivery attempt failed. C-STORE failures are the SCU's own ([`dimse::ScuError`]);
+/// STOW-RS and the TLS set-up have theirs.
 #[derive(Debug, thiserror::Error)]
 pub enum DeliveryError {
-    #[error("association with {0} failed: {1}")]
-    Association(String, String),
-    #[error(
-        "{0} accepted no presentation context for SOP class {1} in the transfer syntaxes proposed"
-    )]
-    NotAccepted(String, String),
-    #[error("{dest} answered C-STORE with status 0x{status:04X}{}", comment.as_deref().map(|c| format!(" ({c})")).unwrap_or_default())]
-    Refused {
+    /// A C-STORE destination: association, negotiation, a refusal status, the protocol, or an
+    /// object that is not Part 10 (shared by STOW-RS, which sends the same objects).
+    #[error(transparent)]
+    Scu(#[from] dimse::ScuError),
+    /// Our own TLS client configuration (CA file, client certificate): nothing was sent.
+    #[error("TLS to {dest}: {source}")]
+    TlsConfig {
         dest: String,
-        status: u16,
-        comment: Option<String>,
+        source: TlsClientError,
+    },
+    /// The TCP connection to a DICOMweb destination.
+    #[error("connecting to {dest}: {source}")]
+    Connect {
+        dest: String,
+        source: std::io::Error,
+    },
+    /// The TLS handshake with a DICOMweb destination (an untrusted certificate, say).
+    #[error("TLS handshake with {dest}: {source}")]
+    TlsHandshake {
+        dest: String,
+        source: std::io::Error,
     },
     #[error("{dest} answered HTTP {status}: {body}")]
     Http {
@@ -113,32 +109,16 @@ pub enum DeliveryError {
         /// The start of the response body, escaped.
         body: String,
     },
-    #[error("talking to {0}: {1}")]
-    Protocol(String, String),
-    #[error("the SEG to send is not a valid Part-10 object: {0}")]
-    BadObject(String),
-}
-
-/// The SCU's failures are delivery failures of the same kind (STOW-RS has its own causes too).
-impl From<dimse::ScuError> for DeliveryError {
-    fn from(e: dimse::ScuError) -> Self {
-        use dimse::ScuError as S;
-        match e {
-            S::Association(d, m) => DeliveryError::Association(d, m),
-            S::NotAccepted(d, c) => DeliveryError::NotAccepted(d, c),
-            S::Refused {
-                dest,
-                status,
-                comment,
-            } => DeliveryError::Refused {
-                dest,
-                status,
-                comment,
-            },
-            S::Protocol(d, m) => DeliveryError::Protocol(d, m),
-            S::BadObject(m) => DeliveryError::BadObject(m),
-        }
-    }
+    /// STOW-RS: the destination's Failed SOP Sequence lists an instance.
+    #[error("{dest} did not store {sop_instance}: Failure Reason 0x{reason:04X}")]
+    StowFailed {
+        dest: String,
+        sop_instance: String,
+        reason: u16,
+    },
+    /// STOW-RS: an HTTP exchange that did not complete or a response we cannot read.
+    #[error("talking to {dest}: {reason}")]
+    Stow { dest: String, reason: String },
 }
 
 /// Sends Part-10 objects to `dest` over one association (`dimse::scu::store`, with our AE title,
@@ -150,14 +130,15 @@ pub async fn c_store_once(
     options: &DeliveryOptions,
 ) -> Result<Vec<u16>, DeliveryError> {
     let name = dest.to_string();
-    let calling = dimse::AeTitle::new(&options.calling_ae_title)
-        .map_err(|e| DeliveryError::Association(name.clone(), e.to_string()))?;
+    let calling = dimse::AeTitle::new(&options.calling_ae_title).map_err(|e| {
+        dimse::ScuError::Association(name.clone(), format!("our calling AE title: {e}"))
+    })?;
     let tls = if dest.tls {
         Some(
             options
                 .dimse_tls
                 .client_config()
-                .map_err(|e| DeliveryError::Association(name.clone(), format!("TLS: {e}")))?,
+                .map_err(|source| DeliveryError::TlsConfig { dest: name, source })?,
         )
     } else {
         None
@@ -203,7 +184,9 @@ impl DeliveryError {
     /// does not accept, or an HTTP client error other than timeout / too many requests.
     pub fn is_permanent(&self) -> bool {
         match self {
-            DeliveryError::BadObject(_) | DeliveryError::NotAccepted(..) => true,
+            DeliveryError::Scu(
+                dimse::ScuError::BadObject(_) | dimse::ScuError::NotAccepted(..),
+            ) => true,
             DeliveryError::Http { status, .. } => {
                 (400..500).contains(status) && !matches!(status, 408 | 429)
             }

@@ -43,5 +43,6 @@ pub use pipeline::{segment_study, Outcome, SegSettings, StageTimings};
 pub mod deliver;
 pub mod metrics;
 pub mod stow;
+pub mod tls_client;
 pub mod upload;
 pub mod worker;

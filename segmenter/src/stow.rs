@@ -212,51 +212,6 @@ pub fn multipart_body(objects: &[&[u8]]) -> (String, Vec<u8>) {
     (boundary, body)
 }
 
-fn tls_config(options: &StowOptions) -> Result<rustls::ClientConfig, String> {
-    let roots = root_store(options.ca_file.as_deref())?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    Ok(rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
-        .with_root_certificates(roots)
-        .with_no_client_auth())
-}
-
-/// The certificates of `ca_file` (PEM), or the system's roots without one.
-pub(crate) fn root_store(
-    ca_file: Option<&std::path::Path>,
-) -> Result<rustls::RootCertStore, String> {
-    use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::CertificateDer;
-    let mut roots = rustls::RootCertStore::empty();
-    match ca_file {
-        Some(path) => {
-            let certs = CertificateDer::pem_file_iter(path)
-                .map_err(|e| format!("CA file {}: {e}", path.display()))?
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| format!("CA file {}: {e}", path.display()))?;
-            if certs.is_empty() {
-                return Err(format!("CA file {}: no certificate in it", path.display()));
-            }
-            for c in certs {
-                roots
-                    .add(c)
-                    .map_err(|e| format!("CA file {}: {e}", path.display()))?;
-            }
-        }
-        None => {
-            let found = rustls_native_certs::load_native_certs();
-            for c in found.certs {
-                let _ = roots.add(c);
-            }
-            if roots.is_empty() {
-                return Err("no CA file given and no system root certificates found".into());
-            }
-        }
-    }
-    Ok(roots)
-}
-
 /// Escapes peer text for an error message (at most 300 characters).
 fn escaped(text: &[u8]) -> String {
     let s = String::from_utf8_lossy(&text[..text.len().min(300)]);
@@ -334,14 +289,26 @@ async fn post(
     body: Vec<u8>,
 ) -> Result<(u16, Vec<u8>), DeliveryError> {
     let name = dest.to_string();
-    let proto = |e: &dyn fmt::Display| DeliveryError::Protocol(name.clone(), e.to_string());
+    let proto = |e: &dyn fmt::Display| DeliveryError::Stow {
+        dest: name.clone(),
+        reason: e.to_string(),
+    };
+    let connect_error = |source| DeliveryError::Connect {
+        dest: name.clone(),
+        source,
+    };
     let tcp = tokio::time::timeout(
         options.timeout,
         TcpStream::connect((dest.host.as_str(), dest.port)),
     )
     .await
-    .map_err(|_| DeliveryError::Association(name.clone(), "connect timed out".into()))?
-    .map_err(|e| DeliveryError::Association(name.clone(), e.to_string()))?;
+    .map_err(|_| {
+        connect_error(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "connect timed out",
+        ))
+    })?
+    .map_err(connect_error)?;
     let _ = tcp.set_nodelay(true);
     let host_header = if dest.host.contains(':') {
         format!("[{}]:{}", dest.host, dest.port)
@@ -363,14 +330,21 @@ async fn post(
         .map_err(|e| proto(&e))?;
     let exchange = async {
         if dest.tls {
-            let config = tls_config(&options.dicomweb)
-                .map_err(|e| DeliveryError::Association(name.clone(), e))?;
+            let config =
+                crate::tls_client::client_config(options.dicomweb.ca_file.as_deref(), None, None)
+                    .map_err(|source| DeliveryError::TlsConfig {
+                    dest: name.clone(),
+                    source,
+                })?;
             let server = rustls::pki_types::ServerName::try_from(dest.host.clone())
-                .map_err(|e| DeliveryError::Association(name.clone(), e.to_string()))?;
+                .map_err(|e| proto(&format!("host name for TLS: {e}")))?;
             let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
                 .connect(server, tcp)
                 .await
-                .map_err(|e| DeliveryError::Association(name.clone(), format!("TLS: {e}")))?;
+                .map_err(|source| DeliveryError::TlsHandshake {
+                    dest: name.clone(),
+                    source,
+                })?;
             send(TokioIo::new(tls), req, &name).await
         } else {
             send(TokioIo::new(tcp), req, &name).await
@@ -389,7 +363,10 @@ async fn send<T>(
 where
     T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let proto = |e: &dyn fmt::Display| DeliveryError::Protocol(name.to_string(), e.to_string());
+    let proto = |e: &dyn fmt::Display| DeliveryError::Stow {
+        dest: name.to_string(),
+        reason: e.to_string(),
+    };
     let (mut sender, conn) = hyper::client::conn::http1::handshake(io)
         .await
         .map_err(|e| proto(&e))?;
@@ -435,24 +412,26 @@ pub async fn stow_once(
     let results = match parse_response(&response, &sent) {
         Ok(r) => r,
         Err(_) if status == 409 => return Err(http_error()),
-        Err(e) => return Err(DeliveryError::Protocol(name, e)),
+        Err(reason) => return Err(DeliveryError::Stow { dest: name, reason }),
     };
     let mut statuses = Vec::with_capacity(results.len());
     for (uid, r) in sent.iter().zip(results) {
         match r {
             InstanceResult::Stored(w) => statuses.push(w.unwrap_or(0)),
             InstanceResult::Failed(reason) => {
-                return Err(DeliveryError::Refused {
+                return Err(DeliveryError::StowFailed {
                     dest: name,
-                    status: reason,
-                    comment: Some(format!("STOW-RS Failed SOP Sequence lists {uid}")),
+                    sop_instance: uid.to_string(),
+                    reason,
                 })
             }
             InstanceResult::Missing => {
-                return Err(DeliveryError::Protocol(
-                    name,
-                    format!("HTTP {status}, but the response does not list {uid} as stored"),
-                ))
+                return Err(DeliveryError::Stow {
+                    dest: name,
+                    reason: format!(
+                        "HTTP {status}, but the response does not list {uid} as stored"
+                    ),
+                })
             }
         }
     }

@@ -552,7 +552,7 @@ async fn run_job(ctx: &WorkerContext, job: &Job) -> Result<(String, Vec<String>)
     for d in &destinations {
         let statuses = match deliver(&objects, d, &ctx.config.delivery).await {
             // A destination that takes SEGs but not SRs still gets the SEG: the report is extra.
-            Err(DeliveryError::NotAccepted(_, class))
+            Err(DeliveryError::Scu(dimse::ScuError::NotAccepted(_, class)))
                 if objects.len() > 1 && class == dicom_seg::COMPREHENSIVE_3D_SR_STORAGE =>
             {
                 warn!(destination = %d, "the destination does not accept Comprehensive 3D SR: SEG sent without the volume report");
