@@ -1,29 +1,23 @@
 //! The Part-10 side of a received instance: the header we write in front of its data set
 //! (preamble, "DICM", File Meta Information with the caller's provenance stamp), and reading
-//! back what the data set says about itself (bounded scan first), checked against the C-STORE
-//! command that announced it.
+//! back what the data set says about itself (bounded scan first, `dimse::part10`), checked
+//! against the C-STORE command that announced it.
 
-use dicom_dictionary_std::tags;
-use dicom_object::file::ReadPreamble;
+use ::dimse::part10::{self, IdentifyError};
+use ::dimse::scan::Limits;
 use dicom_object::meta::FileMetaTableBuilder;
-use dicom_object::OpenFileOptions;
 use staging::Uid;
 
 use crate::dimse::{Command, Status};
 use crate::provenance::CallerId;
 use crate::sop::{IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME};
 
+/// What the data set says about itself (`dimse::part10`).
+pub(crate) use ::dimse::part10::Identity;
+
 /// Why a received instance is refused, and the status its C-STORE gets.
 #[derive(Debug)]
 pub(crate) struct Refusal(pub Status, pub String);
-
-/// What the data set says about itself, read back from the received bytes.
-pub(crate) struct Identity {
-    pub study: Uid,
-    pub series: Uid,
-    pub sop_instance: String,
-    pub sop_class: String,
-}
 
 /// Where to read a received instance's header from.
 pub(crate) enum Source<'a> {
@@ -66,55 +60,27 @@ pub(crate) fn file_header(
 
 /// Scan a received instance whole (nesting depth, every declared length against the bytes
 /// present: a truncated instance is refused here), then read its header (up to Pixel Data)
-/// for its identifying UIDs.
-pub(crate) fn identify(
-    source: Source<'_>,
-    limits: &::dimse::scan::Limits,
-) -> Result<Identity, Refusal> {
-    let scanned = match source {
-        Source::Bytes(b) => crate::guard::scan_instance(b, limits).map_err(|e| e.to_string()),
-        Source::File(p) => crate::guard::scan_instance_file(p, limits).map_err(|e| e.to_string()),
+/// for its identifying UIDs: `dimse::part10`, the reading the S3 upload path shares; an instance
+/// on disk is scanned through the read-only mapping of `guard` first.
+pub(crate) fn identify(source: Source<'_>, limits: &Limits) -> Result<Identity, Refusal> {
+    let identified = match source {
+        Source::Bytes(b) => part10::identify(b, limits),
+        Source::File(p) => match crate::guard::scan_instance_file(p, limits) {
+            Ok(()) => part10::identify_scanned_file(p),
+            Err(e) => return Err(cannot_understand(format!("data set refused: {e}"))),
+        },
     };
-    if let Err(why) = scanned {
-        return Err(Refusal(
-            Status::CannotUnderstand,
-            format!("data set refused: {why}"),
-        ));
-    }
-    let options = OpenFileOptions::new().read_until(tags::PIXEL_DATA);
-    let parsed = match source {
-        Source::Bytes(b) => options
-            .read_preamble(ReadPreamble::Never)
-            .from_reader(b.get(128..).unwrap_or_default()),
-        Source::File(p) => options.open_file(p),
-    };
-    let obj = parsed.map_err(|e| {
-        Refusal(
-            Status::CannotUnderstand,
-            format!("data set cannot be parsed: {}", first_line(&e.to_string())),
-        )
-    })?;
-    let get = |tag| -> Option<String> {
-        obj.element(tag)
-            .ok()
-            .and_then(|e| e.to_str().ok())
-            .map(|s| s.trim_end_matches(['\0', ' ']).to_string())
-    };
-    let uid = |tag, name: &str| -> Result<Uid, Refusal> {
-        let raw =
-            get(tag).ok_or_else(|| Refusal(Status::CannotUnderstand, format!("{name} missing")))?;
-        Uid::new(&raw).map_err(|e| Refusal(Status::CannotUnderstand, format!("{name}: {e}")))
-    };
-    Ok(Identity {
-        study: uid(tags::STUDY_INSTANCE_UID, "Study Instance UID")?,
-        series: uid(tags::SERIES_INSTANCE_UID, "Series Instance UID")?,
-        sop_instance: get(tags::SOP_INSTANCE_UID).unwrap_or_default(),
-        sop_class: get(tags::SOP_CLASS_UID).unwrap_or_default(),
+    identified.map_err(|e| {
+        cannot_understand(match e {
+            IdentifyError::Scan(e) => format!("data set refused: {e}"),
+            IdentifyError::Parse(why) => format!("data set cannot be parsed: {why}"),
+            other => other.to_string(),
+        })
     })
 }
 
-fn first_line(s: &str) -> String {
-    s.lines().next().unwrap_or("").chars().take(200).collect()
+fn cannot_understand(why: String) -> Refusal {
+    Refusal(Status::CannotUnderstand, why)
 }
 
 /// The data set must be the instance the C-STORE command announced; its SOP Instance UID
@@ -136,6 +102,6 @@ pub(crate) fn checked_sop(
             "SOP Class UID differs from the command's".into(),
         ));
     }
-    Uid::new(&id.sop_instance)
-        .map_err(|e| Refusal(Status::CannotUnderstand, format!("SOP Instance UID: {e}")))
+    id.sop_instance_uid()
+        .map_err(|e| cannot_understand(e.to_string()))
 }
