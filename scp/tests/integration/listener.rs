@@ -234,9 +234,17 @@ struct Client {
 
 impl Client {
     async fn connect(node: &Node, calling: &str) -> Result<Client, dicom_ul::association::Error> {
+        Client::connect_to(node, calling, "SEGNODE").await
+    }
+
+    async fn connect_to(
+        node: &Node,
+        calling: &str,
+        called: &str,
+    ) -> Result<Client, dicom_ul::association::Error> {
         let assoc = ClientAssociationOptions::new()
             .calling_ae_title(calling.to_string())
-            .called_ae_title("SEGNODE".to_string())
+            .called_ae_title(called.to_string())
             .with_presentation_context(VERIFICATION, vec![IMPLICIT_VR_LE])
             .with_presentation_context(MR_IMAGE_STORAGE, vec![EXPLICIT_VR_LE])
             .read_timeout(Duration::from_secs(20))
@@ -358,6 +366,15 @@ fn refusal(result: Result<Vec<u16>, ScuError>) -> (u16, String) {
     }
 }
 
+/// Why the listener rejects an association from `calling` to `called` (A-ASSOCIATE-RJ).
+async fn rejected(node: &Node, calling: &str, called: &str) -> AssociationRJSource {
+    match Client::connect_to(node, calling, called).await {
+        Err(dicom_ul::association::Error::Rejected { association_rj, .. }) => association_rj.source,
+        Err(e) => panic!("expected an A-ASSOCIATE-RJ, got {e}"),
+        Ok(_) => panic!("expected a rejection, the association was accepted"),
+    }
+}
+
 fn sop(n: u32) -> String {
     format!("1.2.826.0.1.3680043.10.543.1.1.{n}")
 }
@@ -439,9 +456,10 @@ async fn stored_instances_are_durable_and_become_exactly_one_job() {
     }
 }
 
-/// C-ECHO on our own association: 0x0000, counted.
+/// C-ECHO on our own association: 0x0000, counted; an association calling another AE title
+/// is rejected ("called AE title not recognised").
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn echo_is_answered_with_success() {
+async fn echo_succeeds_and_a_wrong_called_ae_is_rejected() {
     let dir = tempfile::tempdir().unwrap();
     let node = Node::start(dir.path(), |_| {}).await;
     let mut client = Client::connect(&node, "ECHOSCU").await.expect("accepted");
@@ -449,6 +467,16 @@ async fn echo_is_answered_with_success() {
     assert_eq!(client.echo().await, 0x0000);
     client.release().await;
     assert_eq!(node.metrics.echo_requests.load(Relaxed), 2);
+    let source = rejected(&node, "ECHOSCU", "NOTSEGNODE").await;
+    assert!(
+        matches!(
+            source,
+            AssociationRJSource::ServiceUser(
+                AssociationRJServiceUserReason::CalledAETitleNotRecognized
+            )
+        ),
+        "{source:?}"
+    );
     node.stop().await;
 }
 
@@ -462,22 +490,15 @@ async fn a_caller_not_on_the_allowlist_is_rejected_and_nothing_is_stored() {
         c.allowed_callers = vec!["PACS@127.0.0.1".parse::<AllowedCaller>().unwrap()];
     })
     .await;
-    let refused = Client::connect(&node, "INTRUDER")
-        .await
-        .err()
-        .expect("rejected");
+    let source = rejected(&node, "INTRUDER", "SEGNODE").await;
     assert!(
         matches!(
-            &refused,
-            dicom_ul::association::Error::Rejected { association_rj, .. }
-                if matches!(
-                    association_rj.source,
-                    AssociationRJSource::ServiceUser(
-                        AssociationRJServiceUserReason::CallingAETitleNotRecognized
-                    )
-                )
+            source,
+            AssociationRJSource::ServiceUser(
+                AssociationRJServiceUserReason::CallingAETitleNotRecognized
+            )
         ),
-        "{refused}"
+        "{source:?}"
     );
     // our SCU from the same caller: refused too, with nothing stored
     let object = instance(&sop(1), 64, 1);
