@@ -5,6 +5,8 @@
 //!   declares or recursing as deep as it nests;
 //! - [`command`]: DIMSE command sets (C-ECHO, C-STORE requests and responses, PS3.7), encoded in
 //!   Implicit VR Little Endian with their group length;
+//! - [`part10`]: what a received Part-10 object says it is (study, series and SOP UIDs), read after
+//!   the scan; one reading for the listener and the S3 upload path;
 //! - [`scu`]: a C-STORE SCU over plain TCP or DICOM TLS (one association, one presentation
 //!   context per SOP class and transfer syntax).
 //!
@@ -12,6 +14,7 @@
 #![forbid(unsafe_code)]
 
 pub mod command;
+pub mod part10;
 pub mod scan;
 pub mod scu;
 

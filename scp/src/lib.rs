@@ -9,13 +9,16 @@
 
 pub mod admission;
 pub mod assembler;
+mod association;
 pub mod config;
 pub mod disk;
 pub mod guard;
 pub mod journal;
+mod listener;
 pub mod metrics;
+mod part10;
 pub mod provenance;
-pub mod server;
+mod receive;
 pub mod sop;
 pub mod spool;
 pub mod tls;
@@ -24,5 +27,5 @@ pub mod tls;
 /// delivery).
 pub use ::dimse::command as dimse;
 pub use config::{AllowedCaller, ScpConfig};
+pub use listener::{Scp, ScpError};
 pub use metrics::ScpMetrics;
-pub use server::{Scp, ScpError};

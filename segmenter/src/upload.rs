@@ -18,13 +18,11 @@ use std::collections::BTreeSet;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use dicom_dictionary_std::tags;
-use dicom_object::OpenFileOptions;
+use dimse::part10::IdentifyError;
 use staging::{Job, JobObject, ObjectKey, ObjectStore, StoreError, Uid, UploadKey};
 use tracing::{info, warn};
 
 use crate::error::SegmentError;
-use crate::study::text;
 
 // The queue-message contract (jobs and S3 event notifications) is staging's; re-exported here,
 // where the worker's upload path has always found it.
@@ -310,24 +308,19 @@ async fn read_folder(
     Ok(out)
 }
 
-/// Study, series and SOP Instance UIDs of one file, validated; the error names the file.
+/// Study, series and SOP Instance UIDs of one file, validated (`dimse::part10`, the reading the
+/// listener shares: bounded scan first); the error names the file.
 fn identify(name: &str, bytes: &[u8]) -> Result<(Uid, Uid, Uid), String> {
-    // nesting depth and declared lengths first: dicom-rs recurses and allocates by them
-    dimse::scan::scan_part10(bytes, &dimse::scan::Limits::default())
-        .map_err(|e| format!("{name:?} is not a DICOM Part-10 file: {e}"))?;
-    let obj = OpenFileOptions::new()
-        .read_until(tags::PIXEL_DATA)
-        .from_reader(bytes)
-        .map_err(|e| format!("{name:?} is not a DICOM Part-10 file: {e}"))?;
-    let uid = |tag, what: &str| -> Result<Uid, String> {
-        let raw = text(&obj, tag).ok_or_else(|| format!("{name:?} has no {what}"))?;
-        Uid::new(&raw).map_err(|e| format!("{name:?}: {what}: {e}"))
+    let why = |e: IdentifyError| match e {
+        IdentifyError::Scan(_) | IdentifyError::Parse(_) => {
+            format!("{name:?} is not a DICOM Part-10 file: {e}")
+        }
+        IdentifyError::Missing(what) => format!("{name:?} has no {what}"),
+        IdentifyError::Invalid { .. } => format!("{name:?}: {e}"),
     };
-    Ok((
-        uid(tags::STUDY_INSTANCE_UID, "Study Instance UID")?,
-        uid(tags::SERIES_INSTANCE_UID, "Series Instance UID")?,
-        uid(tags::SOP_INSTANCE_UID, "SOP Instance UID")?,
-    ))
+    let id = dimse::part10::identify(bytes, &dimse::scan::Limits::default()).map_err(&why)?;
+    let sop = id.sop_instance_uid().map_err(&why)?;
+    Ok((id.study, id.series, sop))
 }
 
 /// Parses every file (one in memory at a time), checks that they are one study, stages them

@@ -4,4 +4,5 @@
 //! binary of its own (scripts/test.sh refuses that).
 #![forbid(unsafe_code)]
 
+mod listener;
 mod parse_props;
