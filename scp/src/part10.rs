@@ -59,9 +59,10 @@ pub(crate) fn file_header(
 }
 
 /// Scan a received instance whole (nesting depth, every declared length against the bytes
-/// present: a truncated instance is refused here), then read its header (up to Pixel Data)
-/// for its identifying UIDs: `dimse::part10`, the reading the S3 upload path shares; an instance
-/// on disk is scanned through the read-only mapping of `guard` first.
+/// present: a truncated instance is refused here) and take its identifying UIDs from the
+/// top-level elements the scan passed (`dimse::part10::identify`, which the S3 upload path
+/// shares; no parse on the acknowledgement path). An instance streamed to disk (over 4 MiB) is
+/// scanned through the read-only mapping of `guard`, then its header is read by dicom-object.
 pub(crate) fn identify(source: Source<'_>, limits: &Limits) -> Result<Identity, Refusal> {
     let identified = match source {
         Source::Bytes(b) => part10::identify(b, limits),
