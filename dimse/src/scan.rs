@@ -95,9 +95,9 @@ pub struct Part10Summary {
 
 /// The values of four top-level elements, without their padding (NUL, spaces) and surrounding
 /// blanks; `None` when absent or empty. Read off the bytes the scan already walks, so that
-/// identifying an instance costs no parse (dicom-object took ~200 us for the header of one MR
-/// instance, on the acknowledgement path of every C-STORE). Not validated here: they are UIDs
-/// only once `dicom_values::Uid` says so.
+/// identifying an instance needs no second parse of its header (a dicom-object parse, on the
+/// acknowledgement path of every C-STORE; bench/ingest/RESULTS.md has what it cost). Not
+/// validated here: they are UIDs only once `dicom_values::Uid` says so.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TopLevelUids {
     /// (0020,000D)
