@@ -209,7 +209,7 @@ pub(crate) fn with_part10_meta(o: Obj) -> Result<FileDicomObject<Obj>> {
             .implementation_class_uid(implementation_class_uid())
             .implementation_version_name(IMPLEMENTATION_VERSION_NAME),
     )
-    .map_err(|e| SegError::Write(e.to_string()))
+    .map_err(|e| SegError::write("file meta group", e))
 }
 
 /// Content Identification macro: a label (CS: upper case, digits, space, underscore; 16 characters),
@@ -1142,14 +1142,14 @@ impl Segmentation {
     }
     /// Writes the Part-10 file (preamble, DICM, meta group, data set) to `to`.
     pub fn write_to(&self, mut to: impl Write) -> Result<()> {
-        let werr = |e: std::io::Error| SegError::Write(e.to_string());
+        let werr = |e: std::io::Error| SegError::write("output", e);
         let mut buf = Vec::with_capacity(64 * 1024 + self.number_of_frames * 512);
         buf.extend_from_slice(&[0u8; 128]);
         buf.extend_from_slice(b"DICM");
         self.header
             .meta()
             .write(&mut buf)
-            .map_err(|e| SegError::Write(e.to_string()))?;
+            .map_err(|e| SegError::write("file meta group", e))?;
         let start = buf.len();
         if crate::encode::encode_dataset(&self.header, &mut buf).is_some() {
             to.write_all(&buf).map_err(werr)?;
@@ -1159,11 +1159,11 @@ impl Segmentation {
             buf.truncate(start);
             self.header
                 .write_all(&mut to)
-                .map_err(|e| SegError::Write(e.to_string()))?;
+                .map_err(|e| SegError::write("data set", e))?;
         }
         // Pixel Data (7FE0,0010), explicit VR little endian: tag, "OB", 2 reserved bytes, 4-byte length.
         let len = u32::try_from(self.pixel_data.len())
-            .map_err(|_| SegError::Write("Pixel Data longer than 4 GiB".into()))?;
+            .map_err(|_| SegError::PixelDataTooLong(self.pixel_data.len()))?;
         let mut head = [0u8; 12];
         head[..4].copy_from_slice(&[0xE0, 0x7F, 0x10, 0x00]);
         head[4..6].copy_from_slice(b"OB");

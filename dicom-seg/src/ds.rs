@@ -107,14 +107,8 @@ pub(crate) fn code_item(c: &crate::code::CodedConcept) -> Obj {
 }
 
 pub(crate) fn get_str(o: &Obj, tag: Tag) -> Option<String> {
-    let e = o.get(tag)?;
-    let s = e.to_str().ok()?;
-    let s = s.trim_end_matches('\0').trim();
-    if s.is_empty() {
-        None
-    } else {
-        Some(s.to_string())
-    }
+    let s = o.get(tag)?.to_str().ok()?;
+    dicom_values::trimmed(&s).map(str::to_string)
 }
 
 pub(crate) fn get_f64s(o: &Obj, tag: Tag) -> Option<Vec<f64>> {

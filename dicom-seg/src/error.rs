@@ -116,13 +116,51 @@ pub enum SegError {
     #[error("frame of reference differs: SEG {seg} vs source {source_for}")]
     FrameOfReferenceMismatch { seg: String, source_for: String },
 
-    /// Encoding or writing the Part-10 file failed.
-    #[error("writing DICOM failed: {0}")]
-    Write(String),
+    /// Encoding or writing the Part-10 file failed (dicom-object's encoder or the writer).
+    #[error("writing DICOM failed: {what}: {source}")]
+    Write {
+        /// The step: `file meta group`, `data set`, `output`.
+        what: &'static str,
+        #[source]
+        source: BoxError,
+    },
 
-    /// Parsing a DICOM byte stream failed.
-    #[error("reading DICOM failed: {0}")]
-    Read(String),
+    /// The Pixel Data does not fit in the 32-bit length of an explicit-VR element.
+    #[error("writing DICOM failed: Pixel Data of {0} bytes is longer than 4 GiB")]
+    PixelDataTooLong(usize),
+
+    /// Reading or parsing a DICOM byte stream failed (dicom-object's parser or the reader).
+    #[error("reading DICOM failed: {what}: {source}")]
+    Read {
+        /// The step: `input`, `Part-10 file`.
+        what: &'static str,
+        #[source]
+        source: BoxError,
+    },
+
+    /// An element header or length runs past the end of the input (checked before any parse, so a
+    /// corrupted length is this error rather than a huge allocation).
+    #[error("reading DICOM failed: truncated or corrupted input: {0}")]
+    Truncated(&'static str),
+}
+
+/// The underlying error of [`SegError::Write`] and [`SegError::Read`]: dicom-object's encoder and
+/// parser errors or an `io::Error`, kept (not flattened to text) so a caller can walk the chain.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+impl SegError {
+    pub(crate) fn write(what: &'static str, source: impl Into<BoxError>) -> Self {
+        SegError::Write {
+            what,
+            source: source.into(),
+        }
+    }
+    pub(crate) fn read(what: &'static str, source: impl Into<BoxError>) -> Self {
+        SegError::Read {
+            what,
+            source: source.into(),
+        }
+    }
 }
 
 /// Result alias of this crate.

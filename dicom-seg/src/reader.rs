@@ -109,7 +109,7 @@ impl ReadSegmentation {
         let file = OpenFileOptions::new()
             .read_preamble(ReadPreamble::Auto)
             .from_reader(bytes)
-            .map_err(|e| SegError::Read(e.to_string()))?;
+            .map_err(|e| SegError::read("Part-10 file", e))?;
         let ts = file
             .meta()
             .transfer_syntax()
@@ -134,7 +134,7 @@ impl ReadSegmentation {
     pub fn from_reader(mut r: impl Read) -> Result<Self> {
         let mut bytes = Vec::new();
         r.read_to_end(&mut bytes)
-            .map_err(|e| SegError::Read(e.to_string()))?;
+            .map_err(|e| SegError::read("input", e))?;
         Self::from_bytes(&bytes)
     }
 
@@ -484,7 +484,7 @@ fn read_segment(it: &Obj) -> Result<ReadSegment> {
 /// Walks the element headers of a Part-10 stream (meta group, then the data set when it is explicit or
 /// implicit VR little endian) and checks that every defined length fits in the input.
 fn check_lengths(b: &[u8]) -> Result<()> {
-    let short = |what: &str| SegError::Read(format!("truncated or corrupted input: {what}"));
+    let short = SegError::Truncated;
     let start = if b.len() >= 132 && &b[128..132] == b"DICM" {
         132
     } else if b.len() >= 4 && &b[..4] == b"DICM" {

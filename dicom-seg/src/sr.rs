@@ -87,7 +87,7 @@ impl VolumeReport {
         let mut v = Vec::with_capacity(16 * 1024);
         self.file
             .write_all(&mut v)
-            .map_err(|e| SegError::Write(e.to_string()))?;
+            .map_err(|e| SegError::write("data set", e))?;
         Ok(v)
     }
 }

@@ -78,7 +78,7 @@ fn implicit_le() -> &'static dicom_encoding::TransferSyntax {
 }
 
 fn trim_uid(s: &str) -> String {
-    s.trim_end_matches(['\0', ' ']).to_string()
+    dicom_values::trimmed(s).unwrap_or_default().to_string()
 }
 
 /// A command set as an object: its size capped and its structure scanned (nesting, declared

@@ -9,6 +9,7 @@
 //!   the scan; one reading for the listener and the S3 upload path;
 //! - [`scu`]: a C-STORE SCU over plain TCP or DICOM TLS (one association, one presentation
 //!   context per SOP class and transfer syntax).
+//! - [`tls`]: PEM certificates for DICOM TLS (listener and delivery read them the same way).
 //!
 //! The value types (UIDs, AE titles and addresses) are `dicom-values`'s, re-exported here.
 #![forbid(unsafe_code)]
@@ -17,6 +18,7 @@ pub mod command;
 pub mod part10;
 pub mod scan;
 pub mod scu;
+pub mod tls;
 
 pub use command::{Command, CommandError, Status};
 pub use dicom_values::{AeAddr, AeAddrError, AeTitle, AeTitleError};

@@ -104,14 +104,8 @@ fn identity_of(obj: &DefaultDicomObject) -> Result<Identity, IdentifyError> {
 /// A UI value without its padding (NUL or space) and surrounding blanks; `None` if absent or
 /// empty.
 fn text(obj: &DefaultDicomObject, tag: Tag) -> Option<String> {
-    obj.element(tag)
-        .ok()
-        .and_then(|e| e.to_str().ok())
-        .map(|s| {
-            s.trim_matches(|c: char| c == '\0' || c.is_whitespace())
-                .to_string()
-        })
-        .filter(|s| !s.is_empty())
+    let e = obj.element(tag).ok()?.to_str().ok()?;
+    dicom_values::trimmed(&e).map(str::to_string)
 }
 
 fn uid(what: &'static str, raw: Option<String>) -> Result<Uid, IdentifyError> {

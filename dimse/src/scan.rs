@@ -126,8 +126,7 @@ impl TopLevelUids {
         let text = |i: usize| {
             spans[i].and_then(|(from, to)| {
                 let s = String::from_utf8_lossy(&bytes[from..to]);
-                let s = s.trim_matches(|c: char| c == '\0' || c.is_whitespace());
-                (!s.is_empty()).then(|| s.to_string())
+                dicom_values::trimmed(&s).map(str::to_string)
             })
         };
         TopLevelUids {

@@ -26,6 +26,20 @@ pub(crate) enum Source<'a> {
     File(&'a std::path::Path),
 }
 
+/// Why the File Meta Information of a received instance cannot be made (its C-STORE is answered
+/// 0xC000 with this text).
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum HeaderError {
+    /// The command's UIDs or the transfer syntax do not make a valid meta group.
+    #[error("cannot build file meta information: {0}")]
+    Build(#[source] dicom_object::meta::Error),
+    #[error("cannot write file meta information: {0}")]
+    Write(#[source] dicom_object::meta::Error),
+    /// A defect of ours: the stamp's placeholders are not where the header puts them.
+    #[error("the provenance stamp is missing from the header")]
+    NoStamp,
+}
+
 /// Preamble, "DICM" and the File Meta Information for the instance, as received.
 /// With the caller's stamp (Private Information, `provenance`): its digest and sequence number
 /// are placeholders, filled in at the returned offsets once the data set is complete.
@@ -33,7 +47,7 @@ pub(crate) fn file_header(
     command: &Command,
     transfer_syntax: &str,
     caller: &CallerId,
-) -> Result<(Vec<u8>, crate::provenance::Placeholders), String> {
+) -> Result<(Vec<u8>, crate::provenance::Placeholders), HeaderError> {
     let calling_ae = caller.ae.as_str();
     let mut builder = FileMetaTableBuilder::new()
         .media_storage_sop_class_uid(command.affected_sop_class_uid.as_str())
@@ -46,15 +60,11 @@ pub(crate) fn file_header(
     if crate::config::valid_ae_title(calling_ae) {
         builder = builder.source_application_entity_title(calling_ae);
     }
-    let meta = builder
-        .build()
-        .map_err(|e| format!("cannot build file meta information: {e}"))?;
+    let meta = builder.build().map_err(HeaderError::Build)?;
     let mut out = vec![0u8; 128];
     out.extend_from_slice(b"DICM");
-    meta.write(&mut out)
-        .map_err(|e| format!("cannot write file meta information: {e}"))?;
-    let spots = crate::provenance::Placeholders::find(&out)
-        .ok_or_else(|| "the provenance stamp is missing from the header".to_string())?;
+    meta.write(&mut out).map_err(HeaderError::Write)?;
+    let spots = crate::provenance::Placeholders::find(&out).ok_or(HeaderError::NoStamp)?;
     Ok((out, spots))
 }
 

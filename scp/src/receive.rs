@@ -212,7 +212,7 @@ impl Connection {
         let header = match file_header(&inc.command, &pc.transfer_syntax, &self.caller_id(caller)) {
             Ok(h) => h,
             Err(e) => {
-                inc.refusal = Some((Status::CannotUnderstand, e));
+                inc.refusal = Some((Status::CannotUnderstand, e.to_string()));
                 return inc;
             }
         };

@@ -36,23 +36,17 @@ pub enum TlsError {
     },
 }
 
-fn certificates(path: &Path, what: &'static str) -> Result<Vec<CertificateDer<'static>>, TlsError> {
-    let pem = |source| TlsError::Pem {
-        what,
-        path: path.to_path_buf(),
-        source,
-    };
-    let certs = CertificateDer::pem_file_iter(path)
-        .map_err(pem)?
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(pem)?;
-    if certs.is_empty() {
-        return Err(TlsError::Empty {
-            what,
-            path: path.to_path_buf(),
-        });
+impl TlsError {
+    fn pem(what: &'static str, path: PathBuf, e: ::dimse::tls::PemError) -> Self {
+        match e {
+            ::dimse::tls::PemError::Read(source) => TlsError::Pem { what, path, source },
+            ::dimse::tls::PemError::Empty => TlsError::Empty { what, path },
+        }
     }
-    Ok(certs)
+}
+
+fn certificates(path: &Path, what: &'static str) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    ::dimse::tls::certificates(path).map_err(|e| TlsError::pem(what, path.to_path_buf(), e))
 }
 
 /// Where a PEM document comes from: a file, or the text itself (a secret injected as an
@@ -78,23 +72,8 @@ impl Pem {
     fn certificates(&self, what: &'static str) -> Result<Vec<CertificateDer<'static>>, TlsError> {
         match self {
             Pem::File(path) => certificates(path, what),
-            Pem::Inline { text, .. } => {
-                let pem = |source| TlsError::Pem {
-                    what,
-                    path: self.origin(),
-                    source,
-                };
-                let certs = CertificateDer::pem_slice_iter(text.as_bytes())
-                    .collect::<Result<Vec<_>, _>>()
-                    .map_err(pem)?;
-                if certs.is_empty() {
-                    return Err(TlsError::Empty {
-                        what,
-                        path: self.origin(),
-                    });
-                }
-                Ok(certs)
-            }
+            Pem::Inline { text, .. } => ::dimse::tls::certificates_from_slice(text.as_bytes())
+                .map_err(|e| TlsError::pem(what, self.origin(), e)),
         }
     }
 

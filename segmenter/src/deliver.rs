@@ -116,9 +116,36 @@ pub enum DeliveryError {
         sop_instance: String,
         reason: u16,
     },
-    /// STOW-RS: an HTTP exchange that did not complete or a response we cannot read.
-    #[error("talking to {dest}: {reason}")]
-    Stow { dest: String, reason: String },
+    /// STOW-RS: an HTTP exchange that did not complete (hyper's error kept).
+    #[error("talking to {dest}: {what}: {source}")]
+    Stow {
+        dest: String,
+        /// The step: `request`, `TLS server name`, `HTTP handshake`, `sending`, `reading the response`.
+        what: &'static str,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync + 'static>,
+    },
+    /// STOW-RS: no complete response within the delivery timeout.
+    #[error("talking to {dest}: no complete response within the timeout")]
+    StowTimeout { dest: String },
+    /// STOW-RS: a success status whose response does not list an instance that was sent.
+    #[error(
+        "talking to {dest}: HTTP {status}, but the response does not list {sop_instance} as stored"
+    )]
+    StowNotListed {
+        dest: String,
+        status: u16,
+        sop_instance: String,
+    },
+    /// STOW-RS: a 200/202 response whose body is not DICOM JSON.
+    #[error("{dest}: the STOW-RS response is not DICOM JSON ({source}): {body}")]
+    StowResponse {
+        dest: String,
+        /// The start of the response body, escaped.
+        body: String,
+        #[source]
+        source: serde_json::Error,
+    },
 }
 
 /// Sends Part-10 objects to `dest` over one association (`dimse::scu::store`, with our AE title,

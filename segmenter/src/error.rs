@@ -15,13 +15,13 @@ pub enum SegmentError {
     Geometry { series_uid: String, message: String },
     #[error("instance {sop_uid}: {message}")]
     Instance { sop_uid: String, message: String },
-    #[error(
-        "cannot decode pixel data of {sop_uid} (transfer syntax {transfer_syntax}): {message}"
-    )]
+    #[error("cannot decode pixel data of {sop_uid} (transfer syntax {transfer_syntax}): {source}")]
     Decode {
         sop_uid: String,
         transfer_syntax: String,
-        message: String,
+        /// Boxed: dicom-pixeldata's error is large, and every `Result` of the pipeline carries this enum.
+        #[source]
+        source: Box<crate::volume::DecodeError>,
     },
     #[error("the job is not usable: {0}")]
     BadJob(String),
@@ -30,6 +30,13 @@ pub enum SegmentError {
     BadDestination(#[from] crate::deliver::DestinationError),
     #[error("upload {key}: {message}")]
     Upload { key: String, message: String },
+    /// One file of an upload is unreadable or not a usable DICOM instance.
+    #[error("upload {key}: {source}")]
+    UploadFile {
+        key: String,
+        #[source]
+        source: Box<crate::upload::UploadFileError>,
+    },
     /// A NIfTI input (a file of an upload or of a folder) that cannot be used.
     #[error("NIfTI input {file}: {message}")]
     Nifti { file: String, message: String },
@@ -101,6 +108,7 @@ impl SegmentError {
                 | SegmentError::BadJob(_)
                 | SegmentError::BadDestination(_)
                 | SegmentError::Upload { .. }
+                | SegmentError::UploadFile { .. }
                 | SegmentError::Nifti { .. }
                 | SegmentError::Seg(_)
                 | SegmentError::BrainExtraction(_)

@@ -29,16 +29,78 @@ pub fn is_jpeg_ls(transfer_syntax: &str) -> bool {
     ts == JPEG_LS_LOSSLESS || ts == JPEG_LS_NEAR_LOSSLESS
 }
 
-fn uint(obj: &DefaultDicomObject, tag: dicom_core::Tag, name: &str) -> Result<u32, String> {
+/// Why an instance's JPEG-LS pixel data cannot be decoded (the instance is refused, never the
+/// worker).
+#[derive(Debug, thiserror::Error)]
+pub enum JpegLsError {
+    #[error("{0} is missing")]
+    Missing(&'static str),
+    #[error("{name} is not a number: {source}")]
+    NotANumber {
+        name: &'static str,
+        #[source]
+        source: dicom_core::value::ConvertValueError,
+    },
+    #[error("{0} samples per pixel; the JPEG-LS decoder reads single-component images")]
+    Samples(u32),
+    #[error("Bits Allocated {0} (8 or 16 expected)")]
+    BitsAllocated(u32),
+    #[error(
+        "{frames} frame(s) of {rows}x{cols} pixels: {bytes} bytes decoded, more than the \
+         {MAX_DECODED_BYTES}-byte limit or empty"
+    )]
+    Size {
+        frames: usize,
+        rows: usize,
+        cols: usize,
+        bytes: u64,
+    },
+    #[error("JPEG-LS Pixel Data is not encapsulated")]
+    NotEncapsulated,
+    #[error("the Pixel Data has no fragments")]
+    NoFragments,
+    #[error("{frames} frames in {fragments} fragments without a usable Basic Offset Table")]
+    NoOffsetTable { frames: usize, fragments: usize },
+    #[error("Basic Offset Table entry {0} points inside a fragment")]
+    OffsetInsideFragment(usize),
+    /// Frames are numbered from 1, as a viewer shows them.
+    #[error("frame {0} has no fragments")]
+    EmptyFrame(usize),
+    /// The codec panicked on the stream (its arithmetic is checked in debug builds).
+    #[error("frame {0}: the JPEG-LS stream is malformed")]
+    Malformed(usize),
+    #[error("frame {frame}: {source}")]
+    Codec {
+        frame: usize,
+        #[source]
+        source: ::jpegls::CodecError,
+    },
+    #[error(
+        "frame {frame}: the JPEG-LS stream is {width}x{height}, the data set says {cols}x{rows}"
+    )]
+    FrameSize {
+        frame: usize,
+        width: u32,
+        height: u32,
+        cols: usize,
+        rows: usize,
+    },
+}
+
+fn uint(
+    obj: &DefaultDicomObject,
+    tag: dicom_core::Tag,
+    name: &'static str,
+) -> Result<u32, JpegLsError> {
     obj.element(tag)
-        .map_err(|_| format!("{name} is missing"))?
+        .map_err(|_| JpegLsError::Missing(name))?
         .to_int::<u32>()
-        .map_err(|e| format!("{name} is not a number: {e}"))
+        .map_err(|source| JpegLsError::NotANumber { name, source })
 }
 
 /// The instance with its JPEG-LS frames decoded into native pixel data (Explicit VR Little
 /// Endian). Errors say what is wrong with the pixel data; they never panic, whatever the bytes.
-pub fn to_native(obj: &DefaultDicomObject) -> Result<DefaultDicomObject, String> {
+pub fn to_native(obj: &DefaultDicomObject) -> Result<DefaultDicomObject, JpegLsError> {
     let rows = uint(obj, tags::ROWS, "Rows")? as usize;
     let cols = uint(obj, tags::COLUMNS, "Columns")? as usize;
     let bits_allocated = uint(obj, tags::BITS_ALLOCATED, "Bits Allocated")?;
@@ -46,33 +108,34 @@ pub fn to_native(obj: &DefaultDicomObject) -> Result<DefaultDicomObject, String>
     let frames = match obj.element_opt(tags::NUMBER_OF_FRAMES) {
         Ok(Some(e)) => e
             .to_int::<u32>()
-            .map_err(|e| format!("Number of Frames is not a number: {e}"))?
+            .map_err(|source| JpegLsError::NotANumber {
+                name: "Number of Frames",
+                source,
+            })?
             .max(1) as usize,
         _ => 1,
     };
     if samples != 1 {
-        return Err(format!(
-            "{samples} samples per pixel; the JPEG-LS decoder reads single-component images"
-        ));
+        return Err(JpegLsError::Samples(samples));
     }
     if bits_allocated != 8 && bits_allocated != 16 {
-        return Err(format!(
-            "Bits Allocated {bits_allocated} (8 or 16 expected)"
-        ));
+        return Err(JpegLsError::BitsAllocated(bits_allocated));
     }
     let bytes = rows as u64 * cols as u64 * frames as u64 * u64::from(bits_allocated / 8);
     if rows == 0 || cols == 0 || bytes > MAX_DECODED_BYTES {
-        return Err(format!(
-            "{frames} frame(s) of {rows}x{cols} pixels: {bytes} bytes decoded, more than the \
-             {MAX_DECODED_BYTES}-byte limit or empty"
-        ));
+        return Err(JpegLsError::Size {
+            frames,
+            rows,
+            cols,
+            bytes,
+        });
     }
     let pixel_data = obj
         .element(tags::PIXEL_DATA)
-        .map_err(|_| "no Pixel Data".to_string())?;
+        .map_err(|_| JpegLsError::Missing("Pixel Data"))?;
     let (fragments, offsets) = match pixel_data.value() {
         Value::PixelSequence(seq) => (seq.fragments(), seq.offset_table()),
-        _ => return Err("JPEG-LS Pixel Data is not encapsulated".into()),
+        _ => return Err(JpegLsError::NotEncapsulated),
     };
     let streams = frame_streams(fragments, offsets, frames)?;
 
@@ -83,14 +146,20 @@ pub fn to_native(obj: &DefaultDicomObject) -> Result<DefaultDicomObject, String>
         // against overflowing arithmetic only in debug builds, so a panic is caught here too.
         let decoded =
             std::panic::catch_unwind(|| ::jpegls::decode(&stream, cols as u32, rows as u32))
-                .map_err(|_| format!("frame {}: the JPEG-LS stream is malformed", f + 1))?
-                .map_err(|e| format!("frame {}: {e}", f + 1))?;
+                .map_err(|_| JpegLsError::Malformed(f + 1))?
+                .map_err(|source| JpegLsError::Codec {
+                    frame: f + 1,
+                    source,
+                })?;
         let (pixels, w, h) = decoded;
         if w as usize != cols || h as usize != rows || pixels.len() != rows * cols {
-            return Err(format!(
-                "frame {}: the JPEG-LS stream is {w}x{h}, the data set says {cols}x{rows}",
-                f + 1
-            ));
+            return Err(JpegLsError::FrameSize {
+                frame: f + 1,
+                width: w,
+                height: h,
+                cols,
+                rows,
+            });
         }
         samples16.extend_from_slice(&pixels);
     }
@@ -149,10 +218,10 @@ fn frame_streams<'a>(
     fragments: &'a [Vec<u8>],
     offsets: &[u32],
     frames: usize,
-) -> Result<Vec<std::borrow::Cow<'a, [u8]>>, String> {
+) -> Result<Vec<std::borrow::Cow<'a, [u8]>>, JpegLsError> {
     use std::borrow::Cow;
     if fragments.is_empty() {
-        return Err("the Pixel Data has no fragments".into());
+        return Err(JpegLsError::NoFragments);
     }
     if fragments.len() == frames {
         return Ok(fragments
@@ -164,10 +233,10 @@ fn frame_streams<'a>(
         return Ok(vec![Cow::Owned(fragments.concat())]);
     }
     if offsets.len() != frames {
-        return Err(format!(
-            "{frames} frames in {} fragments without a usable Basic Offset Table",
-            fragments.len()
-        ));
+        return Err(JpegLsError::NoOffsetTable {
+            frames,
+            fragments: fragments.len(),
+        });
     }
     // Offsets count bytes from the first fragment's item tag: 8 bytes of item header each.
     let mut starts = Vec::with_capacity(fragments.len());
@@ -182,7 +251,7 @@ fn frame_streams<'a>(
         let first = starts
             .iter()
             .position(|&s| s == u64::from(off))
-            .ok_or_else(|| format!("Basic Offset Table entry {n} points inside a fragment"))?;
+            .ok_or(JpegLsError::OffsetInsideFragment(n))?;
         let parts: Vec<u8> = fragments
             .iter()
             .zip(&starts)
@@ -191,7 +260,7 @@ fn frame_streams<'a>(
             .flat_map(|(f, _)| f.iter().copied())
             .collect();
         if parts.is_empty() {
-            return Err(format!("frame {} has no fragments", n + 1));
+            return Err(JpegLsError::EmptyFrame(n + 1));
         }
         out.push(Cow::Owned(parts));
     }

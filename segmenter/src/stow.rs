@@ -230,9 +230,12 @@ pub enum InstanceResult {
 }
 
 /// Reads a STOW-RS JSON response: the result for each SOP Instance UID in `sent`.
-pub fn parse_response(body: &[u8], sent: &[&str]) -> Result<Vec<InstanceResult>, String> {
-    let v: serde_json::Value = serde_json::from_slice(body)
-        .map_err(|e| format!("the response is not DICOM JSON ({e}): {}", escaped(body)))?;
+/// An error when the body is not JSON at all.
+pub fn parse_response(
+    body: &[u8],
+    sent: &[&str],
+) -> Result<Vec<InstanceResult>, serde_json::Error> {
+    let v: serde_json::Value = serde_json::from_slice(body)?;
     // Either a data set or an array holding one.
     let ds = match &v {
         serde_json::Value::Array(a) => a.first().cloned().unwrap_or_default(),
@@ -289,9 +292,10 @@ async fn post(
     body: Vec<u8>,
 ) -> Result<(u16, Vec<u8>), DeliveryError> {
     let name = dest.to_string();
-    let proto = |e: &dyn fmt::Display| DeliveryError::Stow {
+    let proto = |what, source: Box<dyn std::error::Error + Send + Sync>| DeliveryError::Stow {
         dest: name.clone(),
-        reason: e.to_string(),
+        what,
+        source,
     };
     let connect_error = |source| DeliveryError::Connect {
         dest: name.clone(),
@@ -327,7 +331,7 @@ async fn post(
     }
     let req = req
         .body(Full::new(Bytes::from(body)))
-        .map_err(|e| proto(&e))?;
+        .map_err(|e| proto("request", e.into()))?;
     let exchange = async {
         if dest.tls {
             let config =
@@ -337,7 +341,7 @@ async fn post(
                     source,
                 })?;
             let server = rustls::pki_types::ServerName::try_from(dest.host.clone())
-                .map_err(|e| proto(&format!("host name for TLS: {e}")))?;
+                .map_err(|e| proto("TLS server name", e.into()))?;
             let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
                 .connect(server, tcp)
                 .await
@@ -352,7 +356,7 @@ async fn post(
     };
     tokio::time::timeout(options.timeout, exchange)
         .await
-        .map_err(|_| proto(&"no complete response within the timeout"))?
+        .map_err(|_| DeliveryError::StowTimeout { dest: name.clone() })?
 }
 
 async fn send<T>(
@@ -363,21 +367,29 @@ async fn send<T>(
 where
     T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let proto = |e: &dyn fmt::Display| DeliveryError::Stow {
+    let proto = |what, source: hyper::Error| DeliveryError::Stow {
         dest: name.to_string(),
-        reason: e.to_string(),
+        what,
+        source: source.into(),
     };
     let (mut sender, conn) = hyper::client::conn::http1::handshake(io)
         .await
-        .map_err(|e| proto(&e))?;
+        .map_err(|e| proto("HTTP handshake", e))?;
     let driver = tokio::spawn(conn);
     let result = async {
-        let resp = sender.send_request(req).await.map_err(|e| proto(&e))?;
+        let resp = sender
+            .send_request(req)
+            .await
+            .map_err(|e| proto("sending", e))?;
         let status = resp.status().as_u16();
         let body = Limited::new(resp.into_body(), MAX_RESPONSE)
             .collect()
             .await
-            .map_err(|e| proto(&format!("reading the response: {e}")))?
+            .map_err(|e| DeliveryError::Stow {
+                dest: name.to_string(),
+                what: "reading the response",
+                source: e,
+            })?
             .to_bytes();
         Ok((status, body.to_vec()))
     }
@@ -412,7 +424,13 @@ pub async fn stow_once(
     let results = match parse_response(&response, &sent) {
         Ok(r) => r,
         Err(_) if status == 409 => return Err(http_error()),
-        Err(reason) => return Err(DeliveryError::Stow { dest: name, reason }),
+        Err(source) => {
+            return Err(DeliveryError::StowResponse {
+                dest: name,
+                body: escaped(&response),
+                source,
+            })
+        }
     };
     let mut statuses = Vec::with_capacity(results.len());
     for (uid, r) in sent.iter().zip(results) {
@@ -426,11 +444,10 @@ pub async fn stow_once(
                 })
             }
             InstanceResult::Missing => {
-                return Err(DeliveryError::Stow {
+                return Err(DeliveryError::StowNotListed {
                     dest: name,
-                    reason: format!(
-                        "HTTP {status}, but the response does not list {uid} as stored"
-                    ),
+                    status,
+                    sop_instance: uid.to_string(),
                 })
             }
         }

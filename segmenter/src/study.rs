@@ -58,13 +58,8 @@ pub struct Study {
 }
 
 pub(crate) fn text(obj: &DefaultDicomObject, tag: Tag) -> Option<String> {
-    obj.get(tag)
-        .and_then(|e| e.to_str().ok())
-        .map(|s| {
-            s.trim_matches(|c: char| c == '\0' || c.is_whitespace())
-                .to_string()
-        })
-        .filter(|s| !s.is_empty())
+    let e = obj.get(tag)?.to_str().ok()?;
+    dicom_values::trimmed(&e).map(str::to_string)
 }
 
 pub(crate) fn float(obj: &DefaultDicomObject, tag: Tag) -> Option<f64> {

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use rustls::pki_types::pem::{self, PemObject};
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::pki_types::PrivateKeyDer;
 
 /// Why a TLS client configuration could not be made; each names the file at fault.
 #[derive(Debug, thiserror::Error)]
@@ -25,6 +25,8 @@ pub enum TlsClientError {
     NoSystemRoots,
     #[error("client certificate {}: {source}", path.display())]
     ClientCertificate { path: PathBuf, source: pem::Error },
+    #[error("client certificate {}: no certificate in it", path.display())]
+    NoClientCertificate { path: PathBuf },
     #[error("client key {}: {source}", path.display())]
     ClientKey { path: PathBuf, source: pem::Error },
     #[error("a TLS client certificate needs both its certificate and key file")]
@@ -44,15 +46,12 @@ pub fn root_store(ca_file: Option<&Path>) -> Result<rustls::RootCertStore, TlsCl
                 path: path.to_owned(),
                 source,
             };
-            let certs = CertificateDer::pem_file_iter(path)
-                .map_err(ca_error)?
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(ca_error)?;
-            if certs.is_empty() {
-                return Err(TlsClientError::NoCaCertificate {
+            let certs = dimse::tls::certificates(path).map_err(|e| match e {
+                dimse::tls::PemError::Read(source) => ca_error(source),
+                dimse::tls::PemError::Empty => TlsClientError::NoCaCertificate {
                     path: path.to_owned(),
-                });
-            }
+                },
+            })?;
             for c in certs {
                 roots
                     .add(c)
@@ -97,12 +96,15 @@ pub fn client_config(
     match identity {
         None => Ok(builder.with_no_client_auth()),
         Some((cert, key)) => {
-            let chain = CertificateDer::pem_file_iter(cert)
-                .and_then(|i| i.collect::<Result<Vec<_>, _>>())
-                .map_err(|source| TlsClientError::ClientCertificate {
+            let chain = dimse::tls::certificates(cert).map_err(|e| match e {
+                dimse::tls::PemError::Read(source) => TlsClientError::ClientCertificate {
                     path: cert.to_owned(),
                     source,
-                })?;
+                },
+                dimse::tls::PemError::Empty => TlsClientError::NoClientCertificate {
+                    path: cert.to_owned(),
+                },
+            })?;
             let key =
                 PrivateKeyDer::from_pem_file(key).map_err(|source| TlsClientError::ClientKey {
                     path: key.to_owned(),

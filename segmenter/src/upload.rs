@@ -308,18 +308,50 @@ async fn read_folder(
     Ok(out)
 }
 
+/// Why one file of an upload cannot be staged: the study is unusable as uploaded (permanent).
+#[derive(Debug, thiserror::Error)]
+pub enum UploadFileError {
+    /// The file, downloaded to a temporary folder, cannot be read back.
+    #[error("{name:?} cannot be read back from disk: {source}")]
+    Read {
+        name: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The bytes are not a DICOM Part-10 file within the scan's limits.
+    #[error("{name:?} is not a DICOM Part-10 file: {source}")]
+    NotPart10 {
+        name: String,
+        #[source]
+        source: IdentifyError,
+    },
+    /// A Part-10 file without a Study, Series or SOP Instance UID.
+    #[error("{name:?} has no {what}")]
+    Missing { name: String, what: &'static str },
+    /// A UID that is not a valid DICOM UID (it would become a store key).
+    #[error("{name:?}: {source}")]
+    Invalid {
+        name: String,
+        #[source]
+        source: IdentifyError,
+    },
+}
+
 /// Study, series and SOP Instance UIDs of one file, validated (`dimse::part10`, the reading the
 /// listener shares: bounded scan first); the error names the file.
-fn identify(name: &str, bytes: &[u8]) -> Result<(Uid, Uid, Uid), String> {
-    let why = |e: IdentifyError| match e {
-        IdentifyError::Scan(_) | IdentifyError::Parse(_) => {
-            format!("{name:?} is not a DICOM Part-10 file: {e}")
+fn identify(name: &str, bytes: &[u8]) -> Result<(Uid, Uid, Uid), UploadFileError> {
+    let why = |e: IdentifyError| {
+        let name = name.to_string();
+        match e {
+            IdentifyError::Scan(_) | IdentifyError::Parse(_) => {
+                UploadFileError::NotPart10 { name, source: e }
+            }
+            IdentifyError::Missing(what) => UploadFileError::Missing { name, what },
+            IdentifyError::Invalid { .. } => UploadFileError::Invalid { name, source: e },
         }
-        IdentifyError::Missing(what) => format!("{name:?} has no {what}"),
-        IdentifyError::Invalid { .. } => format!("{name:?}: {e}"),
     };
-    let id = dimse::part10::identify(bytes, &dimse::scan::Limits::default()).map_err(&why)?;
-    let sop = id.sop_instance_uid().map_err(&why)?;
+    let id = dimse::part10::identify(bytes, &dimse::scan::Limits::default()).map_err(why)?;
+    let sop = id.sop_instance_uid().map_err(why)?;
     Ok((id.study, id.series, sop))
 }
 
@@ -334,11 +366,13 @@ pub(crate) async fn stage(
         let ids = files
             .iter()
             .map(|(name, path)| {
-                let bytes = std::fs::read(path)
-                    .map_err(|e| format!("{name:?} cannot be read back from disk: {e}"))?;
+                let bytes = std::fs::read(path).map_err(|source| UploadFileError::Read {
+                    name: name.clone(),
+                    source,
+                })?;
                 identify(name, &bytes)
             })
-            .collect::<Result<Vec<_>, String>>();
+            .collect::<Result<Vec<_>, UploadFileError>>();
         (ids, files)
     })
     .await
@@ -346,7 +380,10 @@ pub(crate) async fn stage(
         what: "parse",
         source,
     })?;
-    let identified = identified.map_err(|m| upload_error(upload, m))?;
+    let identified = identified.map_err(|source| SegmentError::UploadFile {
+        key: upload.to_string(),
+        source: Box::new(source),
+    })?;
     let studies: BTreeSet<&Uid> = identified.iter().map(|(st, _, _)| st).collect();
     let study = match studies.len() {
         0 => return Err(upload_error(upload, "holds no DICOM files")),

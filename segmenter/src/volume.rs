@@ -111,33 +111,56 @@ fn geometry_error(series: &Series, message: impl Into<String>) -> SegmentError {
 /// Enhanced MR).
 fn decode_frames(obj: &DefaultDicomObject) -> Result<Vec<Vec<f32>>, SegmentError> {
     let sop = text(obj, tags::SOP_INSTANCE_UID).unwrap_or_default();
-    let err = |message: String| SegmentError::Decode {
+    let err = |source: DecodeError| SegmentError::Decode {
         sop_uid: sop.clone(),
         transfer_syntax: obj.meta().transfer_syntax().to_string(),
-        message,
+        source: Box::new(source),
     };
     let native;
     let obj = if crate::jpeg_ls::is_jpeg_ls(obj.meta().transfer_syntax()) {
-        native = crate::jpeg_ls::to_native(obj).map_err(err)?;
+        native = crate::jpeg_ls::to_native(obj).map_err(|e| err(DecodeError::JpegLs(e)))?;
         &native
     } else {
         obj
     };
-    let decoded = obj.decode_pixel_data().map_err(|e| err(e.to_string()))?;
+    let decoded = obj
+        .decode_pixel_data()
+        .map_err(|e| err(DecodeError::Pixels(e)))?;
     if decoded.samples_per_pixel() != 1 {
-        return Err(err(format!(
-            "{} samples per pixel; only single-channel (MONOCHROME) images can be segmented",
-            decoded.samples_per_pixel()
-        )));
+        return Err(err(DecodeError::Samples(decoded.samples_per_pixel())));
     }
     let options = ConvertOptions::new();
     (0..decoded.number_of_frames())
         .map(|f| {
             decoded
                 .to_vec_frame_with_options::<f32>(f, &options)
-                .map_err(|e| err(format!("frame {}: {e}", f + 1)))
+                .map_err(|source| {
+                    err(DecodeError::Frame {
+                        frame: f + 1,
+                        source,
+                    })
+                })
         })
         .collect()
+}
+
+/// Why an instance's pixel data cannot become f32 frames (`SegmentError::Decode`, permanent).
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    #[error(transparent)]
+    JpegLs(#[from] crate::jpeg_ls::JpegLsError),
+    /// dicom-pixeldata's decoder (uncompressed, RLE, JPEG, JPEG 2000).
+    #[error(transparent)]
+    Pixels(dicom_pixeldata::Error),
+    #[error("{0} samples per pixel; only single-channel (MONOCHROME) images can be segmented")]
+    Samples(u16),
+    /// The Modality LUT of one frame (numbered from 1).
+    #[error("frame {frame}: {source}")]
+    Frame {
+        frame: u32,
+        #[source]
+        source: dicom_pixeldata::Error,
+    },
 }
 
 impl Volume {
