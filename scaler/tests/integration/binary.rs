@@ -26,15 +26,31 @@ fn tick(args: &[&str]) -> Decision {
     serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("{e}: {stdout:?}"))
 }
 
-async fn desired_count(ecs: &aws_sdk_ecs::Client) -> i32 {
-    let out = ecs
-        .describe_services()
-        .cluster("segnode")
-        .services("workers")
-        .send()
-        .await
-        .unwrap();
-    out.services()[0].desired_count()
+/// boto3 (the AWS SDK for Python, from the peers venv) against the moto server at `endpoint`: an
+/// independent client to set up and read the ECS service the binary scales. Prints what `script`
+/// prints.
+fn boto3(endpoint: &str, script: &str) -> String {
+    let program = format!(
+        "import sys, boto3\n\
+         ecs = boto3.client('ecs', endpoint_url=sys.argv[1], region_name='us-east-1')\n\
+         {script}"
+    );
+    testkit::stdout_of(
+        Command::new(testkit::python())
+            .args(["-c", &program, endpoint])
+            .envs(Moto::env()),
+    )
+}
+
+fn desired_count(endpoint: &str) -> i32 {
+    let out = boto3(
+        endpoint,
+        "print(ecs.describe_services(cluster='segnode', services=['workers'])\
+         ['services'][0]['desiredCount'])",
+    );
+    out.trim()
+        .parse()
+        .unwrap_or_else(|e| panic!("{e}: {out:?}"))
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -48,33 +64,15 @@ async fn ticks_move_the_ecs_service_with_the_sqs_backlog() {
         .await
         .unwrap();
     let queue = SqsQueue::connect(&aws, sqs.clone()).await;
-    let ecs = aws_sdk_ecs::Client::new(&staging::sdk_config(&aws).await);
-    ecs.create_cluster()
-        .cluster_name("segnode")
-        .send()
-        .await
-        .unwrap();
-    ecs.register_task_definition()
-        .family("segnode-worker")
-        .container_definitions(
-            aws_sdk_ecs::types::ContainerDefinition::builder()
-                .name("worker")
-                .image("segnode:latest")
-                .memory(512)
-                .command("worker")
-                .build(),
-        )
-        .send()
-        .await
-        .unwrap();
-    ecs.create_service()
-        .cluster("segnode")
-        .service_name("workers")
-        .task_definition("segnode-worker")
-        .desired_count(0)
-        .send()
-        .await
-        .unwrap();
+    let ecs = moto.endpoint();
+    boto3(
+        &ecs,
+        "ecs.create_cluster(clusterName='segnode')\n\
+         ecs.register_task_definition(family='segnode-worker', containerDefinitions=[\
+         {'name': 'worker', 'image': 'segnode:latest', 'memory': 512, 'command': ['worker']}])\n\
+         ecs.create_service(cluster='segnode', serviceName='workers', \
+         taskDefinition='segnode-worker', desiredCount=0)",
+    );
 
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("scaler-state.json");
@@ -116,7 +114,7 @@ async fn ticks_move_the_ecs_service_with_the_sqs_backlog() {
     }
     let d = tick(&args);
     assert_eq!((d.backlog, d.desired, d.action), (5, 3, Action::ScaleOut));
-    assert_eq!(desired_count(&ecs).await, 3);
+    assert_eq!(desired_count(&ecs), 3);
 
     // Workers take two (in flight) and finish three: backlog 2, one task's worth. The
     // window still remembers 3.
@@ -130,13 +128,13 @@ async fn ticks_move_the_ecs_service_with_the_sqs_backlog() {
     }
     let d = tick(&args);
     assert_eq!(d.backlog, 2, "in-flight messages count: {d:?}");
-    assert_eq!(desired_count(&ecs).await, 3);
+    assert_eq!(desired_count(&ecs), 3);
 
     // After the 3 s window: down to 1, and not below while the two are in flight.
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let d = tick(&args);
-        let count = desired_count(&ecs).await;
+        let count = desired_count(&ecs);
         assert!(count >= 1, "never below the in-flight work: {d:?}");
         if count == 1 {
             assert_eq!((d.action, d.reason), (Action::ScaleIn, Reason::Stabilised));
@@ -155,7 +153,7 @@ async fn ticks_move_the_ecs_service_with_the_sqs_backlog() {
     loop {
         let d = tick(&args);
         assert_eq!(d.backlog, 0);
-        if desired_count(&ecs).await == 0 {
+        if desired_count(&ecs) == 0 {
             assert_eq!((d.action, d.reason), (Action::ScaleIn, Reason::Idle));
             break;
         }
@@ -173,7 +171,7 @@ async fn ticks_move_the_ecs_service_with_the_sqs_backlog() {
     queue.send("late job", None).await.unwrap();
     let d = tick(&args);
     assert_eq!((d.desired, d.action), (1, Action::ScaleOut));
-    assert_eq!(desired_count(&ecs).await, 1);
+    assert_eq!(desired_count(&ecs), 1);
 
     // ECS's own refusals reach the operator with their code: a cluster that does not exist
     // (an error answer) and a service that does not exist (a `failures` entry).
@@ -199,11 +197,7 @@ async fn ticks_move_the_ecs_service_with_the_sqs_backlog() {
             "{cluster}/{service}: {stderr}"
         );
     }
-    assert_eq!(
-        desired_count(&ecs).await,
-        1,
-        "a failed tick changes nothing"
-    );
+    assert_eq!(desired_count(&ecs), 1, "a failed tick changes nothing");
 }
 
 #[tokio::test]
