@@ -20,8 +20,8 @@ use segmenter::truth::GroundTruth;
 use staging::{JobQueue, LocalStore, ObjectStore, SqliteQueue};
 
 use crate::config::FileConfig;
-use crate::segment_cmd::{parse_files, part10_files};
 use crate::workers;
+use segmenter::folder::{parse_files, part10_files};
 
 const BUNDLED_STUDY: &str = "testdata/studies/synth-007-head-axial-rle";
 
@@ -243,15 +243,7 @@ pub async fn run(args: DemoArgs, file: &mut FileConfig) -> Result<()> {
                 .unwrap_or("see the log")
         );
     }
-    let mut text = String::new();
-    metrics.render(&mut text);
-    let stage = |name: &str| -> f64 {
-        text.lines()
-            .find(|l| l.starts_with(&format!("segnode_stage_last_seconds{{stage=\"{name}\"}}")))
-            .and_then(|l| l.rsplit(' ').next())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0.0)
-    };
+    let stage = |name: &str| metrics.last_stage(name).unwrap_or_default().as_secs_f64();
     let pipeline = waited.as_secs_f64() - args.quiet_period;
     println!(
         "      last instance received -> SEG accepted: {:.2} s ({:.2} s after the {:.1} s quiet period)",
@@ -346,32 +338,28 @@ fn check_seg(
         .series
         .iter()
         .find(|s| {
-            s.instances
-                .iter()
-                .any(|o| crate::segment_cmd::sop_uid(o).is_some_and(|u| referenced.contains(&u)))
+            s.instances.iter().any(|o| {
+                segmenter::folder::sop_instance_uid(o).is_some_and(|u| referenced.contains(&u))
+            })
         })
         .context("the SEG references no series of the study")?;
     let volume = segmenter::volume::Volume::from_series(series)?;
-    let masks = read.masks_on(&volume.source)?; // (segments, frames, rows, cols)
-    let (rows, cols) = (volume.grid.rows, volume.grid.cols);
-    let mut predicted = Array3::<u8>::zeros((volume.grid.slices, rows, cols));
-    for (n, seg) in read.segments.iter().enumerate() {
-        let label = manifest
+    // The SEG as one label map (source frames order), its segments painted with the manifest's
+    // labels (segment n is the manifest's n-th segment), then put in the volume's slice order.
+    let labels = read.labels_on(&volume.source, |number| {
+        manifest
             .file
             .segments
-            .get(seg.number.get() as usize - 1)
+            .get(number.get() as usize - 1)
             .map(|s| s.label)
-            .unwrap_or(0);
-        for (k, &frame) in volume.frame_of_slice.iter().enumerate() {
-            let m = masks.index_axis(Axis(0), n);
-            let m = m.index_axis(Axis(0), frame);
-            let mut p = predicted.index_axis_mut(Axis(0), k);
-            ndarray::Zip::from(&mut p).and(&m).for_each(|p, &m| {
-                if m != 0 {
-                    *p = label;
-                }
-            });
-        }
+            .unwrap_or(0)
+    })?;
+    let mut predicted =
+        Array3::<u8>::zeros((volume.grid.slices, volume.grid.rows, volume.grid.cols));
+    for (k, &frame) in volume.frame_of_slice.iter().enumerate() {
+        predicted
+            .index_axis_mut(Axis(0), k)
+            .assign(&labels.index_axis(Axis(0), frame));
     }
     let voxel_ml = volume.grid.voxel_ml();
     let mut text = format!(

@@ -1,12 +1,11 @@
 //! `segnode segment DIR -o seg.dcm`: one study from a folder, offline.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use clap::Args;
-use segmenter::study::parse_instance;
+use segmenter::folder::{offline_seed, read_study_folder};
 use segmenter::{segment_study, Outcome, SegSettings};
-use sha2::{Digest, Sha256};
 
 use crate::config::FileConfig;
 use crate::workers::load_model;
@@ -33,71 +32,6 @@ pub struct SegmentArgs {
     /// Also print the result as one JSON object on stdout.
     #[arg(long)]
     pub json: bool,
-}
-
-fn files_under(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
-    for e in std::fs::read_dir(dir)? {
-        let p = e?.path();
-        if p.is_dir() {
-            files_under(&p, out)?;
-        } else if p.is_file() {
-            out.push(p);
-        }
-    }
-    Ok(())
-}
-
-/// A file's path and bytes.
-pub type Part10File = (PathBuf, Vec<u8>);
-
-/// Every DICOM Part-10 file under `dir` (sorted by path, DICOMDIR excluded) with its bytes, and how
-/// many other files were skipped.
-pub fn part10_files(dir: &Path) -> Result<(Vec<Part10File>, usize)> {
-    let mut files = Vec::new();
-    files_under(dir, &mut files).with_context(|| format!("cannot read {}", dir.display()))?;
-    files.sort();
-    let mut out = Vec::new();
-    let mut skipped = 0;
-    for f in files {
-        let bytes = std::fs::read(&f).with_context(|| format!("cannot read {}", f.display()))?;
-        let is_part10 = bytes.len() > 132 && &bytes[128..132] == b"DICM";
-        if !is_part10 || f.file_name().is_some_and(|n| n == "DICOMDIR") {
-            skipped += 1;
-            continue;
-        }
-        out.push((f, bytes));
-    }
-    Ok((out, skipped))
-}
-
-/// Parses Part-10 files read by [`part10_files`].
-pub fn parse_files(files: &[Part10File]) -> Result<Vec<dicom_object::DefaultDicomObject>> {
-    Ok(files
-        .iter()
-        .map(|(f, bytes)| parse_instance(bytes, &f.display().to_string()))
-        .collect::<Result<_, _>>()?)
-}
-
-/// Reads every DICOM Part-10 file under `dir`; returns them and how many files were not DICOM.
-pub fn read_study_folder(dir: &Path) -> Result<(Vec<dicom_object::DefaultDicomObject>, usize)> {
-    let (files, skipped) = part10_files(dir)?;
-    if files.is_empty() {
-        bail!("no DICOM Part-10 files under {}", dir.display());
-    }
-    Ok((parse_files(&files)?, skipped))
-}
-
-/// A stable seed for the SEG UID: the same study and model give the same SEG SOP Instance UID.
-pub fn offline_seed(instances: &[dicom_object::DefaultDicomObject], model: &str) -> String {
-    let mut uids: Vec<String> = instances.iter().filter_map(sop_uid).collect();
-    uids.sort();
-    let mut h = Sha256::new();
-    h.update(model.as_bytes());
-    for u in &uids {
-        h.update(b"\n");
-        h.update(u.as_bytes());
-    }
-    format!("segment:{:x}", h.finalize())
 }
 
 /// The stage timings on one line; `first` names the decode stage ("decode", or "read" for NIfTI).
@@ -194,10 +128,4 @@ pub fn run(args: SegmentArgs, file: &mut FileConfig) -> Result<()> {
         println!("{j}");
     }
     Ok(())
-}
-
-pub fn sop_uid(o: &dicom_object::DefaultDicomObject) -> Option<String> {
-    o.get(dicom_dictionary_std::tags::SOP_INSTANCE_UID)
-        .and_then(|e| e.to_str().ok())
-        .map(|s| s.trim_end_matches('\0').to_string())
 }

@@ -432,6 +432,32 @@ impl ReadSegmentation {
         Ok(out)
     }
 
+    /// One label map on the source grid, shape (source frames, rows, columns) in
+    /// [`SourceSeries::frames`] order: each voxel holds `label_of(segment)` of the last segment (in
+    /// segment-number order) whose mask covers it, 0 where none does. The inverse of building a SEG
+    /// from a label map with one segment per label.
+    pub fn labels_on(
+        &self,
+        source: &SourceSeries,
+        label_of: impl Fn(SegmentNumber) -> u8,
+    ) -> Result<Array3<u8>> {
+        let masks = self.masks_on(source)?;
+        let [n, r, c] = source.shape();
+        let mut out = Array3::<u8>::zeros((n, r, c));
+        let mut numbers: Vec<SegmentNumber> = self.segments.iter().map(|s| s.number).collect();
+        numbers.sort_by_key(|n| n.get());
+        for number in numbers {
+            let label = label_of(number);
+            let mask = masks.index_axis(ndarray::Axis(0), number.get() as usize - 1);
+            ndarray::Zip::from(&mut out).and(&mask).for_each(|o, &m| {
+                if m != 0 {
+                    *o = label;
+                }
+            });
+        }
+        Ok(out)
+    }
+
     /// The mask of one segment on the source grid (frames, rows, columns).
     pub fn segment_on(&self, source: &SourceSeries, segment: SegmentNumber) -> Result<Array3<u8>> {
         if !self.segments.iter().any(|s| s.number == segment) {

@@ -19,6 +19,7 @@ pub mod brain;
 pub mod canonical;
 pub mod check;
 pub mod error;
+pub mod folder;
 pub mod jpeg_ls;
 pub mod manifest;
 pub mod model;

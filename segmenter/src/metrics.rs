@@ -101,6 +101,15 @@ impl WorkerMetrics {
         );
     }
 
+    /// How long `stage` (one of [`STAGES`]) took in the last job that ran it; `None` for a stage
+    /// that has not run (or an unknown name).
+    pub fn last_stage(&self, stage: &str) -> Option<Duration> {
+        let i = STAGES.iter().position(|s| *s == stage)?;
+        let s = &self.stages[i];
+        (s.count.load(Ordering::Relaxed) > 0)
+            .then(|| Duration::from_micros(s.last_us.load(Ordering::Relaxed)))
+    }
+
     /// The brain volume of the last job (mL), if a job had a brain-extraction stage.
     pub fn last_brain_ml(&self) -> Option<f64> {
         match self.last_brain_ul.load(Ordering::Relaxed) {
@@ -113,6 +122,17 @@ impl WorkerMetrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_last_duration_of_each_stage_is_read_back_typed() {
+        let m = WorkerMetrics::default();
+        assert_eq!(m.last_stage("inference"), None);
+        m.record("inference", Duration::from_millis(120));
+        m.record("inference", Duration::from_millis(80));
+        assert_eq!(m.last_stage("inference"), Some(Duration::from_millis(80)));
+        assert_eq!(m.last_stage("decode"), None);
+        assert_eq!(m.last_stage("no such stage"), None);
+    }
 
     #[test]
     fn renders_counters_and_stage_times_as_prometheus_text() {

@@ -47,6 +47,12 @@ fn labels_round_trip_exactly_for_every_orientation_and_odd_frame_size() {
                 one_hot(&labels, 4),
                 "{plane:?} omit={omit}"
             );
+            // And back to the label map itself (segment n painted as label n).
+            assert_eq!(
+                back.labels_on(&source, |n| n.get() as u8).unwrap(),
+                labels.mapv(|v| v as u8),
+                "{plane:?} omit={omit}"
+            );
             let expected_frames: usize = if omit {
                 (1..=4u16)
                     .map(|s| {
