@@ -26,11 +26,12 @@ if [ -n "$stray" ]; then
   exit 1
 fi
 
-# One build shared by every test binary (dependencies are optimised even in the dev profile).
+# One build shared by every test binary (the dev profile: opt-level 1, inference at 3; Cargo.toml says why).
 # --all-features: the binary under test has the AWS backends (the `aws` feature, which the
 # README's first command leaves out), so the S3/SQS/ECS tests against moto run too.
 cargo build --locked --workspace --all-targets --all-features
-export SEGNODE_BIN="$PWD/target/debug/segnode"
+# (CARGO_TARGET_DIR, if set, is where cargo built it; a relative one is relative to here)
+export SEGNODE_BIN="$(realpath -m "${CARGO_TARGET_DIR:-target}")/debug/segnode"
 export SEGNODE_PEERS_VENV="$PWD/.venv-peers"
 # Two cores: more parallel tests only make the servers under test fight for them.
 export RUST_TEST_THREADS="${RUST_TEST_THREADS:-2}"
