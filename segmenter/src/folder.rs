@@ -25,32 +25,47 @@ pub enum FolderError {
     },
     #[error("no DICOM Part-10 files under {}", .0.display())]
     Empty(PathBuf),
+    #[error("{} is more than {MAX_DEPTH} folders deep; point segnode at the study's own folder", .0.display())]
+    TooDeep(PathBuf),
     /// A Part-10 file the bounded scan or dicom-rs refuses (it names the file).
     #[error(transparent)]
     Instance(#[from] SegmentError),
 }
 
-fn files_under(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), FolderError> {
+/// How deep [`part10_files`] descends below the folder it is given. Exported studies nest two to
+/// four levels (patient/study/series/instance); the bound keeps a pathological tree from recursing
+/// without end.
+pub const MAX_DEPTH: usize = 16;
+
+fn files_under(dir: &Path, depth: usize, out: &mut Vec<PathBuf>) -> Result<(), FolderError> {
     let read = |source| FolderError::Read {
         path: dir.to_path_buf(),
         source,
     };
     for e in std::fs::read_dir(dir).map_err(read)? {
-        let p = e.map_err(read)?.path();
-        if p.is_dir() {
-            files_under(&p, out)?;
-        } else if p.is_file() {
+        let e = e.map_err(read)?;
+        let p = e.path();
+        // The entry's own type: a symbolic link to a folder is not followed (no loops); one to a
+        // file is read like the file.
+        let kind = e.file_type().map_err(read)?;
+        if kind.is_dir() {
+            if depth >= MAX_DEPTH {
+                return Err(FolderError::TooDeep(p));
+            }
+            files_under(&p, depth + 1, out)?;
+        } else if kind.is_file() || (kind.is_symlink() && p.is_file()) {
             out.push(p);
         }
     }
     Ok(())
 }
 
-/// Every DICOM Part-10 file under `dir` (recursively, sorted by path, DICOMDIR excluded) with its
-/// bytes, and how many other files were skipped.
+/// Every DICOM Part-10 file under `dir` (recursively, at most [`MAX_DEPTH`] folders down, links to
+/// folders not followed; sorted by path, DICOMDIR excluded) with its bytes, and how many other files
+/// were skipped.
 pub fn part10_files(dir: &Path) -> Result<(Vec<Part10File>, usize), FolderError> {
     let mut files = Vec::new();
-    files_under(dir, &mut files)?;
+    files_under(dir, 0, &mut files)?;
     files.sort();
     let mut out = Vec::new();
     let mut skipped = 0;
@@ -124,5 +139,29 @@ mod tests {
             part10_files(&missing),
             Err(FolderError::Read { .. })
         ));
+    }
+
+    #[test]
+    fn a_link_loop_is_not_followed_and_a_tree_too_deep_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let inner = dir.path().join("study");
+        std::fs::create_dir(&inner).unwrap();
+        std::fs::write(inner.join("a.dcm"), b"not DICOM either").unwrap();
+        std::os::unix::fs::symlink(dir.path(), inner.join("loop")).unwrap();
+        std::os::unix::fs::symlink(inner.join("a.dcm"), inner.join("b.dcm")).unwrap();
+        let (files, skipped) = part10_files(dir.path()).unwrap();
+        assert!(files.is_empty());
+        assert_eq!(
+            skipped, 2,
+            "the file and the link to it, not the folder link"
+        );
+
+        let mut deep = dir.path().join("deep");
+        for i in 0..=MAX_DEPTH {
+            deep = deep.join(i.to_string());
+        }
+        std::fs::create_dir_all(&deep).unwrap();
+        let e = part10_files(dir.path()).unwrap_err();
+        assert!(matches!(e, FolderError::TooDeep(_)), "{e}");
     }
 }
