@@ -257,6 +257,7 @@ fn scan_meta(bytes: &[u8], start: usize) -> Result<(usize, String), ScanError> {
                 "undefined length in the file meta information".into(),
             ));
         }
+        check_value_length((group, element), Some(read_as(vr)), len)?;
         let value_at = pos + header;
         let available = bytes.len() - value_at;
         if len as usize > available {
@@ -292,24 +293,35 @@ fn truncated(what: &str, offset: usize, declared: u64, available: usize) -> Scan
     }
 }
 
-/// VRs with a 2-byte reserved field and a 4-byte length in Explicit VR (PS3.5 7.1.2).
+/// The VRs with a 2-byte length in Explicit VR (PS3.5 7.1.2, Table 7.1-2); every other VR has a
+/// 2-byte reserved field and a 4-byte length.
+const SHORT_LENGTH_VRS: [&[u8; 2]; 21] = [
+    b"AE", b"AS", b"AT", b"CS", b"DA", b"DS", b"DT", b"FD", b"FL", b"IS", b"LO", b"LT", b"PN",
+    b"SH", b"SL", b"SS", b"ST", b"TM", b"UI", b"UL", b"US",
+];
+
+/// The VRs with a 4-byte length (PS3.5 7.1.2).
+const LONG_LENGTH_VRS: [&[u8; 2]; 13] = [
+    b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV",
+];
+
+/// The VR an Explicit VR element is read as: its own when it is one of PS3.5's, UN otherwise.
+/// That is how dicom-rs (`VR::from_binary(..).unwrap_or(VR::UN)`) and dcmtk read bytes that name
+/// no VR, and it keeps the scan and the parse that follows it in step: a scan that walked an
+/// unknown VR with a 2-byte length admitted instances whose next bytes dicom-rs then took for a
+/// 4-byte length of up to 4 GiB, and spent seconds allocating for it before failing.
+fn read_as(vr: [u8; 2]) -> [u8; 2] {
+    if SHORT_LENGTH_VRS.contains(&&vr) || LONG_LENGTH_VRS.contains(&&vr) {
+        vr
+    } else {
+        *b"UN"
+    }
+}
+
+/// Whether an Explicit VR element of this VR has a 2-byte reserved field and a 4-byte length
+/// (PS3.5 7.1.2): every VR but the short ones, bytes that name no VR included (read as UN).
 fn long_length_vr(vr: [u8; 2]) -> bool {
-    matches!(
-        &vr,
-        b"OB"
-            | b"OD"
-            | b"OF"
-            | b"OL"
-            | b"OV"
-            | b"OW"
-            | b"SQ"
-            | b"SV"
-            | b"UC"
-            | b"UN"
-            | b"UR"
-            | b"UT"
-            | b"UV"
-    )
+    !SHORT_LENGTH_VRS.contains(&&vr)
 }
 
 const ITEM: (u16, u16) = (0xFFFE, 0xE000);
@@ -508,7 +520,7 @@ impl Scanner<'_> {
                     let (vr, len, header) = match enc {
                         Encoding::ImplicitLittle => (None, self.u32_at(pos + 4, enc), 8),
                         _ => {
-                            let vr = [self.bytes[pos + 4], self.bytes[pos + 5]];
+                            let vr = read_as([self.bytes[pos + 4], self.bytes[pos + 5]]);
                             if long_length_vr(vr) {
                                 if limit - pos < 12 {
                                     return Err(self.truncated(
@@ -559,6 +571,9 @@ impl Scanner<'_> {
                         Some(vr) => &vr == b"SQ",
                         None => is_sequence_in_dictionary(tag),
                     };
+                    if !is_sequence {
+                        check_value_length(tag, vr, len)?;
+                    }
                     if stack.len() == 1 && !is_sequence {
                         if let Some(i) = IDENTIFYING.iter().position(|&t| t == tag) {
                             spans[i] = Some((pos, pos + len as usize));
@@ -578,6 +593,45 @@ impl Scanner<'_> {
                 }
             }
         }
+    }
+}
+
+/// The size of one value of the binary VRs whose values dicom-rs reads by count.
+fn binary_value_size(vr: &[u8; 2]) -> Option<u32> {
+    match vr {
+        b"OW" | b"SS" | b"US" => Some(2),
+        b"AT" | b"FL" | b"OF" | b"OL" | b"SL" | b"UL" => Some(4),
+        b"FD" | b"OD" | b"OV" | b"SV" | b"UV" => Some(8),
+        _ => None,
+    }
+}
+
+/// Refuses a binary element whose length is not a whole number of values (PS3.5 6.2: a UL value
+/// is 4 bytes, and so on). dicom-rs reads `length / size` values of such an element but counts
+/// the whole length as read, so it parses what follows from the wrong offset: in the property
+/// tests, one bit flipped a US into a UL of length 2 and dicom-rs then spent 5 s allocating for
+/// lengths read out of pixel values before failing. Without a VR (Implicit VR), the VR is the one
+/// dicom-rs takes: OW for Pixel Data and Overlay Data, the dictionary's otherwise.
+fn check_value_length(tag: (u16, u16), vr: Option<[u8; 2]>, len: u32) -> Result<(), ScanError> {
+    let vr = match vr {
+        Some(vr) => vr,
+        None if tag == PIXEL_DATA || (tag.0 >> 8 == 0x60 && tag.1 == 0x3000) => *b"OW",
+        None => match StandardDataDictionary.by_tag(Tag(tag.0, tag.1)) {
+            Some(e) => {
+                let b = e.vr.relaxed().to_string().as_bytes();
+                [b[0], b[1]]
+            }
+            None => return Ok(()),
+        },
+    };
+    match binary_value_size(&vr) {
+        Some(size) if !len.is_multiple_of(size) => Err(ScanError::Malformed(format!(
+            "({:04X},{:04X}) {} with a length of {len}, not a multiple of {size}",
+            tag.0,
+            tag.1,
+            String::from_utf8_lossy(&vr)
+        ))),
+        _ => Ok(()),
     }
 }
 

@@ -256,6 +256,92 @@ fn undefined_length_un_is_read_as_implicit() {
 }
 
 #[test]
+fn bytes_that_name_no_vr_are_read_as_un_as_dicom_rs_reads_them() {
+    // (0010,0010) with the VR bytes "P\x83" (a one-byte flip of "PN"), then 2 bytes that a
+    // 2-byte length would take for the length and 4 bytes of value. As UN (dicom-rs, dcmtk), the
+    // same bytes are a reserved field and a 4-byte length of 1 MiB: beyond the data set.
+    let mut ds = Vec::new();
+    ds.extend_from_slice(&0x0010u16.to_le_bytes());
+    ds.extend_from_slice(&0x0010u16.to_le_bytes());
+    ds.extend_from_slice(b"P\x83");
+    ds.extend_from_slice(&4u16.to_le_bytes());
+    ds.extend_from_slice(&[0x00, 0x00, 0x10, 0x00]);
+    ds.extend(ex(0x0010, 0x0020, b"LO", b"ID12"));
+    assert!(matches!(
+        scan_dataset(&ds, Encoding::ExplicitLittle, &Limits::default()),
+        Err(ScanError::Truncated {
+            declared: 0x10_0000,
+            ..
+        })
+    ));
+    // and dicom-rs, given the same bytes, reads that length too (it fails the same way)
+    let file = part10("1.2.840.10008.1.2.1", &ds);
+    assert!(dicom_object::OpenFileOptions::new()
+        .from_reader(&file[128..])
+        .is_err());
+
+    // An element under an unknown VR with a reserved field and a 4-byte length is read like UN,
+    // undefined length included (its content in Implicit VR LE).
+    let mut ds = ex(0x0009, 0x1010, b"ZZ", &[1, 2, 3, 4]);
+    assert_eq!(&ds[4..8], b"ZZ\0\0", "the 12-byte header of a long VR");
+    ds.extend_from_slice(&0x0009u16.to_le_bytes());
+    ds.extend_from_slice(&0x1011u16.to_le_bytes());
+    ds.extend_from_slice(b"ZZ\0\0");
+    ds.extend_from_slice(&UNDEFINED.to_le_bytes());
+    ds.extend(im_header(0xFFFE, 0xE000, UNDEFINED));
+    ds.extend(im_header(0x0010, 0x0010, 4));
+    ds.extend_from_slice(b"DOE ");
+    ds.extend(im_header(0xFFFE, 0xE00D, 0));
+    ds.extend(im_header(0xFFFE, 0xE0DD, 0));
+    assert_eq!(
+        scan_dataset(&ds, Encoding::ExplicitLittle, &Limits::default()),
+        Ok(1)
+    );
+}
+
+#[test]
+fn a_binary_value_cut_short_is_refused_in_either_encoding() {
+    // (0028,0102) High Bit: US, 2 bytes. One bit turns "US" into "UL", which needs 4 per value.
+    let ds = [
+        ex(0x0028, 0x0102, b"UL", &[11, 0]),
+        ex(0x0028, 0x0103, b"US", &[0, 0]),
+    ]
+    .concat();
+    let e = scan_dataset(&ds, Encoding::ExplicitLittle, &Limits::default()).unwrap_err();
+    assert_eq!(
+        e,
+        ScanError::Malformed("(0028,0102) UL with a length of 2, not a multiple of 4".into())
+    );
+    let ok = [
+        ex(0x0028, 0x0102, b"US", &[11, 0]),
+        ex(0x0028, 0x0103, b"US", &[0, 0]),
+    ]
+    .concat();
+    assert_eq!(
+        scan_dataset(&ok, Encoding::ExplicitLittle, &Limits::default()),
+        Ok(0)
+    );
+
+    // Implicit VR: the dictionary's VR (US), as dicom-rs reads it.
+    let mut ds = im_header(0x0028, 0x0102, 3);
+    ds.extend_from_slice(&[11, 0, 0]);
+    ds.extend(im_header(0x0028, 0x0103, 2));
+    ds.extend_from_slice(&[0, 0]);
+    let e = scan_dataset(&ds, Encoding::ImplicitLittle, &Limits::default()).unwrap_err();
+    assert!(
+        matches!(&e, ScanError::Malformed(m) if m.contains("US with a length of 3")),
+        "{e}"
+    );
+    // A private or unknown tag has no dictionary VR: its bytes are taken as they are.
+    let mut ds = im_header(0x0009, 0x1001, 3);
+    ds.extend_from_slice(&[1, 2, 3]);
+    assert_eq!(
+        scan_dataset(&ds, Encoding::ImplicitLittle, &Limits::default()),
+        Ok(0)
+    );
+}
+
+#[test]
 fn every_shipped_test_instance_passes() {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata/studies");
     let mut stack = vec![root];
