@@ -236,19 +236,26 @@ fn big_endian_and_deflated_are_scanned_in_their_encoding() {
     );
 }
 
-#[test]
-fn undefined_length_un_is_read_as_implicit() {
-    // (0009,1010) UN, undefined length, holding an implicit VR LE item with one element
+/// A private element (0009,eeee) of this VR with an undefined length, holding one Implicit VR LE
+/// item with one element, in Explicit VR LE.
+fn undefined_length_private(element: u16, vr: &[u8; 2]) -> Vec<u8> {
     let mut ds = Vec::new();
     ds.extend_from_slice(&0x0009u16.to_le_bytes());
-    ds.extend_from_slice(&0x1010u16.to_le_bytes());
-    ds.extend_from_slice(b"UN\0\0");
+    ds.extend_from_slice(&element.to_le_bytes());
+    ds.extend_from_slice(vr);
+    ds.extend_from_slice(&[0, 0]);
     ds.extend_from_slice(&UNDEFINED.to_le_bytes());
     ds.extend(im_header(0xFFFE, 0xE000, UNDEFINED));
     ds.extend(im_header(0x0010, 0x0010, 4));
     ds.extend_from_slice(b"DOE ");
     ds.extend(im_header(0xFFFE, 0xE00D, 0));
     ds.extend(im_header(0xFFFE, 0xE0DD, 0));
+    ds
+}
+
+#[test]
+fn undefined_length_un_is_read_as_implicit() {
+    let ds = undefined_length_private(0x1010, b"UN");
     assert_eq!(
         scan_dataset(&ds, Encoding::ExplicitLittle, &Limits::default()),
         Ok(1)
@@ -284,15 +291,7 @@ fn bytes_that_name_no_vr_are_read_as_un_as_dicom_rs_reads_them() {
     // undefined length included (its content in Implicit VR LE).
     let mut ds = ex(0x0009, 0x1010, b"ZZ", &[1, 2, 3, 4]);
     assert_eq!(&ds[4..8], b"ZZ\0\0", "the 12-byte header of a long VR");
-    ds.extend_from_slice(&0x0009u16.to_le_bytes());
-    ds.extend_from_slice(&0x1011u16.to_le_bytes());
-    ds.extend_from_slice(b"ZZ\0\0");
-    ds.extend_from_slice(&UNDEFINED.to_le_bytes());
-    ds.extend(im_header(0xFFFE, 0xE000, UNDEFINED));
-    ds.extend(im_header(0x0010, 0x0010, 4));
-    ds.extend_from_slice(b"DOE ");
-    ds.extend(im_header(0xFFFE, 0xE00D, 0));
-    ds.extend(im_header(0xFFFE, 0xE0DD, 0));
+    ds.extend(undefined_length_private(0x1011, b"ZZ"));
     assert_eq!(
         scan_dataset(&ds, Encoding::ExplicitLittle, &Limits::default()),
         Ok(1)
