@@ -257,7 +257,7 @@ fn scan_meta(bytes: &[u8], start: usize) -> Result<(usize, String), ScanError> {
                 "undefined length in the file meta information".into(),
             ));
         }
-        check_value_length((group, element), Some(read_as(vr)), len)?;
+        check_value_length((group, element), VR::from_binary(read_as(vr)), len)?;
         let value_at = pos + header;
         let available = bytes.len() - value_at;
         if len as usize > available {
@@ -567,12 +567,10 @@ impl Scanner<'_> {
                             limit,
                         ));
                     }
-                    let is_sequence = match vr {
-                        Some(vr) => &vr == b"SQ",
-                        None => is_sequence_in_dictionary(tag),
-                    };
+                    let read_vr = element_vr(tag, vr);
+                    let is_sequence = read_vr == Some(VR::SQ);
                     if !is_sequence {
-                        check_value_length(tag, vr, len)?;
+                        check_value_length(tag, read_vr, len)?;
                     }
                     if stack.len() == 1 && !is_sequence {
                         if let Some(i) = IDENTIFYING.iter().position(|&t| t == tag) {
@@ -596,12 +594,25 @@ impl Scanner<'_> {
     }
 }
 
+/// The VR dicom-rs reads a defined-length element as: the Explicit VR one ([`read_as`] has made
+/// bytes that name no VR UN); in Implicit VR, OW for Pixel Data and Overlay Data and the
+/// dictionary's otherwise, `None` for a tag the dictionary does not know (read as bytes).
+fn element_vr(tag: (u16, u16), explicit: Option<[u8; 2]>) -> Option<VR> {
+    match explicit {
+        Some(vr) => VR::from_binary(vr),
+        None if tag == PIXEL_DATA || (tag.0 >> 8 == 0x60 && tag.1 == 0x3000) => Some(VR::OW),
+        None => StandardDataDictionary
+            .by_tag(Tag(tag.0, tag.1))
+            .map(|e| e.vr.relaxed()),
+    }
+}
+
 /// The size of one value of the binary VRs whose values dicom-rs reads by count.
-fn binary_value_size(vr: &[u8; 2]) -> Option<u32> {
+fn binary_value_size(vr: VR) -> Option<u32> {
     match vr {
-        b"OW" | b"SS" | b"US" => Some(2),
-        b"AT" | b"FL" | b"OF" | b"OL" | b"SL" | b"UL" => Some(4),
-        b"FD" | b"OD" | b"OV" | b"SV" | b"UV" => Some(8),
+        VR::OW | VR::SS | VR::US => Some(2),
+        VR::AT | VR::FL | VR::OF | VR::OL | VR::SL | VR::UL => Some(4),
+        VR::FD | VR::OD | VR::OV | VR::SV | VR::UV => Some(8),
         _ => None,
     }
 }
@@ -610,36 +621,17 @@ fn binary_value_size(vr: &[u8; 2]) -> Option<u32> {
 /// is 4 bytes, and so on). dicom-rs reads `length / size` values of such an element but counts
 /// the whole length as read, so it parses what follows from the wrong offset: in the property
 /// tests, one bit flipped a US into a UL of length 2 and dicom-rs then spent 5 s allocating for
-/// lengths read out of pixel values before failing. Without a VR (Implicit VR), the VR is the one
-/// dicom-rs takes: OW for Pixel Data and Overlay Data, the dictionary's otherwise.
-fn check_value_length(tag: (u16, u16), vr: Option<[u8; 2]>, len: u32) -> Result<(), ScanError> {
-    let vr = match vr {
-        Some(vr) => vr,
-        None if tag == PIXEL_DATA || (tag.0 >> 8 == 0x60 && tag.1 == 0x3000) => *b"OW",
-        None => match StandardDataDictionary.by_tag(Tag(tag.0, tag.1)) {
-            Some(e) => {
-                let b = e.vr.relaxed().to_string().as_bytes();
-                [b[0], b[1]]
-            }
-            None => return Ok(()),
-        },
-    };
-    match binary_value_size(&vr) {
-        Some(size) if !len.is_multiple_of(size) => Err(ScanError::Malformed(format!(
+/// lengths read out of pixel values before failing. `vr` is [`element_vr`]'s.
+fn check_value_length(tag: (u16, u16), vr: Option<VR>, len: u32) -> Result<(), ScanError> {
+    match vr.and_then(|vr| binary_value_size(vr).map(|size| (vr, size))) {
+        Some((vr, size)) if !len.is_multiple_of(size) => Err(ScanError::Malformed(format!(
             "({:04X},{:04X}) {} with a length of {len}, not a multiple of {size}",
             tag.0,
             tag.1,
-            String::from_utf8_lossy(&vr)
+            vr.to_string()
         ))),
         _ => Ok(()),
     }
-}
-
-/// Whether Implicit VR reading treats a defined-length element as a sequence.
-fn is_sequence_in_dictionary(tag: (u16, u16)) -> bool {
-    StandardDataDictionary
-        .by_tag(Tag(tag.0, tag.1))
-        .is_some_and(|e| e.vr.relaxed() == VR::SQ)
 }
 
 #[cfg(test)]
