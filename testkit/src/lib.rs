@@ -78,25 +78,63 @@ pub fn target_dir() -> PathBuf {
         .unwrap_or_else(|| workspace_root().join("target"))
 }
 
-/// A TCP port that was free a moment ago on 127.0.0.1.
+/// A TCP port for a test server, free a moment ago on every address.
+///
+/// It is taken from outside the kernel's ephemeral range (`ip_local_port_range`), in order from
+/// a start that depends on the process id. A port from bind(0) comes from that range, and other
+/// tests' outgoing connections take their local ports from it too. A connection that grabs the
+/// port between this call and the server's bind makes the server fail to start (EADDRINUSE);
+/// the CI run of stop 27 lost a storescp that way. Two calls in one process never return the
+/// same port, so two tests running side by side cannot connect to each other's servers either.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let (lo, hi) = test_port_range();
+    let span = u32::from(hi - lo) + 1;
+    let start = std::process::id().wrapping_mul(7919) % span;
+    for _ in 0..span {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = lo + ((start + n) % span) as u16;
+        if TcpListener::bind(("0.0.0.0", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free TCP port in {lo}..={hi}");
 }
 
-/// Wait until something accepts connections on 127.0.0.1:`port`.
-pub fn wait_for_port(port: u16, timeout: Duration) {
+/// The ports [`free_port`] hands out: below the ephemeral range when there is room there
+/// (Linux's default range is 32768-60999), otherwise above it.
+fn test_port_range() -> (u16, u16) {
+    let (eph_lo, eph_hi) = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| {
+            let mut it = s.split_whitespace().map(|v| v.parse::<u16>().ok());
+            Some((it.next()??, it.next()??))
+        })
+        .unwrap_or((32768, 60999));
+    if eph_lo > 12_000 {
+        (10_000, eph_lo - 1)
+    } else if eph_hi < 63_000 {
+        (eph_hi + 1, 65_535)
+    } else {
+        panic!("the ephemeral port range {eph_lo}-{eph_hi} leaves no room for test servers");
+    }
+}
+
+/// Wait until `child` accepts connections on 127.0.0.1:`port`; fail at once, saying so, when it
+/// exits first (a server that cannot bind its port exits; waiting out the timeout would hide why).
+pub fn wait_listening(child: &mut ChildGuard, what: &str, port: u16, timeout: Duration) {
     let deadline = Instant::now() + timeout;
     while Instant::now() < deadline {
         if TcpStream::connect(("127.0.0.1", port)).is_ok() {
             return;
         }
+        if let Ok(Some(status)) = child.child().try_wait() {
+            panic!("{what} exited ({status}) before listening on 127.0.0.1:{port}");
+        }
         std::thread::sleep(Duration::from_millis(50));
     }
-    panic!("nothing listened on 127.0.0.1:{port} within {timeout:?}");
+    panic!("{what} did not listen on 127.0.0.1:{port} within {timeout:?}");
 }
 
 /// Poll `check` until it returns Some or `timeout` passes.
@@ -175,13 +213,13 @@ impl Moto {
     pub fn start() -> Self {
         let bin = require_venv_tool("moto_server");
         let port = free_port();
-        let child = ChildGuard::spawn(
+        let mut child = ChildGuard::spawn(
             Command::new(bin)
                 .args(["-H", "127.0.0.1", "-p", &port.to_string()])
                 .stdout(Stdio::null())
                 .stderr(Stdio::null()),
         );
-        wait_for_port(port, Duration::from_secs(30));
+        wait_listening(&mut child, "moto_server", port, Duration::from_secs(30));
         for (k, v) in Self::env() {
             std::env::set_var(k, v);
         }
@@ -264,7 +302,7 @@ impl Node {
         args.extend(extra.iter().map(|s| s.to_string()));
         let log = data_dir.with_extension(format!("{port}.log"));
         let child = Self::spawn(&args, &env, &log);
-        let node = Node {
+        let mut node = Node {
             port,
             data_dir: data_dir.to_path_buf(),
             log,
@@ -292,8 +330,9 @@ impl Node {
         )
     }
 
-    fn wait_ready(&self) {
-        wait_for_port(self.port, Duration::from_secs(30));
+    fn wait_ready(&mut self) {
+        let what = format!("segnode (log {})", self.log.display());
+        wait_listening(&mut self.child, &what, self.port, Duration::from_secs(30));
     }
 
     /// SIGKILL: the node gets no chance to clean up.
@@ -462,4 +501,44 @@ pub fn files_under(dir: &Path) -> Vec<PathBuf> {
     }
     out.sort();
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn test_ports_are_distinct_and_never_ephemeral() {
+        let (lo, hi) = test_port_range();
+        let ports: Vec<u16> = (0..50).map(|_| free_port()).collect();
+        let mut unique = ports.clone();
+        unique.sort_unstable();
+        unique.dedup();
+        assert_eq!(
+            unique.len(),
+            ports.len(),
+            "a port was handed out twice: {ports:?}"
+        );
+        assert!(ports.iter().all(|p| (lo..=hi).contains(p)), "{ports:?}");
+        // An outgoing connection's local port (from the ephemeral range) is never one of them.
+        let server = TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = TcpStream::connect(server.local_addr().unwrap()).unwrap();
+        let local = client.local_addr().unwrap().port();
+        assert!(
+            !(lo..=hi).contains(&local),
+            "ephemeral port {local} in {lo}..={hi}"
+        );
+    }
+
+    #[test]
+    fn a_server_that_exits_is_reported_at_once() {
+        let mut child = ChildGuard::spawn(&mut Command::new("false"));
+        let err = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            wait_listening(&mut child, "false", free_port(), Duration::from_secs(30))
+        }))
+        .unwrap_err();
+        let msg = err.downcast_ref::<String>().unwrap();
+        // Not "did not listen within 30s": it saw the exit instead of waiting out the timeout.
+        assert!(msg.contains("exited"), "{msg}");
+    }
 }

@@ -5,7 +5,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use staging::{Job, SqliteQueue};
-use testkit::{free_port, require_tool, wait_for_port, wait_until, ChildGuard, Node};
+use testkit::{free_port, require_tool, wait_listening, wait_until, ChildGuard, Node};
 
 /// Every line of an audit log (`--audit-log`) as JSON, in file order; none while the file does
 /// not exist yet. A line that is not JSON fails the test.
@@ -70,7 +70,7 @@ impl Storescp {
     pub fn start(extra: &[&str]) -> Storescp {
         let out = tempfile::tempdir().unwrap();
         let port = free_port();
-        let child = ChildGuard::spawn(
+        let mut child = ChildGuard::spawn(
             Command::new(require_tool("storescp"))
                 .args(["-aet", "VIEWER", "-od"])
                 .arg(out.path())
@@ -81,7 +81,7 @@ impl Storescp {
                 .stdout(std::process::Stdio::null())
                 .stderr(std::process::Stdio::null()),
         );
-        wait_for_port(port, Duration::from_secs(20));
+        wait_listening(&mut child, "storescp", port, Duration::from_secs(20));
         Storescp {
             port,
             out,

@@ -10,7 +10,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use testkit::{
-    free_port, require_tool, wait_for_port, wait_until, workspace_root, ChildGuard, Node,
+    free_port, require_tool, wait_listening, wait_until, workspace_root, ChildGuard, Node,
 };
 
 const USER: &str = "segnode";
@@ -114,24 +114,29 @@ fn start_orthanc(dir: &Path, server_pem: &Path) -> Orthanc {
         .to_string(),
     )
     .unwrap();
-    let guard = ChildGuard::spawn(
+    let mut guard = ChildGuard::spawn(
         Command::new(require_tool("Orthanc"))
             .arg(&cfg)
             .stdout(std::process::Stdio::null())
             .stderr(std::fs::File::create(dir.join("orthanc.log")).unwrap()),
     );
-    wait_for_port(http_port, Duration::from_secs(30));
+    wait_listening(&mut guard, "Orthanc", http_port, Duration::from_secs(30));
     // Orthanc 1.10's own HTTPS exits on the first TLS handshake here: TLS is terminated by a
     // Python (OpenSSL) proxy in front of it, as a PACS is usually published.
     let https_port = free_port();
-    let proxy = ChildGuard::spawn(
+    let mut proxy = ChildGuard::spawn(
         Command::new(testkit::python())
             .arg(workspace_root().join("conformance/tools/tls_proxy.py"))
             .arg(https_port.to_string())
             .arg(http_port.to_string())
             .arg(server_pem),
     );
-    wait_for_port(https_port, Duration::from_secs(30));
+    wait_listening(
+        &mut proxy,
+        "the TLS proxy",
+        https_port,
+        Duration::from_secs(30),
+    );
     Orthanc {
         https_port,
         guard,

@@ -11,7 +11,7 @@ use std::net::{Shutdown, TcpStream};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use testkit::{free_port, segnode_bin, wait_for_port, ChildGuard};
+use testkit::{free_port, segnode_bin, wait_listening, ChildGuard};
 
 const AET: &str = "SEGNODE";
 const ARTIM_S: u64 = 2;
@@ -307,7 +307,7 @@ fn malformed_pdus_are_refused_within_artim_and_the_node_keeps_serving() {
             .stdout(Stdio::null())
             .stderr(Stdio::inherit()),
     );
-    wait_for_port(port, Duration::from_secs(30));
+    wait_listening(&mut node, "segnode", port, Duration::from_secs(30));
     let (ok, log) = echo_ok(&echoscu, port);
     assert!(ok, "echoscu fails before any malformed input: {log}");
 

@@ -11,7 +11,7 @@ use std::time::Duration;
 use crate::common::{audit_records, Storescp};
 use staging::{JobQueue, SqliteQueue};
 use testkit::{
-    free_port, require_tool, wait_for_port, wait_until, workspace_root, ChildGuard, Node,
+    free_port, require_tool, wait_listening, wait_until, workspace_root, ChildGuard, Node,
 };
 
 fn study(name: &str) -> PathBuf {
@@ -204,8 +204,8 @@ fn study_to_orthanc_shows_a_seg_series() {
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null()),
     );
-    wait_for_port(dicom_port, Duration::from_secs(30));
-    wait_for_port(http_port, Duration::from_secs(30));
+    wait_listening(&mut orthanc, "Orthanc", dicom_port, Duration::from_secs(30));
+    wait_listening(&mut orthanc, "Orthanc", http_port, Duration::from_secs(30));
     let data = dir.path().join("node");
     let node = serve_with(&data, &format!("ORTHANC@127.0.0.1:{dicom_port}"), &[]);
     let name = "synth-007-axial-rle";
@@ -842,13 +842,18 @@ def store(event):
     return 0x0000
 ae.start_server(("127.0.0.1", port), evt_handlers=[(evt.EVT_C_STORE, store)])
 "#;
-    let _scp = testkit::ChildGuard::spawn(
+    let mut scp = testkit::ChildGuard::spawn(
         Command::new(testkit::python())
             .args(["-c", script])
             .arg(out.path())
             .arg(port.to_string()),
     );
-    wait_for_port(port, Duration::from_secs(30));
+    wait_listening(
+        &mut scp,
+        "the pynetdicom SCP",
+        port,
+        Duration::from_secs(30),
+    );
     let data = tempfile::tempdir().unwrap();
     let node = serve_with(
         &data.path().join("node"),

@@ -5,7 +5,7 @@ use std::io::{Read, Write};
 use std::process::Command;
 
 use testkit::{
-    files_under, free_port, make_series, python, settled_spool, stdout_of, wait_for_port, Node,
+    files_under, free_port, make_series, python, settled_spool, stdout_of, wait_listening, Node,
 };
 
 /// Send each file with pynetdicom after applying `edit` (Python, on `ds`); print the statuses.
@@ -110,8 +110,18 @@ fn config_file_with_flag_overrides_and_metrics_endpoint() {
         "--port",
         &flag_port.to_string(),
     ]));
-    wait_for_port(flag_port, std::time::Duration::from_secs(30));
-    wait_for_port(http, std::time::Duration::from_secs(30));
+    wait_listening(
+        &mut child,
+        "segnode",
+        flag_port,
+        std::time::Duration::from_secs(30),
+    );
+    wait_listening(
+        &mut child,
+        "segnode",
+        http,
+        std::time::Duration::from_secs(30),
+    );
     let echo = |called: &str| {
         Command::new(testkit::require_tool("echoscu"))
             .args([

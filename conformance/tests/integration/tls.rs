@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use crate::common::{audit_events, Storescp};
 use staging::{Job, SqliteQueue};
 use testkit::{
-    free_port, require_tool, segnode_bin, wait_for_port, wait_until, workspace_root, ChildGuard,
+    free_port, require_tool, segnode_bin, wait_listening, wait_until, workspace_root, ChildGuard,
     Node,
 };
 
@@ -160,10 +160,10 @@ fn tls_node_with(pki: &Pki, plain: bool, pem_in_env: bool, extra: &[&str]) -> Tl
             cmd.args([flag, &pki.path(name)]);
         }
     }
-    let child = ChildGuard::spawn(&mut cmd);
-    wait_for_port(tls_port, Duration::from_secs(30));
+    let mut child = ChildGuard::spawn(&mut cmd);
+    wait_listening(&mut child, "segnode", tls_port, Duration::from_secs(30));
     if let Some(p) = plain_port {
-        wait_for_port(p, Duration::from_secs(30));
+        wait_listening(&mut child, "segnode", p, Duration::from_secs(30));
     }
     TlsNode {
         tls_port,

@@ -550,13 +550,7 @@ pub fn dciodvfy(path: &Path) -> (Vec<String>, Vec<String>) {
     (errors, warnings)
 }
 
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+pub use testkit::free_port;
 
 /// Writes masks (u8, C order) and a JSON description for the python checkers.
 pub fn write_expected(
