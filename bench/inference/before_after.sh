@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # tract before and after the third_party/tract-core patch, each against onnxruntime, in one run.
-#   bench/inference/before_after.sh [build|models|screen|all]   (default: all)
+#   bench/inference/before_after.sh [build|models|screen [CASE...]|all]   (default: all)
+#   bench/inference/before_after.sh model DIR LABEL real|random   (one row, e.g. the 3D model)
 # build:  release builds of segmenter's bench_inference example against tract alone, twice, into
 #         target/bench-tract: with the registry's tract-core 0.23.9 (bench_inference-before) and with
 #         third_party/tract-core patched in (bench_inference-after). Niced; offline.
@@ -10,6 +11,10 @@
 #         max |after - onnxruntime| and the voxels whose label (argmax) changed.
 # screen: layer_screen.py with each binary (one table each).
 # THREADS (tract kernel threads, 1), SLICE_THREADS (1), ORT_THREADS (= SLICE_THREADS), REPEAT (5).
+# BEFORE_BIN / AFTER_BIN (the two binaries built here) and BEFORE_ENV / AFTER_ENV (environment
+# words for each side) compare other pairs, e.g. one binary with a knob off and on:
+#   BEFORE_BIN=target/bench-tract/bench_inference-after BEFORE_ENV=TRACT_DIRECT_SPATIAL_OC8=false \
+#     bench/inference/before_after.sh models
 # Python: PY (onnxruntime, torch; default the ref venv), PREP_PY (pydicom, numpy: the peers venv).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
@@ -24,6 +29,17 @@ SLICE_THREADS=${SLICE_THREADS:-1}
 ORT_THREADS=${ORT_THREADS:-$SLICE_THREADS}
 REPEAT=${REPEAT:-5}
 T=$root/target/bench-tract
+BEFORE_BIN=${BEFORE_BIN:-$T/bench_inference-before}
+AFTER_BIN=${AFTER_BIN:-$T/bench_inference-after}
+BEFORE_ENV=${BEFORE_ENV:-}
+AFTER_ENV=${AFTER_ENV:-}
+side() { # before|after, then the binary's arguments
+  local bin=$BEFORE_BIN words=$BEFORE_ENV
+  [ "$1" = after ] && bin=$AFTER_BIN words=$AFTER_ENV
+  shift
+  # shellcheck disable=SC2086 # words are NAME=value pairs
+  env $words "$bin" "$@"
+}
 W=$root/target/bench-inference/before-after
 
 build_one() { # name, extra cargo args...
@@ -52,7 +68,7 @@ one_model() { # label, model dir, prepare: real|random
     "$PY" bench/inference/before_after.py random --out "$out" --model "$model"
   fi
   for v in before after; do
-    "$T/bench_inference-$v" --model "$model" --input "$out/volume.f32" --threads "$THREADS" \
+    side "$v" --model "$model" --input "$out/volume.f32" --threads "$THREADS" \
       --slice-threads "$SLICE_THREADS" --repeat "$REPEAT" --output "$out/tract_$v.f32" >"$out/tract_$v.json"
   done
   "$PY" bench/inference/ort_bench.py ort --out "$out" --model "$model" --threads "$ORT_THREADS" \
@@ -61,6 +77,7 @@ one_model() { # label, model dir, prepare: real|random
 }
 
 models() {
+  echo "tract before: ${BEFORE_ENV:+$BEFORE_ENV }$BEFORE_BIN; after: ${AFTER_ENV:+$AFTER_ENV }$AFTER_BIN"
   echo "tract: $THREADS kernel thread(s) x $SLICE_THREADS slice(s) at once; onnxruntime: $ORT_THREADS intra-op thread(s); min of $REPEAT"
   echo
   echo "| model (input) | tract before s | tract after s | onnxruntime s | before/ort | after/ort | speed-up | max abs after-before | max abs after-ort | labels changed |"
@@ -72,15 +89,19 @@ models() {
 
 screen() {
   for v in before after; do
-    echo "layer_screen.py, tract $v:"
-    "$PY" bench/inference/layer_screen.py --exe "$T/bench_inference-$v" --work "$W/screen-$v"
+    local bin=$BEFORE_BIN words=$BEFORE_ENV
+    [ "$v" = after ] && bin=$AFTER_BIN words=$AFTER_ENV
+    echo "layer_screen.py, tract $v (${words:+$words }$bin):"
+    # shellcheck disable=SC2086
+    env $words "$PY" bench/inference/layer_screen.py --exe "$bin" --work "$W/screen-$v" "$@"
   done
 }
 
 case $what in
   build) build ;;
   models) models ;;
-  screen) screen ;;
+  screen) shift; screen "$@" ;;
+  model) shift; one_model "$2 ($3 input)" "$1" "$3" ;; # model DIR LABEL real|random
   all) build; models; screen ;;
-  *) echo "usage: $0 [build|models|screen|all]" >&2; exit 2 ;;
+  *) echo "usage: $0 [build|models|screen [CASE...]|all] | model DIR LABEL real|random" >&2; exit 2 ;;
 esac

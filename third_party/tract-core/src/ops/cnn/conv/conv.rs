@@ -698,7 +698,8 @@ impl Conv {
 
     /// Whether this convolution becomes a [`super::DirectSpatialConv`] on this host: group-1 f32
     /// NCHW over two or three spatial axes, at least two kernel taps, at most 64 inputs per output
-    /// point where AMX runs im2col's matrix products and `TRACT_DIRECT_SPATIAL_MAX_K` elsewhere,
+    /// point where AMX runs im2col's matrix products, `TRACT_DIRECT_SPATIAL_MAX_K_OC8` where the
+    /// AVX-512 kernel takes eight output channels a pass and `TRACT_DIRECT_SPATIAL_MAX_K` elsewhere,
     /// the kernels it needs, and an output row of at least `TRACT_DIRECT_SPATIAL_MIN_W` points (128
     /// when strided along W).
     fn can_direct_spatial(&self, input_fact: &TypedFact) -> bool {
@@ -712,7 +713,16 @@ impl Conv {
             return false;
         }
         let kvol = self.pool_spec.kernel_shape.iter().product::<usize>();
-        let k_limit = if amx_owns_fat_spatial() { 64 } else { TRACT_DIRECT_SPATIAL_MAX_K.get() };
+        let k_limit = if amx_owns_fat_spatial() {
+            64
+        } else if self.output_channels().is_multiple_of(8)
+            && self.pool_spec.strides().last() == Some(&1)
+            && super::direct_spatial::eight_channel_kernel()
+        {
+            TRACT_DIRECT_SPATIAL_MAX_K_OC8.get()
+        } else {
+            TRACT_DIRECT_SPATIAL_MAX_K.get()
+        };
         if kvol < 2 || self.input_channels() * kvol > k_limit {
             return false;
         }
@@ -1521,11 +1531,27 @@ crate::declare_knob!(
 );
 
 crate::declare_knob!(
+    scopable TRACT_DIRECT_SPATIAL_OC8,
+    bool,
+    true,
+    "Let the direct spatial convolution's AVX-512 kernel compute eight output channels per pass \
+     (sixteen accumulators) where the output channels are a multiple of eight."
+);
+
+crate::declare_knob!(
     scopable TRACT_DIRECT_SPATIAL_MAX_K,
     usize,
     576,
     "The most inputs per output point (input channels times kernel volume) a direct spatial \
      convolution takes, where AMX does not run im2col's matrix products."
+);
+
+crate::declare_knob!(
+    scopable TRACT_DIRECT_SPATIAL_MAX_K_OC8,
+    usize,
+    1296,
+    "TRACT_DIRECT_SPATIAL_MAX_K where the AVX-512 kernel runs eight output channels a pass \
+     (output channels a multiple of eight, stride 1 along W): 144 channels of a 3x3 kernel."
 );
 
 crate::declare_knob!(

@@ -92,6 +92,18 @@ fn wide_kernel() -> bool {
     }
 }
 
+/// Whether the AVX-512 kernel may take eight output channels per pass
+/// (`TRACT_DIRECT_SPATIAL_OC8`, on by default, turns it off for comparisons).
+fn eight_channels() -> bool {
+    super::conv::TRACT_DIRECT_SPATIAL_OC8.get()
+}
+
+/// Whether a stride-1 convolution with a multiple of eight output channels runs the eight
+/// channel AVX-512 pass on this host (the lowering then takes more inputs per output point).
+pub(crate) fn eight_channel_kernel() -> bool {
+    wide_kernel() && eight_channels()
+}
+
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
     use std::arch::x86_64::*;
@@ -187,12 +199,104 @@ mod avx512 {
             }
         }
     }
+
+    /// [`conv_w4`] for eight output channels (`taps` holds eight channels' taps, `bias` eight
+    /// biases): sixteen accumulators for 32 points, so each input vector loaded serves sixteen
+    /// fused multiply-adds instead of eight, and enough independent chains to cover the FMA
+    /// latency. Every point gets exactly the arithmetic of [`conv_w4`], so the same value.
+    ///
+    /// # Safety
+    /// As [`conv_w4`], with eight output planes at `oc_stride` from each other.
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn conv_w8(
+        input: *const f32,
+        output: *mut f32,
+        taps: &[f32],
+        offsets: &[isize],
+        bias: &[f32; 8],
+        len: usize,
+        oc_stride: isize,
+    ) {
+        unsafe {
+            let n = offsets.len();
+            debug_assert!(taps.len() >= 8 * n);
+            let off = offsets.as_ptr();
+            let mut k = [taps.as_ptr(); 8];
+            let mut b = [_mm512_setzero_ps(); 8];
+            let mut out = [output; 8];
+            for c in 0..8 {
+                k[c] = taps.as_ptr().add(c * n);
+                b[c] = _mm512_set1_ps(bias[c]);
+                out[c] = output.offset(c as isize * oc_stride);
+            }
+            let mut i = 0usize;
+            while i + 32 <= len {
+                let base = input.add(i);
+                let (mut lo, mut hi) = (b, b);
+                for t in 0..n {
+                    let p = base.offset(*off.add(t));
+                    let x = _mm512_loadu_ps(p);
+                    let y = _mm512_loadu_ps(p.add(16));
+                    for c in 0..8 {
+                        let kc = _mm512_set1_ps(*k[c].add(t));
+                        lo[c] = _mm512_fmadd_ps(x, kc, lo[c]);
+                        hi[c] = _mm512_fmadd_ps(y, kc, hi[c]);
+                    }
+                }
+                for c in 0..8 {
+                    _mm512_storeu_ps(out[c].add(i), lo[c]);
+                    _mm512_storeu_ps(out[c].add(i + 16), hi[c]);
+                }
+                i += 32;
+            }
+            while i < len {
+                let left = len - i;
+                let m: __mmask16 = if left >= 16 { 0xffff } else { (1u16 << left) - 1 };
+                let base = input.add(i);
+                let mut a = b;
+                for t in 0..n {
+                    let x = _mm512_maskz_loadu_ps(m, base.offset(*off.add(t)));
+                    for c in 0..8 {
+                        a[c] = _mm512_fmadd_ps(x, _mm512_set1_ps(*k[c].add(t)), a[c]);
+                    }
+                }
+                for c in 0..8 {
+                    _mm512_mask_storeu_ps(out[c].add(i), m, a[c]);
+                }
+                i += 16;
+            }
+        }
+    }
+}
+
+thread_local! {
+    /// The last padded input of this thread's direct convolutions, kept for the next one while
+    /// it is at most [`KEEP_PADDED`] floats: a megabyte-sized buffer freed and allocated again
+    /// per call went back to the kernel and came back as fresh zeroed pages every time.
+    static PADDED: std::cell::Cell<Vec<f32>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
+/// 16 MiB of floats.
+const KEEP_PADDED: usize = 4 << 20;
+
+/// Hands the padded input back to [`PADDED`] when the convolution is done (or unwinds).
+struct KeepPadded(Vec<f32>);
+
+impl Drop for KeepPadded {
+    fn drop(&mut self) {
+        if self.0.capacity() <= KEEP_PADDED {
+            let buffer = std::mem::take(&mut self.0);
+            let _ = PADDED.try_with(|b| b.set(buffer));
+        }
+    }
 }
 
 /// The input copied once into a zero-padded image, in which every output point reads all its taps
 /// at the same offsets from its input corner: each output row is then one run of the kernel, with
 /// no border zone and no scalar edge.
 struct Padded {
+    /// The padded image's spatial dimensions.
+    dims: TVec<usize>,
     /// Element strides of the padded image's spatial axes, the innermost one 1.
     strides: TVec<usize>,
     /// Elements in one channel of the padded image.
@@ -234,45 +338,62 @@ impl DirectSpatialConv {
         let offsets = (0..ic as isize)
             .flat_map(|c| window.iter().map(move |w| c * plane as isize + w))
             .collect();
-        Padded { strides, plane, offsets }
+        Padded { dims, strides, plane, offsets }
     }
 
-    /// Copies the `n` images into a zeroed buffer of `n * ic` padded channels.
+    /// Writes the `n` images into `buffer` as `n * ic` padded channels (plus a few floats of
+    /// slack), every element outside the copied rows zero. The buffer is reused across calls
+    /// (see [`PADDED`]), so what it held before is overwritten, not assumed zero: a fresh zeroed
+    /// buffer per call cost more in page faults than the copy itself on megabyte-sized images.
     ///
     /// # Safety
     /// `img` must hold `n` standard-layout channels-first images of the op's input shape.
-    unsafe fn pad_input(&self, img: *const f32, n: usize, padded: &Padded) -> Vec<f32> {
+    unsafe fn pad_input(&self, img: *const f32, n: usize, padded: &Padded, buffer: &mut Vec<f32>) {
         let input = self.input_shape.hw_dims();
         let rank = input.len();
         let ic = *self.input_shape.c();
         let row = input[rank - 1];
-        let rows_per_channel = input[..rank - 1].iter().product::<usize>();
+        let width = padded.dims[rank - 1];
+        let before = self.patch.pad_before[rank - 1];
+        let rows_per_channel = padded.dims[..rank - 1].iter().product::<usize>();
         // A few floats of slack: the stride-2 vector path loads one element past a run.
-        let mut buffer = vec![0f32; n * ic * padded.plane + 16];
+        let len = n * ic * padded.plane + 16;
+        buffer.clear();
+        buffer.reserve(len);
+        // Capacity reserved above; every element is written below before it is read.
+        unsafe { buffer.set_len(len) };
         let mut src = img;
+        let mut at = 0usize;
         let mut coords: TVec<usize> = tvec![0; rank - 1];
-        for image_channel in 0..n * ic {
+        for _ in 0..n * ic {
             coords.iter_mut().for_each(|c| *c = 0);
             for _ in 0..rows_per_channel {
-                let dst = image_channel * padded.plane
-                    + (0..rank - 1)
-                        .map(|i| (coords[i] + self.patch.pad_before[i]) * padded.strides[i])
-                        .sum::<usize>()
-                    + self.patch.pad_before[rank - 1];
-                unsafe {
-                    std::ptr::copy_nonoverlapping(src, buffer.as_mut_ptr().add(dst), row);
-                    src = src.add(row);
+                let dst = &mut buffer[at..at + width];
+                let inside = (0..rank - 1).all(|i| {
+                    coords[i] >= self.patch.pad_before[i]
+                        && coords[i] < self.patch.pad_before[i] + input[i]
+                });
+                if inside {
+                    dst[..before].fill(0.0);
+                    unsafe {
+                        std::ptr::copy_nonoverlapping(src, dst.as_mut_ptr().add(before), row);
+                        src = src.add(row);
+                    }
+                    dst[before + row..].fill(0.0);
+                } else {
+                    dst.fill(0.0);
                 }
+                at += width;
                 for i in (0..rank - 1).rev() {
                     coords[i] += 1;
-                    if coords[i] < input[i] {
+                    if coords[i] < padded.dims[i] {
                         break;
                     }
                     coords[i] = 0;
                 }
             }
         }
-        buffer
+        buffer[at..].fill(0.0);
     }
 
     /// Calls `f(input_offset, output_offset)` for the first point of every output row, the input
@@ -331,23 +452,54 @@ impl DirectSpatialConv {
         }
         let n_taps = padded.offsets.len();
         let wide = wide_kernel();
+        // Eight output channels per unit where the AVX-512 kernel runs them, else four.
+        let per: usize = if cfg!(target_arch = "x86_64")
+            && wide
+            && in_stride == 1
+            && oc.is_multiple_of(8)
+            && eight_channels()
+        {
+            8
+        } else {
+            4
+        };
         unsafe {
-            let input = self.pad_input(img.as_ptr::<f32>()?, n, &padded);
+            let mut input = PADDED.with(|b| b.take());
+            self.pad_input(img.as_ptr::<f32>()?, n, &padded, &mut input);
+            let _keep = KeepPadded(input);
+            let input = &_keep.0;
             // `as_ptr` checks the datum type; the lengths are checked above.
             let kernel = std::slice::from_raw_parts(kernel.as_ptr::<f32>()?, kernel.len());
             let bias = std::slice::from_raw_parts(bias.as_ptr::<f32>()?, bias.len());
-            let groups = oc / 4;
-            // A group of four output channels is four whole planes, contiguous in the output, so
-            // a (batch, group) unit owns a block of the output that no other unit touches: the
+            let groups = oc / per;
+            // A group of `per` output channels is `per` whole planes, contiguous in the output,
+            // so a (batch, group) unit owns a block of the output that no other unit touches: the
             // units split across the executor with no other change, and every output point keeps
             // the arithmetic, and the value, it has serially.
             let unit = |unit: usize, out: &mut [f32]| {
                 let ni = unit / groups;
-                let o = (unit % groups) * 4;
-                let taps = &kernel[o * n_taps..][..4 * n_taps];
-                let b = [bias[o], bias[o + 1], bias[o + 2], bias[o + 3]];
+                let o = (unit % groups) * per;
                 let ip = input.as_ptr().add(ni * image);
                 let op = out.as_mut_ptr();
+                #[cfg(target_arch = "x86_64")]
+                if per == 8 {
+                    let taps = &kernel[o * n_taps..][..8 * n_taps];
+                    let b: [f32; 8] = bias[o..o + 8].try_into().unwrap();
+                    self.rows(&padded, |at_in, at_out| {
+                        avx512::conv_w8(
+                            ip.offset(at_in),
+                            op.offset(at_out),
+                            taps,
+                            &padded.offsets,
+                            &b,
+                            ow,
+                            plane as isize,
+                        )
+                    });
+                    return;
+                }
+                let taps = &kernel[o * n_taps..][..4 * n_taps];
+                let b = [bias[o], bias[o + 1], bias[o + 2], bias[o + 3]];
                 self.rows(&padded, |at_in, at_out| {
                     run_w4(
                         conv_w4,
@@ -363,13 +515,13 @@ impl DirectSpatialConv {
                     )
                 });
             };
-            if oc.is_multiple_of(4) {
+            if oc.is_multiple_of(per) {
                 tract_linalg::multithread::par_chunks_mut(
                     output.as_slice_mut_unchecked::<f32>(),
-                    4 * plane,
+                    per * plane,
                     total,
                     |first, chunk| {
-                        for (ix, out) in chunk.chunks_mut(4 * plane).enumerate() {
+                        for (ix, out) in chunk.chunks_mut(per * plane).enumerate() {
                             unit(first + ix, out);
                         }
                         Ok(())
@@ -493,22 +645,31 @@ mod tests {
             y
         }
 
+        /// Against the reference with each kernel; the AVX-512 kernel's eight-channel pass must
+        /// give exactly the values of its four-channel one (same arithmetic per point).
         fn check(&self) -> TractResult<()> {
-            self.check_with(true)?;
-            self.check_with(false)
+            let eight = self.check_with(true, true)?;
+            let four = self.check_with(true, false)?;
+            ensure!(eight == four, "eight channels a pass changed values");
+            self.check_with(false, false)?;
+            Ok(())
         }
 
-        /// Lowered and run with or without the AVX-512 kernel.
-        fn check_with(&self, avx512: bool) -> TractResult<()> {
+        /// Lowered and run with or without the AVX-512 kernel and its eight-channel pass.
+        fn check_with(&self, avx512: bool, oc8: bool) -> TractResult<Tensor> {
+            let flag = |on: bool| if on { "true" } else { "false" };
             let knobs = [
                 ("TRACT_DIRECT_SPATIAL_MIN_W", "1"),
                 ("TRACT_DIRECT_SPATIAL_MAX_K", "4096"),
-                ("TRACT_DIRECT_SPATIAL_AVX512", if avx512 { "true" } else { "false" }),
+                ("TRACT_DIRECT_SPATIAL_AVX512", flag(avx512)),
+                ("TRACT_DIRECT_SPATIAL_OC8", flag(oc8)),
             ];
-            KnobScope::new(knobs)?.enter(|| self.run()).with_context(|| format!("avx512 {avx512}"))
+            KnobScope::new(knobs)?
+                .enter(|| self.run())
+                .with_context(|| format!("avx512 {avx512} oc8 {oc8}"))
         }
 
-        fn run(&self) -> TractResult<()> {
+        fn run(&self) -> TractResult<Tensor> {
             let mut x_shape = vec![self.n, self.ic];
             x_shape.extend(&self.input);
             let mut k_shape = vec![self.oc, self.ic];
@@ -552,7 +713,8 @@ mod tests {
             let mut y_shape = vec![self.n, self.oc];
             y_shape.extend(self.output());
             let want = Tensor::from_shape(&y_shape, &self.reference(&x, &k, &b))?;
-            got[0].close_enough(&want, Approximation::Approximate)
+            got[0].close_enough(&want, Approximation::Approximate)?;
+            Ok(got[0].clone().into_tensor())
         }
     }
 
@@ -573,7 +735,9 @@ mod tests {
     #[test]
     fn widths_around_the_vector_width() -> TractResult<()> {
         for w in [1, 2, 5, 7, 8, 9, 13, 16, 17, 23, 24, 31, 33, 64, 130] {
-            case2(3, 4, 5, w, 1, 1).check().with_context(|| format!("w {w}"))?;
+            for oc in [4, 8, 24] {
+                case2(3, oc, 5, w, 1, 1).check().with_context(|| format!("w {w} oc {oc}"))?;
+            }
         }
         Ok(())
     }
@@ -582,7 +746,7 @@ mod tests {
     fn strides_paddings_and_channel_remainders() -> TractResult<()> {
         for stride in 1..=3 {
             for pad in 0..=2 {
-                for oc in [4, 6, 9] {
+                for oc in [4, 6, 9, 16] {
                     // Strided rows are lowered from 128 output points on.
                     case2(2, oc, 11, 400, pad, stride)
                         .check()
