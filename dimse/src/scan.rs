@@ -227,7 +227,7 @@ fn scan_meta(bytes: &[u8], start: usize) -> Result<(usize, String), ScanError> {
             break;
         }
         let element = u16::from_le_bytes([bytes[pos + 2], bytes[pos + 3]]);
-        let vr = [bytes[pos + 4], bytes[pos + 5]];
+        let vr = read_as([bytes[pos + 4], bytes[pos + 5]]);
         let (len, header) = if long_length_vr(vr) {
             if bytes.len() - pos < 12 {
                 return Err(truncated(
@@ -257,7 +257,8 @@ fn scan_meta(bytes: &[u8], start: usize) -> Result<(usize, String), ScanError> {
                 "undefined length in the file meta information".into(),
             ));
         }
-        check_value_length((group, element), VR::from_binary(read_as(vr)), len)?;
+        let tag = (group, element);
+        check_value_length(tag, element_vr(tag, Some(vr)), len)?;
         let value_at = pos + header;
         let available = bytes.len() - value_at;
         if len as usize > available {
