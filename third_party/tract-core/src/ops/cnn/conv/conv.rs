@@ -715,10 +715,10 @@ impl Conv {
         let kvol = self.pool_spec.kernel_shape.iter().product::<usize>();
         let k_limit = if amx_owns_fat_spatial() {
             64
-        } else if self.output_channels().is_multiple_of(8)
-            && self.pool_spec.strides().last() == Some(&1)
-            && super::direct_spatial::eight_channel_kernel()
-        {
+        } else if super::direct_spatial::eight_channel_pass(
+            self.output_channels(),
+            self.pool_spec.strides().last().copied().unwrap_or(1),
+        ) {
             TRACT_DIRECT_SPATIAL_MAX_K_OC8.get()
         } else {
             TRACT_DIRECT_SPATIAL_MAX_K.get()

@@ -92,16 +92,15 @@ fn wide_kernel() -> bool {
     }
 }
 
-/// Whether the AVX-512 kernel may take eight output channels per pass
-/// (`TRACT_DIRECT_SPATIAL_OC8`, on by default, turns it off for comparisons).
-fn eight_channels() -> bool {
-    super::conv::TRACT_DIRECT_SPATIAL_OC8.get()
-}
-
-/// Whether a stride-1 convolution with a multiple of eight output channels runs the eight
-/// channel AVX-512 pass on this host (the lowering then takes more inputs per output point).
-pub(crate) fn eight_channel_kernel() -> bool {
-    wide_kernel() && eight_channels()
+/// Whether a convolution with `oc` output channels and input stride `w_stride` along the rows
+/// runs the AVX-512 kernel's eight-channel pass on this host: a multiple of eight channels, stride
+/// 1, and `TRACT_DIRECT_SPATIAL_OC8` (on by default; off for comparisons). The lowering then takes
+/// more inputs per output point, and the op runs its units eight channels wide.
+pub(crate) fn eight_channel_pass(oc: usize, w_stride: usize) -> bool {
+    oc.is_multiple_of(8)
+        && w_stride == 1
+        && wide_kernel()
+        && super::conv::TRACT_DIRECT_SPATIAL_OC8.get()
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -453,16 +452,7 @@ impl DirectSpatialConv {
         let n_taps = padded.offsets.len();
         let wide = wide_kernel();
         // Eight output channels per unit where the AVX-512 kernel runs them, else four.
-        let per: usize = if cfg!(target_arch = "x86_64")
-            && wide
-            && in_stride == 1
-            && oc.is_multiple_of(8)
-            && eight_channels()
-        {
-            8
-        } else {
-            4
-        };
+        let per: usize = if eight_channel_pass(oc, in_stride as usize) { 8 } else { 4 };
         unsafe {
             let mut input = PADDED.with(|b| b.take());
             self.pad_input(img.as_ptr::<f32>()?, n, &padded, &mut input);
