@@ -322,12 +322,10 @@ impl Assembler {
                     Ok((job, staging::Sent::Accepted, bytes)) => {
                         emissions.remove(&dir);
                         ScpMetrics::inc(&this.metrics.jobs_enqueued);
-                        info!(study = %study, job_id = %job.job_id, instances = job.object_count(), "study complete: job enqueued");
                         audit_received(&job, bytes);
                     }
                     Ok((job, staging::Sent::Duplicate, bytes)) => {
                         emissions.remove(&dir);
-                        info!(study = %study, job_id = %job.job_id, instances = job.object_count(), "study complete: same content as an earlier job; duplicate not enqueued");
                         audit_received(&job, bytes);
                     }
                     Err(e) => {
@@ -427,6 +425,16 @@ impl Assembler {
             Err(e) => return Err(e.into()),
         };
         let sent = self.queue.send_checked(&message, Some(&job.job_id)).await?;
+        // Said as soon as the queue holds it: a worker (or the scaler starting one) may take the
+        // job at once, and the log must not show it taken before it was enqueued.
+        match sent {
+            staging::Sent::Accepted => {
+                info!(study = %study, job_id = %job.job_id, instances = job.object_count(), "study complete: job enqueued")
+            }
+            staging::Sent::Duplicate => {
+                info!(study = %study, job_id = %job.job_id, instances = job.object_count(), "study complete: same content as an earlier job; duplicate not enqueued")
+            }
+        }
         self.keep_emitted_stamps(study, &instances);
         self.spool.finish_emit(dir)?;
         Ok((job, sent, bytes))
