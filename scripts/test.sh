@@ -13,8 +13,13 @@ if [ "$free_mb" -lt 4096 ]; then
   exit 1
 fi
 # A clean clone gains nothing from incremental caches; they only take disk.
+# Nor from debug info: a CI failure is read from the panic's message and file:line (compiled in,
+# kept) and the backtrace's function names (the symbol table, kept); line tables in every one of
+# the ~20 test binaries, the Rust standard library's included, were ~260 MB of target/ (2.33 GB
+# -> bench/build/RESULTS.md, session 13). A developer's `cargo test` keeps Cargo.toml's line tables.
 if [ "${CI:-}" = true ]; then
   export CARGO_INCREMENTAL=0
+  export CARGO_PROFILE_DEV_DEBUG=false CARGO_PROFILE_DEV_STRIP=debuginfo
 fi
 
 # One integration-test binary per crate (<crate>/tests/integration/main.rs, its files are modules):
@@ -29,7 +34,9 @@ fi
 # One build shared by every test binary (the dev profile: opt-level 1, inference at 3; Cargo.toml says why).
 # --all-features: the binary under test has the AWS backends (the `aws` feature, which the
 # README's first command leaves out), so the S3/SQS/ECS tests against moto run too.
-cargo build --locked --workspace --all-targets --all-features
+# The tests and the binaries they run; the benchmark tools under */examples/ are type-checked and
+# linted by clippy below (--all-targets) but not linked: three executables (~100 MB) no test runs.
+cargo build --locked --workspace --bins --tests --all-features
 # (CARGO_TARGET_DIR, if set, is where cargo built it; a relative one is relative to here)
 export SEGNODE_BIN="$(realpath -m "${CARGO_TARGET_DIR:-target}")/debug/segnode"
 export SEGNODE_PEERS_VENV="$PWD/.venv-peers"
@@ -41,4 +48,7 @@ cargo fmt --all -- --check
 cargo clippy --locked --workspace --all-targets --all-features -- -D warnings
 # and the binary as the README's first command builds it (no `aws` feature)
 cargo clippy --locked -p segnode -- -D warnings
-cargo test --locked --workspace --all-features --no-fail-fast
+# --tests: every unit and integration test, without linking the examples (cargo test links them
+# by default); --doc: the documentation tests.
+cargo test --locked --workspace --all-features --no-fail-fast --tests
+cargo test --locked --workspace --all-features --no-fail-fast --doc
