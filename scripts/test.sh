@@ -5,13 +5,6 @@ cd "$(dirname "$0")/.."
 
 scripts/install-test-deps.sh
 
-# The build (~2.5 GB) and the nodes under test (which refuse work below 1 GiB free) need room;
-# say so up front rather than as a linker crash or a refused association.
-free_mb=$(df -Pm . | awk 'NR == 2 { print $4 }')
-if [ "$free_mb" -lt 4096 ]; then
-  echo "test.sh: only ${free_mb} MiB free on $(df -P . | awk 'NR == 2 { print $6 }'); the build and tests need about 4 GiB" >&2
-  exit 1
-fi
 # A clean clone gains nothing from incremental caches; they only take disk.
 # Nor from debug info: a CI failure is read from the panic's message and file:line (compiled in,
 # kept) and the backtrace's function names (the symbol table, kept); line tables in every one of
@@ -21,6 +14,55 @@ if [ "${CI:-}" = true ]; then
   export CARGO_INCREMENTAL=0
   export CARGO_PROFILE_DEV_DEBUG=false CARGO_PROFILE_DEV_STRIP=debuginfo
 fi
+
+# The CI build cache. A clean clone builds ~1,500 CPU-s of dependencies (tract, the AWS SDK,
+# rustls, dicom-rs) before its first test: ~10 of the ~16 minutes on 2 cores
+# (bench/build/RESULTS.md). Under CI=true the clone's target/ is a link to a per-user folder
+# keyed on the toolchain and the locked dependencies, like the reference venv beside it: the next clean
+# clone on this machine reuses the dependencies' artifacts, and rebuilds only this
+# repository's crates (cargo's artifact names are relative to the workspace, so they are the
+# same files in every clone, not one set per clone). A new toolchain, Cargo.lock or
+# third_party/ (the patched tract-core) starts a new key and the old one is removed; one CI
+# run at a time holds the cache (a second waits: it would otherwise rebuild the segnode
+# binary the first one's tests are running). Cold, it is the same build as without it.
+# SEGNODE_CI_CACHE=off builds in the clone's own target/.
+if [ "${CI:-}" = true ] && [ "${SEGNODE_CI_CACHE:-on}" != off ] && [ -z "${CARGO_TARGET_DIR:-}" ] \
+  && [ ! -e target ] && git rev-parse --is-inside-work-tree >/dev/null 2>&1; then
+  cache_root="${XDG_CACHE_HOME:-$HOME/.cache}/segnode/cargo-target"
+  mkdir -p "$cache_root"
+  key=$( { rustc -vV; cargo -V; cat Cargo.lock; git ls-files -s third_party; } | sha256sum | cut -c1-16)
+  exec 9>"$cache_root/.lock"
+  if ! flock -n 9; then
+    echo "test.sh: another CI run holds $cache_root; waiting for it" >&2
+    flock 9
+  fi
+  for old in "$cache_root"/*/; do
+    [ "$old" = "$cache_root/$key/" ] || rm -rf -- "$old"
+  done
+  mkdir -p "$cache_root/$key"
+  # what a previous run's viewer/DICOMweb tests left for inspection belongs to that run
+  rm -rf -- "$cache_root/$key/artifacts"
+  # Cargo judges path crates by modification times, not content. A clone made before the
+  # previous run built could be older than that run's artifacts of other sources and pass as
+  # fresh; so, under the lock, every tracked file becomes newer than anything in the cache.
+  # Except third_party/: its content is in the key, so its files get one fixed old time and
+  # its crate (tract-core, and everything built on it) stays fresh across clones.
+  git ls-files -z -- . ':!third_party' | xargs -0 touch -c --
+  git ls-files -z -- third_party | xargs -0 touch -c -d @946684800 --
+  ln -s "$cache_root/$key" target
+  echo "test.sh: build cache $cache_root/$key ($(du -sh "$cache_root/$key" | cut -f1))" >&2
+fi
+
+# The build (~2 GB, in target/ or the CI cache) and the nodes under test (which refuse work below
+# 1 GiB free) need room; say so up front rather than as a linker crash or a refused association.
+for where in . target/; do
+  [ -e "$where" ] || continue
+  free_mb=$(df -Pm "$where" | awk 'NR == 2 { print $4 }')
+  if [ "$free_mb" -lt 4096 ]; then
+    echo "test.sh: only ${free_mb} MiB free on $(df -P "$where" | awk 'NR == 2 { print $6 }'); the build and tests need about 4 GiB" >&2
+    exit 1
+  fi
+done
 
 # One integration-test binary per crate (<crate>/tests/integration/main.rs, its files are modules):
 # a file directly under <crate>/tests/ would link the heavy dependencies into a binary of its own.
