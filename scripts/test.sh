@@ -26,10 +26,11 @@ fi
 # run at a time holds the cache (a second waits: it would otherwise rebuild the segnode
 # binary the first one's tests are running). Cold, it is the same build as without it.
 # SEGNODE_CI_CACHE=off builds in the clone's own target/.
+cache_root="${XDG_CACHE_HOME:-${HOME:-/nonexistent}/.cache}/segnode/cargo-target"
+# (without git, flock or a writable cache folder the build stays in the clone, as before)
 if [ "${CI:-}" = true ] && [ "${SEGNODE_CI_CACHE:-on}" != off ] && [ -z "${CARGO_TARGET_DIR:-}" ] \
-  && [ ! -e target ] && git rev-parse --is-inside-work-tree >/dev/null 2>&1; then
-  cache_root="${XDG_CACHE_HOME:-$HOME/.cache}/segnode/cargo-target"
-  mkdir -p "$cache_root"
+  && [ ! -e target ] && git rev-parse --is-inside-work-tree >/dev/null 2>&1 \
+  && command -v flock >/dev/null && mkdir -p "$cache_root" 2>/dev/null && [ -w "$cache_root" ]; then
   key=$( { rustc -vV; cargo -V; cat Cargo.lock; git ls-files -s third_party; } | sha256sum | cut -c1-16)
   exec 9>"$cache_root/.lock"
   if ! flock -n 9; then
