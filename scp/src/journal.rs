@@ -54,6 +54,8 @@ const SEGMENT_MAGIC: u64 = u64::from_le_bytes(*b"SGNJSEG2");
 const SEGMENT_MAGIC_PACKED: u64 = u64::from_le_bytes(*b"SGNJSEG1");
 /// Where records start: the direct-I/O alignment of any block device up to 4 KiB sectors.
 const RECORD_ALIGN: u64 = 4096;
+/// A writer keeps its scratch buffer between appends up to this size (an MR or CT instance).
+const SCRATCH_KEPT: usize = 1024 * 1024;
 const RECORD_MAGIC: u32 = u32::from_le_bytes(*b"SGNR");
 const HEADER_SLOTS: [u64; 2] = [0, 512];
 const HEADER_LEN: usize = 36;
@@ -471,6 +473,10 @@ impl JournalWriter {
         let header = record_header(*generation, &instance, &payload);
         let offset = *tail;
         let written = write_durably(segment, &mut self.scratch, offset, &header, &payload);
+        if self.scratch.len() > SCRATCH_KEPT {
+            // one large instance does not pin its size for the rest of the association
+            self.scratch = Vec::new();
+        }
         if let Err(e) = written {
             // What reached the disk of this record may be replayed at the next start (a
             // harmless extra copy of an instance the peer was told failed); this segment is
