@@ -15,6 +15,7 @@ Series Description regexes) and scored against its truth/labels_ref.u8.
 Dice: WT = labels {1,2,3}, TC = {1,3}, ET = {3}; per case 2|P&G|/(|P|+|G|), 1.0 when both are empty.
 """
 import argparse
+import itertools
 import json
 import re
 import sys
@@ -59,6 +60,9 @@ class Model:
         self.spacing = g["spacing_mm"][0]
         assert g["size"][0] == g["size"][1] and g["spacing_mm"][0] == g["spacing_mm"][1]
         self.channels = [i["name"] for i in sorted(self.m["inputs"], key=lambda i: i["channel"])]
+        # geometry.mirror_axes (in-plane: 0 rows, 1 columns): every non-empty combination, nnU-Net's order
+        axes = g.get("mirror_axes", [])
+        self.mirrors = [c for n in range(1, len(axes) + 1) for c in itertools.combinations(axes, n)]
 
     def brain_mask(self, vols, row_spacing, col_spacing, channels=None):
         """The brain model's mask (uint8 0/1 on the reference grid) from the channels the stage names (or
@@ -82,10 +86,9 @@ class Model:
         xm = preprocess.normalise(xm)
         K = xm.shape[1]
         logits = np.empty((len(self.m["output"]["classes"]), K, self.size, self.size), np.float32)
-        inp, outn = self.m["model"]["input_name"], self.m["model"]["output_name"]
         t = time.perf_counter()
         for k in range(K):
-            logits[:, k] = self.sess.run([outn], {inp: np.ascontiguousarray(xm[None, :, k])})[0][0]
+            logits[:, k] = self.run_slice(xm[:, k])
         dt = time.perf_counter() - t
         lab = preprocess.from_model_grid(logits, rows, cols, row_spacing, col_spacing, self.size, self.spacing)
         classes = np.array(self.m["output"]["classes"], np.uint8)
@@ -93,6 +96,16 @@ class Model:
         if mask is not None:
             lab[mask == 0] = 0
         return lab, dt
+
+    def run_slice(self, x):
+        """x [channels, h, w] (model grid, normalised) -> logits [classes, h, w]; with geometry.mirror_axes the mean
+        of the plain run and of every mirrored run mirrored back (the segmenter's order of summation)."""
+        inp, outn = self.m["model"]["input_name"], self.m["model"]["output_name"]
+        out = self.sess.run([outn], {inp: np.ascontiguousarray(x[None])})[0][0]
+        for axes in self.mirrors:
+            ax = tuple(a + 1 for a in axes)
+            out = out + np.flip(self.sess.run([outn], {inp: np.ascontiguousarray(np.flip(x, ax)[None])})[0][0], ax)
+        return out / (len(self.mirrors) + 1) if self.mirrors else out
 
 
 def cached_render(cache, cs, geom):

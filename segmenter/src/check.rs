@@ -90,7 +90,7 @@ pub struct Report {
     pub runs_measured: usize,
     /// The study the estimate is for, in words.
     pub study: String,
-    /// Network runs that study takes (slices, or windows x mirrorings).
+    /// Network runs that study takes (slices or windows, each x its mirrorings).
     pub runs_per_study: usize,
     /// runs_per_study x run (one thread; the brain-extraction stage not included).
     pub per_study: Duration,
@@ -319,7 +319,10 @@ pub fn check(path: &Path, runs: usize) -> Result<Report, CheckError> {
             voxels * channels * 4,
         )
     } else {
-        (grid.slices, grid.slices * (numel + out_per_run) * 4)
+        (
+            grid.slices * model.runs_per_slice(),
+            grid.slices * (numel + out_per_run) * 4,
+        )
     };
     Ok(Report {
         name: manifest.name().to_string(),

@@ -170,6 +170,11 @@ pub struct Geometry {
     /// patch3d only, optional (default false): crop the canonical grid to the bounding box of the
     /// voxels that are non-zero in any channel before normalisation (nnU-Net's crop_to_nonzero).
     pub crop_nonzero: Option<bool>,
+    /// slice2d only, optional: test-time mirroring of every slice over each non-empty combination
+    /// of these in-plane axes (0: rows, 1: columns), the logits averaged with the unmirrored
+    /// run's (nnU-Net's rule, as patch3d's `sliding_window.mirror_axes`). Empty or absent: none.
+    #[serde(default)]
+    pub mirror_axes: Vec<usize>,
 }
 
 /// `[sliding_window]` (patch3d): how the fixed-shape network tiles the canonical volume.
@@ -507,6 +512,15 @@ impl Manifest {
             {
                 return Err(bad("geometry.spacing_mm must be positive".into()));
             }
+            let mut axes = file.geometry.mirror_axes.clone();
+            axes.sort_unstable();
+            axes.dedup();
+            if axes.len() != file.geometry.mirror_axes.len() || axes.iter().any(|&a| a > 1) {
+                return Err(bad(format!(
+                    "geometry.mirror_axes {:?} must be distinct in-plane axes among 0 (rows) and 1 (columns)",
+                    file.geometry.mirror_axes
+                )));
+            }
             if file.output.classes.first() != Some(&0) {
                 return Err(bad("output.classes must start with 0 (background)".into()));
             }
@@ -712,6 +726,31 @@ mod tests {
         assert!(e.contains("[brain_extraction]"), "{e}");
         // ... and no stage may chain another one: the shipped model has a stage of its own.
         assert!(e.contains("may not have a [brain_extraction]"), "{e}");
+    }
+
+    /// `geometry.mirror_axes` (slice2d): distinct in-plane axes, 0 (rows) and 1 (columns).
+    #[test]
+    fn slice2d_mirror_axes_are_distinct_in_plane_axes() {
+        let with = |axes: &'static str| {
+            move |t: String| {
+                let t: String = t
+                    .lines()
+                    .filter(|l| !l.starts_with("mirror_axes ="))
+                    .map(|l| format!("{l}\n"))
+                    .collect();
+                t.replacen(
+                    "in_plane_interpolation = \"bilinear\"\n",
+                    &format!("in_plane_interpolation = \"bilinear\"\nmirror_axes = {axes}\n"),
+                    1,
+                )
+            }
+        };
+        let m = load_edited(with("[0, 1]")).unwrap();
+        assert_eq!(m.file.geometry.mirror_axes, [0, 1]);
+        for bad in ["[2]", "[1, 1]"] {
+            let e = load_edited(with(bad)).unwrap_err().to_string();
+            assert!(e.contains("geometry.mirror_axes"), "{bad}: {e}");
+        }
     }
 
     #[test]

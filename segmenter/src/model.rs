@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use ndarray::{s, Array4, ArrayView4};
+use ndarray::{Array3, Array4, ArrayView3, ArrayView4, Axis};
 use tract_onnx::prelude::*;
 
 use crate::error::SegmentError;
@@ -21,6 +21,9 @@ pub struct Model {
     slice_threads: usize,
     /// The brain-extraction model of the manifest's `[brain_extraction]`, loaded with this one.
     brain: Option<Box<Model>>,
+    /// slice2d `geometry.mirror_axes`: the mirrorings each slice also runs under (in-plane axes
+    /// of `[h, w]`), empty for none.
+    mirrors: Vec<Vec<usize>>,
 }
 
 impl std::fmt::Debug for Model {
@@ -51,11 +54,13 @@ impl Model {
             .and_then(|m| m.into_optimized())
             .and_then(|m| m.into_runnable())
             .map_err(err)?;
+        let mirrors = crate::patch3d::mirror_combinations(&manifest.file.geometry.mirror_axes);
         Ok(Model {
             manifest: Arc::new(manifest),
             plan,
             slice_threads: 1,
             brain,
+            mirrors,
         })
     }
 
@@ -109,7 +114,27 @@ impl Model {
         Ok(out.iter().copied().collect())
     }
 
+    /// The mirrorings each slice also runs under (slice2d `geometry.mirror_axes`; in-plane axes,
+    /// 0 rows, 1 columns), nnU-Net's order; empty for none.
+    pub fn mirrors(&self) -> &[Vec<usize>] {
+        &self.mirrors
+    }
+
+    /// The same network without test-time mirroring: what its golden pair (one plain run per
+    /// slice) is compared with.
+    pub fn without_mirroring(mut self) -> Self {
+        self.mirrors.clear();
+        self
+    }
+
+    /// Network runs per slice: 1, or 1 + the mirrorings of `geometry.mirror_axes`.
+    pub fn runs_per_slice(&self) -> usize {
+        1 + self.mirrors.len()
+    }
+
     /// Runs the network slice by slice: `input[k, channel, v, u]` -> logits `[k, class, v, u]`.
+    /// With `geometry.mirror_axes`, each slice's logits are the mean of the plain run and of every
+    /// mirrored run mirrored back (nnU-Net's test-time mirroring, in two dimensions).
     pub fn run(&self, input: ArrayView4<f32>) -> Result<Array4<f32>, SegmentError> {
         let m = &self.manifest.file.model;
         let (n, c, h, w) = input.dim();
@@ -160,45 +185,53 @@ impl Model {
     ) -> Result<(), SegmentError> {
         let m = &self.manifest.file.model;
         let (n, c, h, w) = input.dim();
-        for z in 0..n {
-            let slice = input.slice(s![z..z + 1, .., .., ..]);
-            let data: Vec<f32> = slice.iter().copied().collect();
+        let err = |message: String| SegmentError::Model {
+            model: m.name.clone(),
+            message,
+        };
+        let run = |x: ArrayView3<f32>| -> Result<Array3<f32>, SegmentError> {
+            let data: Vec<f32> = x.iter().copied().collect();
             let tensor =
-                Tensor::from_shape(&[1, c, h, w], &data).map_err(|e| SegmentError::Model {
-                    model: m.name.clone(),
-                    message: format!("{e:#}"),
-                })?;
+                Tensor::from_shape(&[1, c, h, w], &data).map_err(|e| err(format!("{e:#}")))?;
             let result = self
                 .plan
                 .run(tvec!(tensor.into()))
-                .map_err(|e| SegmentError::Model {
-                    model: m.name.clone(),
-                    message: format!("inference failed: {e:#}"),
-                })?;
-            let logits =
-                result[0]
-                    .to_plain_array_view::<f32>()
-                    .map_err(|e| SegmentError::Model {
-                        model: m.name.clone(),
-                        message: format!("output is not f32: {e:#}"),
-                    })?;
+                .map_err(|e| err(format!("inference failed: {e:#}")))?;
+            let logits = result[0]
+                .to_plain_array_view::<f32>()
+                .map_err(|e| err(format!("output is not f32: {e:#}")))?;
             if logits.shape() != m.output_shape.as_slice() {
-                return Err(SegmentError::Model {
-                    model: m.name.clone(),
-                    message: format!(
-                        "output shape {:?}, manifest says {:?}",
-                        logits.shape(),
-                        m.output_shape
-                    ),
-                });
+                return Err(err(format!(
+                    "output shape {:?}, manifest says {:?}",
+                    logits.shape(),
+                    m.output_shape
+                )));
             }
-            for (dst, src) in out
-                .slice_mut(s![z..z + 1, .., .., ..])
-                .iter_mut()
-                .zip(logits.iter())
-            {
-                *dst = *src;
+            let k = m.output_shape[1];
+            Ok(
+                Array3::from_shape_vec((k, h, w), logits.iter().copied().collect())
+                    .expect("shape checked above"),
+            )
+        };
+        for z in 0..n {
+            let slice = input.index_axis(Axis(0), z);
+            let mut logits = run(slice)?;
+            for axes in &self.mirrors {
+                // In-plane axis a of the slice is axis a + 1 of [channel, v, u] and [class, v, u].
+                let mut flipped = slice;
+                for &a in axes {
+                    flipped.invert_axis(Axis(a + 1));
+                }
+                let mut back = run(flipped)?;
+                for &a in axes {
+                    back.invert_axis(Axis(a + 1));
+                }
+                logits += &back;
             }
+            if !self.mirrors.is_empty() {
+                logits /= (self.mirrors.len() + 1) as f32;
+            }
+            out.index_axis_mut(Axis(0), z).assign(&logits);
         }
         Ok(())
     }

@@ -114,13 +114,18 @@ impl Window {
 
     /// Mirroring combinations (each a list of axes), nnU-Net's order.
     pub fn mirror_combinations(&self) -> Vec<Vec<usize>> {
-        let axes = &self.mirror_axes;
-        let mut out = Vec::new();
-        for size in 1..=axes.len() {
-            combinations(axes, size, 0, &mut Vec::new(), &mut out);
-        }
-        out
+        mirror_combinations(&self.mirror_axes)
     }
+}
+
+/// Every non-empty combination of `axes` (each a list of axes), nnU-Net's order: by size, then
+/// in the order of `axes` (itertools.combinations). Also slice2d's `geometry.mirror_axes`.
+pub fn mirror_combinations(axes: &[usize]) -> Vec<Vec<usize>> {
+    let mut out = Vec::new();
+    for size in 1..=axes.len() {
+        combinations(axes, size, 0, &mut Vec::new(), &mut out);
+    }
+    out
 }
 
 fn combinations(
@@ -530,6 +535,12 @@ pub fn validate_manifest(file: &ManifestFile) -> Result<(), String> {
                 .into(),
         );
     }
+    if !g.mirror_axes.is_empty() {
+        return Err(
+            "geometry.mirror_axes is the slice2d field; patch3d mirrors by sliding_window.mirror_axes"
+                .into(),
+        );
+    }
     parse_orientation(
         g.orientation
             .as_deref()
@@ -918,6 +929,12 @@ mod tests {
             "\nblending = \"constant\"\nmirror_axes = [0, 0]",
         );
         assert!(e.contains("mirror_axes"), "{e}");
+        // slice2d's in-plane mirroring is not patch3d's
+        let e = err(
+            "orientation = \"RAS\"",
+            "orientation = \"RAS\"\nmirror_axes = [0]",
+        );
+        assert!(e.contains("sliding_window.mirror_axes"), "{e}");
         let e = err("channel = 2\nlabel = 4", "channel = 2\nlabel = 5");
         assert!(e.contains("painted labels"), "{e}");
         let e = err("channel = 2\nlabel = 4", "channel = 3\nlabel = 4");

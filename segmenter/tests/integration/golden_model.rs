@@ -141,7 +141,12 @@ fn slices_run_in_parallel_give_the_same_logits() {
         .unwrap();
     let three = model.with_slice_threads(3).run(volume.view()).unwrap();
     assert_eq!(one, three, "logits depend on the thread split");
-    let first: Vec<f32> = one
+    // The golden pair is one plain run: the first slice without test-time mirroring.
+    let plain = crate::common::shipped_model()
+        .without_mirroring()
+        .run(volume.view())
+        .unwrap();
+    let first: Vec<f32> = plain
         .index_axis(ndarray::Axis(0), 0)
         .iter()
         .copied()
@@ -152,6 +157,73 @@ fn slices_run_in_parallel_give_the_same_logits() {
         .map(|(a, b)| (a - b).abs())
         .fold(0f32, f32::max);
     assert!(max_diff <= tol, "slice 0 vs golden: {max_diff}");
+}
+
+/// `geometry.mirror_axes` (slice2d): each slice's logits are the mean of the plain run and of the
+/// runs on the slice mirrored along rows, columns and both, each mirrored back; checked against
+/// those four runs made by hand with the plain network.
+#[test]
+fn slice2d_mirroring_is_the_mean_of_the_mirrored_runs() {
+    use ndarray::s;
+    let dir = model_dir();
+    let meta: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("golden/golden.json")).unwrap())
+            .unwrap();
+    let [_, c, h, w] = shape4(&meta["input_shape"]);
+    let golden_in = golden_file(&dir, &meta, "input_file");
+    // Two slices: the golden one and a shifted copy, so rows and columns both matter.
+    let volume = Array4::from_shape_fn((2, c, h, w), |(z, ch, y, x)| {
+        golden_in[(ch * h + (y + 7 * z) % h) * w + x]
+    });
+    // The shipped manifest with mirror_axes = [0, 1] (and the brain model by absolute path).
+    let tmp = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string(dir.join("model.toml")).unwrap();
+    let brain = dir.join("../brain-mask-synth").display().to_string();
+    let mut edited: String = text
+        .lines()
+        .filter(|l| !l.starts_with("mirror_axes ="))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    edited = edited.replace("\"../brain-mask-synth\"", &format!("{brain:?}"));
+    edited = edited.replace(
+        "in_plane_interpolation = \"bilinear\"\n",
+        "in_plane_interpolation = \"bilinear\"\nmirror_axes = [0, 1]\n",
+    );
+    assert!(edited.contains("mirror_axes = [0, 1]"));
+    std::fs::write(tmp.path().join("model.toml"), edited).unwrap();
+    let onnx = meta["onnx"].as_str().unwrap();
+    std::fs::copy(dir.join(onnx), tmp.path().join(onnx)).unwrap();
+    let mirrored = segmenter::Model::load(segmenter::Manifest::load(tmp.path()).unwrap()).unwrap();
+    assert_eq!(mirrored.mirrors(), &[vec![0], vec![1], vec![0, 1]]);
+    assert_eq!(mirrored.runs_per_slice(), 4);
+    let got = mirrored.run(volume.view()).unwrap();
+
+    let plain = mirrored.without_mirroring();
+    let run = |v: ArrayView4<f32>| plain.run(v).unwrap();
+    let rows = run(volume.slice(s![.., .., ..;-1, ..]));
+    let cols = run(volume.slice(s![.., .., .., ..;-1]));
+    let both = run(volume.slice(s![.., .., ..;-1, ..;-1]));
+    let mut want = run(volume.view());
+    want += &rows.slice(s![.., .., ..;-1, ..]);
+    want += &cols.slice(s![.., .., .., ..;-1]);
+    want += &both.slice(s![.., .., ..;-1, ..;-1]);
+    want /= 4.0;
+    let max_diff = got
+        .iter()
+        .zip(want.iter())
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
+    assert!(max_diff <= 1e-6, "mirrored logits differ by {max_diff}");
+    // and mirroring changes something: the network is not mirror-symmetric
+    let plain_diff = got
+        .iter()
+        .zip(run(volume.view()).iter())
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
+    assert!(
+        plain_diff > 1e-3,
+        "mirroring changed nothing ({plain_diff})"
+    );
 }
 
 fn shape_of(v: &serde_json::Value) -> Vec<usize> {
