@@ -34,18 +34,23 @@ def main():
     ap.add_argument("--before-model", default=None)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--json", default=None)
+    ap.add_argument("--motion", default="drawn",
+                    help="which renders: 'drawn' (each head's own motion, the card's set), N (sweep.py --motion N), 'all'")
     a = ap.parse_args()
     models = {"after": ev.Model(a.model, threads=a.threads)}
     if a.before_model:
         models["before"] = ev.Model(a.before_model, threads=a.threads)
     rows = []
     for f in sorted(glob.glob(str(Path(a.cache) / "sweep_*.npz"))):
-        _, seed, skull, orient, th, bias, size = Path(f).stem.split("_")
+        _, seed, skull, orient, th, bias, size, *forced = Path(f).stem.split("_")
+        motion = forced[0][1:] if forced else "drawn"  # sweep.py --motion N renders end in _mN
+        if a.motion not in ("all", motion):
+            continue
         z = np.load(f)
         vols = {c: z[c] for c in synth.CONTRASTS}
         gt = z["brain"]
         sp = 240.0 / int(size)
-        r = dict(seed=int(seed), skull=skull, orient=orient, thickness=float(th), bias=bias,
+        r = dict(seed=int(seed), skull=skull, orient=orient, thickness=float(th), bias=bias, motion=motion,
                  gt_brain_ml=round(float(gt.sum()) * sp * sp * float(th) / 1000, 1))
         for tag, m in models.items():
             r[tag] = {c: ev.dice(m.brain_mask(vols, sp, sp, channels=[c])[0], gt, (1,)) for c in synth.CONTRASTS}

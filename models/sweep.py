@@ -4,8 +4,10 @@
     .venv-train/bin/python models/sweep.py --model models/brats-synth-unet2d --seeds 2 \
         --json models/brats-synth-unet2d/sweep.json --markdown models/brats-synth-unet2d/sweep.md
 
-Conditions: skull on/off x orientation axial/sagittal/coronal/oblique x slice thickness 1/3/5 mm x bias weak/strong,
-`--seeds` held-out cases per condition (seeds 950000.., a distinct seed per case; training used 100000..299999).
+Conditions: skull on/off x orientation axial/sagittal/coronal/oblique x slice thickness 1/3/5 mm x bias weak/strong
+(x with --motion, the heads' in-plane motion ghosting: "drawn", the default, is what each case draws (0-3 px, 0 in
+two cases of five); an integer forces that half-width in pixels; stripped brains never move), `--seeds` held-out
+cases per condition (seeds 950000.., a distinct seed per case; training used 100000..299999).
 Every case is rendered once on a study-like grid (`--size` px over a 240 mm field of view, 170 mm coverage,
 centred on the brain; heads from models/synth/head.py) and segmented twice through onnxruntime with the
 manifest's preprocessing (models/preprocess.py):
@@ -65,6 +67,8 @@ def main():
     ap.add_argument("--orient", default=",".join(head.ORIENTATIONS))
     ap.add_argument("--thick", default="1,3,5")
     ap.add_argument("--bias", default="weak,strong")
+    ap.add_argument("--motion", default="drawn",
+                    help="heads' motion ghosting half-width(s) in pixels, or 'drawn' (each case's own draw)")
     ap.add_argument("--cache", default=None, help="keep rendered cases here (rendering dominates the run time)")
     ap.add_argument("--render-only", action="store_true", help="fill --cache and stop")
     ap.add_argument("--combine", nargs="+", default=None,
@@ -84,17 +88,21 @@ def main():
         assert with_stage.brain is not None, "the manifest has no [brain_extraction]"
         alone = ev.Model(a.before_model or a.model, a.threads, brain=a.before_model is not None)
     conds = list(itertools.product(a.skull.split(","), a.orient.split(","), [float(t) for t in a.thick.split(",")],
-                                   a.bias.split(",")))
+                                   a.bias.split(","), a.motion.split(",")))
     rows = []
     seed = a.first
     t_all = time.time()
-    for skull, kind, th, bias in conds:
+    for skull, kind, th, bias, motion in conds:
         for _ in range(a.seeds):
             t0 = time.time()
             cs = synth.make_case(seed, head=skull == "on", strong_bias=bias == "strong")
+            forced = "" if motion == "drawn" or cs.head is None else f"_m{int(motion)}"
+            if forced:
+                cs.head.motion = int(motion)
             rng = np.random.default_rng([seed, 5])
             geom = geometry(cs, rng, kind, th, a.size)
-            cache = Path(a.cache) / f"sweep_{seed}_{skull}_{kind}_{th:g}_{bias}_{a.size}.npz" if a.cache else None
+            cache = (Path(a.cache) / f"sweep_{seed}_{skull}_{kind}_{th:g}_{bias}_{a.size}{forced}.npz"
+                     if a.cache else None)
             imgs, gt, gt_brain = ev.cached_render(cache, cs, geom)
             if a.render_only:
                 print(f"{seed} rendered {time.time() - t0:.1f}s", flush=True)
@@ -104,7 +112,8 @@ def main():
             pb, _ = alone.segment(imgs, rs, cs_)
             pa, _ = with_stage.segment(imgs, rs, cs_)
             mask, bdt = with_stage.last_brain
-            r = dict(seed=seed, skull=skull, orient=kind, thickness=th, bias=bias, slices=geom.slices,
+            r = dict(seed=seed, skull=skull, orient=kind, thickness=th, bias=bias,
+                     motion=cs.head.motion if cs.head is not None else 0, slices=geom.slices,
                      before={k: ev.dice(pb, gt, v) for k, v in ev.REGIONS.items()},
                      after={k: ev.dice(pa, gt, v) for k, v in ev.REGIONS.items()},
                      brain_dice=ev.dice(mask, gt_brain, (1,)), brain_s=round(bdt, 3),
@@ -119,7 +128,7 @@ def main():
                     m, _ = with_stage.brain_mask(imgs, rs, cs_, channels=[con])
                     r["brain_dice_by_contrast"][con] = ev.dice(m, gt_brain, (1,))
             rows.append(r)
-            print(f"{seed} skull {skull:3s} {kind:8s} {th:.0f}mm {bias:6s}: before WT {r['before']['WT']:.3f} "
+            print(f"{seed} skull {skull:3s} {kind:8s} {th:.0f}mm {bias:6s} motion {r['motion']}: before WT {r['before']['WT']:.3f} "
                   f"TC {r['before']['TC']:.3f} ET {r['before']['ET']:.3f} | after WT {r['after']['WT']:.3f} "
                   f"TC {r['after']['TC']:.3f} ET {r['after']['ET']:.3f} | brain {r['brain_dice']:.4f} "
                   f"({r['brain_ml']} vs {r['gt_brain_ml']} mL) {time.time() - t0:.1f}s", flush=True)
@@ -141,7 +150,8 @@ def report(res, a):
     groups = {}
     for name, fn in [("skull", lambda r: r["skull"]), ("skull x orientation", lambda r: f"{r['skull']} {r['orient']}"),
                      ("skull x thickness", lambda r: f"{r['skull']} {r['thickness']:.0f} mm"),
-                     ("skull x bias", lambda r: f"{r['skull']} {r['bias']}")]:
+                     ("skull x bias", lambda r: f"{r['skull']} {r['bias']}"),
+                     ("skull x motion", lambda r: f"{r['skull']} motion {r.get('motion', '?')} px")]:
         g = {}
         for r in rows:
             g.setdefault(fn(r), []).append(r)
