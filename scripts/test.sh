@@ -6,13 +6,15 @@ cd "$(dirname "$0")/.."
 scripts/install-test-deps.sh
 
 # A clean clone gains nothing from incremental caches; they only take disk.
-# Nor from debug info: a CI failure is read from the panic's message and file:line (compiled in,
-# kept) and the backtrace's function names (the symbol table, kept); line tables in every one of
-# the ~20 test binaries, the Rust standard library's included, were ~260 MB of target/'s 2.3 GiB
-# (bench/build/RESULTS.md, session 13). A developer's `cargo test` keeps Cargo.toml's line tables.
+# Nor from debug info or symbol tables: a CI failure is read from the panic's message and
+# file:line (compiled in, kept either way); CI runs without RUST_BACKTRACE, so no backtrace is
+# printed that function names would annotate. Line tables in the ~20 test binaries were ~260 MB
+# of target/'s 2.3 GiB (bench/build/RESULTS.md, session 13), the symbol tables another 132 MB of
+# 2.07 GB (session 15). To read a CI failure's backtrace, rerun the test locally: a developer's
+# `cargo test` keeps Cargo.toml's line tables and the symbols.
 if [ "${CI:-}" = true ]; then
   export CARGO_INCREMENTAL=0
-  export CARGO_PROFILE_DEV_DEBUG=false CARGO_PROFILE_DEV_STRIP=debuginfo
+  export CARGO_PROFILE_DEV_DEBUG=false CARGO_PROFILE_DEV_STRIP=symbols
 fi
 
 # The CI build cache. A clean clone builds ~1,500 CPU-s of dependencies (tract, the AWS SDK,
@@ -21,7 +23,7 @@ fi
 # keyed on the toolchain and the locked dependencies, like the reference venv beside it: the next clean
 # clone on this machine reuses the dependencies' artifacts, and rebuilds only this
 # repository's crates (cargo's artifact names are relative to the workspace, so they are the
-# same files in every clone, not one set per clone). A new toolchain, Cargo.lock or
+# same files in every clone, not one set per clone). A new toolchain, Cargo.lock, profile or
 # third_party/ (the patched tract-core) starts a new key and the old one is removed; one CI
 # run at a time holds the cache (a second waits: it would otherwise rebuild the segnode
 # binary the first one's tests are running). Cold, it is the same build as without it.
@@ -31,7 +33,11 @@ cache_root="${XDG_CACHE_HOME:-${HOME:-/nonexistent}/.cache}/segnode/cargo-target
 if [ "${CI:-}" = true ] && [ "${SEGNODE_CI_CACHE:-on}" != off ] && [ -z "${CARGO_TARGET_DIR:-}" ] \
   && [ ! -e target ] && git rev-parse --is-inside-work-tree >/dev/null 2>&1 \
   && command -v flock >/dev/null && mkdir -p "$cache_root" 2>/dev/null && [ -w "$cache_root" ]; then
-  key=$( { rustc -vV; cargo -V; cat Cargo.lock; git ls-files -s third_party; } | sha256sum | cut -c1-16)
+  # (and the profiles, Cargo.toml's and the environment's: a change there renames every artifact,
+  # which would otherwise pile up beside the old ones under the same key)
+  key=$( { rustc -vV; cargo -V; cat Cargo.lock; git ls-files -s third_party
+           sed -n '/^\[profile/,$p' Cargo.toml | grep -v '^[[:space:]]*#'
+           env | grep -E '^CARGO_(PROFILE_|INCREMENTAL)' | sort; } | sha256sum | cut -c1-16)
   exec 9>"$cache_root/.lock"
   if ! flock -n 9; then
     echo "test.sh: another CI run holds $cache_root; waiting for it" >&2
