@@ -12,9 +12,13 @@ scripts/install-test-deps.sh
 # of target/'s 2.3 GiB (bench/build/RESULTS.md, session 13), the symbol tables another 132 MB of
 # 2.07 GB (session 15). To read a CI failure's backtrace, rerun the test locally: a developer's
 # `cargo test` keeps Cargo.toml's line tables and the symbols.
+# The strip goes through RUSTFLAGS: CARGO_PROFILE_DEV_STRIP does not reach the crates that have a
+# [profile.dev.package.X] table in Cargo.toml (cargo gives them strip = "debuginfo", the default
+# without debug info), and rustc takes the last -C strip it is given, RUSTFLAGS' (session 15).
 if [ "${CI:-}" = true ]; then
   export CARGO_INCREMENTAL=0
-  export CARGO_PROFILE_DEV_DEBUG=false CARGO_PROFILE_DEV_STRIP=symbols
+  export CARGO_PROFILE_DEV_DEBUG=false
+  export RUSTFLAGS="${RUSTFLAGS:+$RUSTFLAGS }-C strip=symbols"
 fi
 
 # The CI build cache. A clean clone builds ~1,500 CPU-s of dependencies (tract, the AWS SDK,
@@ -33,11 +37,11 @@ cache_root="${XDG_CACHE_HOME:-${HOME:-/nonexistent}/.cache}/segnode/cargo-target
 if [ "${CI:-}" = true ] && [ "${SEGNODE_CI_CACHE:-on}" != off ] && [ -z "${CARGO_TARGET_DIR:-}" ] \
   && [ ! -e target ] && git rev-parse --is-inside-work-tree >/dev/null 2>&1 \
   && command -v flock >/dev/null && mkdir -p "$cache_root" 2>/dev/null && [ -w "$cache_root" ]; then
-  # (and the profiles, Cargo.toml's and the environment's: a change there renames every artifact,
-  # which would otherwise pile up beside the old ones under the same key)
+  # (and the profiles and flags, Cargo.toml's and the environment's: a change there renames
+  # every artifact, which would otherwise pile up beside the old ones under the same key)
   key=$( { rustc -vV; cargo -V; cat Cargo.lock; git ls-files -s third_party
            sed -n '/^\[profile/,$p' Cargo.toml | grep -v '^[[:space:]]*#'
-           env | grep -E '^CARGO_(PROFILE_|INCREMENTAL)' | sort; } | sha256sum | cut -c1-16)
+           env | grep -E '^(CARGO_(PROFILE_|INCREMENTAL)|RUSTFLAGS=)' | sort; } | sha256sum | cut -c1-16)
   exec 9>"$cache_root/.lock"
   if ! flock -n 9; then
     echo "test.sh: another CI run holds $cache_root; waiting for it" >&2
