@@ -6,12 +6,13 @@ cd "$(dirname "$0")/.."
 scripts/install-test-deps.sh
 
 # A clean clone gains nothing from incremental caches; they only take disk.
-# Nor from debug info or symbol tables: a CI failure is read from the panic's message and
-# file:line (compiled in, kept either way); CI runs without RUST_BACKTRACE, so no backtrace is
-# printed that function names would annotate. Line tables in the ~20 test binaries were ~260 MB
-# of target/'s 2.3 GiB (bench/build/RESULTS.md, session 13), the symbol tables another 132 MB of
-# 2.07 GB (session 15). To read a CI failure's backtrace, rerun the test locally: a developer's
-# `cargo test` keeps Cargo.toml's line tables and the symbols.
+# Nor from debug info or symbol tables, at a price: a CI failure is read from the panic's message
+# and file:line (compiled in, kept either way), but with RUST_BACKTRACE set (this project's
+# machines set it) the backtrace under it prints without frames. Line tables in the ~20 test
+# binaries were ~260 MB of target/'s 2.3 GiB (bench/build/RESULTS.md, session 13), the symbol
+# tables another 132 MB (session 15), which took the build under issue 20's 2 GB. To read a CI
+# failure's backtrace, rerun the test locally: a developer's `cargo test` keeps Cargo.toml's line
+# tables and the symbols.
 # The strip goes through RUSTFLAGS: CARGO_PROFILE_DEV_STRIP does not reach the crates that have a
 # [profile.dev.package.X] table in Cargo.toml (cargo gives them strip = "debuginfo", the default
 # without debug info), and rustc takes the last -C strip it is given, RUSTFLAGS' (session 15).

@@ -5,6 +5,7 @@
 //! .journal/<id>.seg                 acknowledged instances not yet in their study folder
 //!                                   (see `journal`)
 //! .incoming/<uuid>.part             a large instance being received (not yet acknowledged)
+//! .incoming/replace-<sop>.part      a correction being written before it replaces <sop>.dcm
 //! <study>/<series>/<sop>.dcm        acknowledged, waiting for the study's quiet period
 //! .emitting/<ms>-<study>/...        a study being staged and enqueued (same layout inside,
 //!                                   plus job.json once the job is fixed)
@@ -22,7 +23,8 @@
 //! process ends, however it ends (on EFS/NFS too: NFSv4 locks).
 //!
 //! Only `.part` files are ever deleted without having been staged: they were never
-//! acknowledged. Everything else survives restarts until its job is on the queue.
+//! acknowledged, or (`replace-*`) their content is still in the journal. Everything else
+//! survives restarts until its job is on the queue.
 
 use std::fs;
 use std::io::{self, Write};
@@ -165,6 +167,17 @@ impl Spool {
             if there.is_some_and(|there| there > stamp.seq) {
                 return Ok(Some(stamp));
             }
+            // A correction replaces the staged copy whole: written beside it and renamed over
+            // it, so whoever reads the folder sees the old copy or the new one, never a
+            // truncated file. (A crash in between leaves a `.part`, removed at the next start;
+            // the journal still holds the record until this batch is synced.)
+            let part = self.root.join(INCOMING).join(format!("replace-{sop}.part"));
+            let mut f = fs::File::create(&part)?;
+            f.write_all(&header)?;
+            f.write_all(&payload[start..])?;
+            drop(f);
+            fs::rename(&part, &target)?;
+            return Ok(Some(stamp));
         }
         let mut f = fs::File::create(&target)?;
         f.write_all(&header)?;

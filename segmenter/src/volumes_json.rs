@@ -4,7 +4,7 @@
 //!
 //! ```json
 //! {"schema": "segnode-volumes/1",
-//!  "model": {"name": "brats-synth-unet2d", "version": "0.4.0"},
+//!  "model": {"name": "brats-synth-unet2d", "version": "0.5.0"},
 //!  "input": {"kind": "nifti", "case": "BraTS-GLI-00001-000", "reference": "FLAIR",
 //!            "channels": {"FLAIR": "BraTS-GLI-00001-000-t2f.nii.gz", ...}},
 //!  "voxel_ml": 0.001,

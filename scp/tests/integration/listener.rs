@@ -213,16 +213,19 @@ fn spooled(spool: &Path) -> Vec<PathBuf> {
     out
 }
 
-/// The spooled copy of `sop` once the journal's materializer has written it.
+/// The spooled copy of `sop` once the journal's materializer has written it whole (a first
+/// copy is written in place, so a read can catch it half written: it then does not parse).
 async fn spooled_copy(spool: &Path, sop: &str) -> Vec<u8> {
     let path = spool.join(STUDY).join(SERIES).join(format!("{sop}.dcm"));
     for _ in 0..200 {
         if let Ok(bytes) = std::fs::read(&path) {
-            return bytes;
+            if bytes.len() > 132 && dicom_object::from_reader(&bytes[128..]).is_ok() {
+                return bytes;
+            }
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    panic!("{} never reached its study folder", path.display());
+    panic!("{} never reached its study folder whole", path.display());
 }
 
 /// dicom-ul's client, for what our SCU does not do: C-ECHO, and several C-STOREs on one
