@@ -512,10 +512,7 @@ impl Manifest {
             {
                 return Err(bad("geometry.spacing_mm must be positive".into()));
             }
-            let mut axes = file.geometry.mirror_axes.clone();
-            axes.sort_unstable();
-            axes.dedup();
-            if axes.len() != file.geometry.mirror_axes.len() || axes.iter().any(|&a| a > 1) {
+            if !crate::patch3d::distinct_axes_below(&file.geometry.mirror_axes, 2) {
                 return Err(bad(format!(
                     "geometry.mirror_axes {:?} must be distinct in-plane axes among 0 (rows) and 1 (columns)",
                     file.geometry.mirror_axes

@@ -128,6 +128,14 @@ pub fn mirror_combinations(axes: &[usize]) -> Vec<Vec<usize>> {
     out
 }
 
+/// Mirror axes are valid: each below `rank`, none twice. Also slice2d's `geometry.mirror_axes`.
+pub fn distinct_axes_below(axes: &[usize], rank: usize) -> bool {
+    let mut sorted = axes.to_vec();
+    sorted.sort_unstable();
+    sorted.dedup();
+    sorted.len() == axes.len() && sorted.iter().all(|&a| a < rank)
+}
+
 fn combinations(
     axes: &[usize],
     size: usize,
@@ -616,10 +624,7 @@ pub fn validate_manifest(file: &ManifestFile) -> Result<(), String> {
             ))
         }
     }
-    let mut axes = sw.mirror_axes.clone();
-    axes.sort_unstable();
-    axes.dedup();
-    if axes.len() != sw.mirror_axes.len() || axes.iter().any(|&a| a > 2) {
+    if !distinct_axes_below(&sw.mirror_axes, 3) {
         return Err(format!(
             "sliding_window.mirror_axes {:?} must be distinct axes among 0, 1, 2",
             sw.mirror_axes
