@@ -162,26 +162,29 @@ impl Spool {
             fs::write(target, payload)?;
             return Ok(None);
         };
-        if target.exists() {
+        // A correction replaces the staged copy whole: written beside it and renamed over it, so
+        // whoever reads the folder sees the old copy or the new one, never a truncated file. (A
+        // crash in between leaves a `.part`, removed at the next start; the journal still holds
+        // the record until this batch is synced.) A first copy is written in place.
+        let replacing = target.exists();
+        if replacing {
             let there = crate::provenance::read_stamp_file(&target).map(|s| s.seq);
             if there.is_some_and(|there| there > stamp.seq) {
                 return Ok(Some(stamp));
             }
-            // A correction replaces the staged copy whole: written beside it and renamed over
-            // it, so whoever reads the folder sees the old copy or the new one, never a
-            // truncated file. (A crash in between leaves a `.part`, removed at the next start;
-            // the journal still holds the record until this batch is synced.)
-            let part = self.root.join(INCOMING).join(format!("replace-{sop}.part"));
-            let mut f = fs::File::create(&part)?;
-            f.write_all(&header)?;
-            f.write_all(&payload[start..])?;
-            drop(f);
-            fs::rename(&part, &target)?;
-            return Ok(Some(stamp));
         }
-        let mut f = fs::File::create(&target)?;
+        let written = if replacing {
+            self.root.join(INCOMING).join(format!("replace-{sop}.part"))
+        } else {
+            target.clone()
+        };
+        let mut f = fs::File::create(&written)?;
         f.write_all(&header)?;
         f.write_all(&payload[start..])?;
+        drop(f);
+        if replacing {
+            fs::rename(&written, &target)?;
+        }
         Ok(Some(stamp))
     }
 
