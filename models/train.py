@@ -19,7 +19,9 @@ with cosine decay over the time budget. Augmentation: optional 96x96 crops (--cr
 slices: one input channel (a random contrast of each slice), two classes (outside / brain), a narrower
 space-to-depth U-Net (16/32/64 channels), same loss and augmentation. `--arch mask4`: the same task behind a
 4x4 space-to-depth stem (24/48/96 channels at 32 x 32 and below), measured at 0.36-0.45x the `mask` network's
-tract time (bench/e2e/RESULTS.md); a 15-minute run is not yet as good a mask as `mask`.
+tract time (bench/e2e/RESULTS.md); a 15-minute run is not yet as good a mask as `mask`. `--contrast-weights
+1,1,3,1` draws the contrast of each slice with those odds (T1, T1CE, T2, FLAIR) instead of evenly: T2 is the
+contrast the mask model is worst on (models/brain-mask-synth/README.md).
 
 `--init-onnx FILE` fine-tunes from an exported model: the network is built without BatchNorm (the export folded
 it into the convolutions) and starts from the ONNX file's weights (brats-synth-unet2d 0.4.0: 0.3.0's weights
@@ -259,6 +261,8 @@ def main():
     ap.add_argument("--crop-prob", type=float, default=0.0, help="fraction of batches trained on 96x96 crops")
     ap.add_argument("--recalibrate", action="store_true", help="export: re-estimate BatchNorm stats on --data")
     ap.add_argument("--arch", choices=sorted(ARCHS), default="unet", help="network (kept in the checkpoint)")
+    ap.add_argument("--contrast-weights", default=None,
+                    help="one-channel (mask) archs: relative odds of T1,T1CE,T2,FLAIR per slice (default: equal)")
     ap.add_argument("--init-onnx", default=None,
                     help="fine-tune: start from this exported ONNX (BatchNorm folded; the network has no BatchNorm)")
     a = ap.parse_args()
@@ -291,6 +295,11 @@ def main():
     budget = a.minutes * 60
     last_ck = t0
     gen = torch.Generator().manual_seed(a.seed)
+    odds = None
+    if a.contrast_weights:
+        odds = torch.tensor([float(w) for w in a.contrast_weights.split(",")])
+        if odds.numel() != 4 or bool((odds < 0).any()) or float(odds.sum()) <= 0:
+            ap.error("--contrast-weights takes four non-negative odds (T1,T1CE,T2,FLAIR), not all zero")
     hist = []
     while time.time() - t0 < budget:
         xs, ys = load_data(a.data, loaded)
@@ -307,7 +316,9 @@ def main():
             idx = perm[bi:bi + a.batch]
             x = xs[idx].float()
             if ARCHS[arch].get("cin", 4) == 1:  # brain-mask model: a random contrast per slice
-                x = x[torch.arange(len(idx)), torch.randint(x.shape[1], (len(idx),), generator=gen)][:, None]
+                pick = (torch.multinomial(odds, len(idx), replacement=True, generator=gen) if odds is not None
+                        else torch.randint(x.shape[1], (len(idx),), generator=gen))
+                x = x[torch.arange(len(idx)), pick][:, None]
             x, y = augment(x, ys[idx])
             model.train()
             logits = model(x)
