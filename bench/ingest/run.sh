@@ -5,6 +5,10 @@
 #   bench/ingest/run.sh [N]          N instances (default 500), ROUNDS=3 rounds each receiver
 #   ASSOCIATIONS=4 bench/ingest/run.sh   the same files over 4 storescu associations at once
 #                                        (storescp then runs with --fork)
+#   ORTHANC=1 bench/ingest/run.sh        Orthanc (1.10, its defaults: each storage file synced, the
+#                                        SQLite index not synced per instance) as a fourth receiver in
+#                                        every round, and the ratio segnode / Orthanc (issue 19's record
+#                                        of the peers a user would pick instead; plain TCP only)
 #   TLS=1 bench/ingest/run.sh            DICOM TLS on every side (issue 16): storescu +tls against
 #                                        storescp +tls and against segnode --tls-cert/--tls-key
 #                                        (plain TCP off), mutual TLS on both (a client certificate
@@ -51,6 +55,10 @@ if [[ -z "${_INGEST_IN_NETNS:-}" ]]; then
         # dcmtk's, not the peers venv's pynetdicom apps of the same name
         command -v "$t" >/dev/null || { echo "dcmtk's $t is missing: apt-get install dcmtk" >&2; exit 1; }
     done
+    if [[ -n "${ORTHANC:-}" ]]; then
+        command -v Orthanc >/dev/null || { echo "ORTHANC=1 needs Orthanc: apt-get install orthanc" >&2; exit 1; }
+        [[ -z "${TLS:-}" ]] || { echo "ORTHANC=1 runs over plain TCP only: unset TLS" >&2; exit 1; }
+    fi
     [[ -x "$PY" ]] || { echo "$PY missing: run scripts/install-test-deps.sh" >&2; exit 1; }
     if [[ -n "${TLS:-}" ]]; then
         command -v openssl >/dev/null || { echo "TLS=1 needs openssl: apt-get install openssl" >&2; exit 1; }
@@ -211,6 +219,34 @@ round_storescp() {
     [[ "$got" -eq "$N" ]] || { echo "storescp: $got of $N instances arrived" >&2; return 1; }
 }
 
+# Orthanc with its default durability (StorageCompression off, SyncStorageArea on) and the same
+# maximum PDU; no HTTP server, no plugins. TCP_NODELAY=1 reaches the DCMTK inside Orthanc as it
+# does storescp: without it each C-STORE response waited for the peer's delayed ACK (~40 ms,
+# 21 instances/s in a first run)
+round_orthanc() {
+    local port dir pid got
+    port=$(free_port)
+    dir="$WORK/orthanc-data"
+    rm -rf "$dir"
+    mkdir -p "$dir"
+    cat >"$dir/orthanc.json" <<JSON
+{ "Name": "BENCH", "StorageDirectory": "$dir/storage", "IndexDirectory": "$dir/index",
+  "DicomAet": "ORTHANC", "DicomPort": $port, "DicomCheckCalledAet": false,
+  "DicomAlwaysAllowEcho": true, "DicomAlwaysAllowStore": true, "MaximumPduLength": $PDU,
+  "HttpServerEnabled": false, "RemoteAccessAllowed": false, "StorageCompression": false,
+  "SyncStorageArea": true, "Plugins": [] }
+JSON
+    TCP_NODELAY=1 Orthanc "$dir/orthanc.json" >"$WORK/orthanc.log" 2>&1 &
+    pid=$!
+    PIDS+=("$pid")
+    wait_ready "$port" ORTHANC || return 1
+    SECS=$(send "$port" ORTHANC) || return 1
+    stop "$pid"
+    got=$(find "$dir/storage" -type f | wc -l)
+    rm -rf "$dir"
+    [[ "$got" -eq "$N" ]] || { echo "Orthanc: $got of $N instances arrived" >&2; return 1; }
+}
+
 # storescu against a receiver that stores nothing: the floor for every receiver
 round_floor() {
     local port pid
@@ -297,15 +333,17 @@ printf '%-6s %-9s %9s %11s %9s\n' round receiver seconds inst/s MB/s
 SEG=()
 SCP=()
 FLOOR=()
+ORT=()
 rate() { echo "$N / $1" | bc -l | xargs printf '%.1f'; }
 mbs() { echo "$BYTES / 1000000 / $1" | bc -l | xargs printf '%.1f'; }
 for r in $(seq 1 "$ROUNDS"); do
-    # alternate which receiver goes first, so neither always gets the warmer cache
-    case $((r % 3)) in
-        1) order="segnode storescp floor" ;;
-        2) order="storescp floor segnode" ;;
-        0) order="floor segnode storescp" ;;
-    esac
+    # rotate which receiver goes first, so none always gets the warmer cache
+    receivers=(segnode storescp floor)
+    [[ -z "${ORTHANC:-}" ]] || receivers+=(orthanc)
+    order=""
+    for i in $(seq 0 $((${#receivers[@]} - 1))); do
+        order="$order ${receivers[$(((r - 1 + i) % ${#receivers[@]}))]}"
+    done
     for who in $order; do
         # start every round with no dirty pages left by the previous one: storescp does not
         # sync, so writeback of its files could otherwise fall into the next receiver's round
@@ -317,6 +355,7 @@ for r in $(seq 1 "$ROUNDS"); do
             segnode) SEG+=("$s") ;;
             storescp) SCP+=("$s") ;;
             floor) FLOOR+=("$s") ;;
+            orthanc) ORT+=("$s") ;;
         esac
     done
 done
@@ -327,6 +366,11 @@ scp_med=$(median "${SCP[@]}")
 echo "median  segnode   $(printf '%9.3f' "$seg_med") $(printf '%11s' "$(rate "$seg_med")") $(printf '%9s' "$(mbs "$seg_med")")"
 echo "median  storescp  $(printf '%9.3f' "$scp_med") $(printf '%11s' "$(rate "$scp_med")") $(printf '%9s' "$(mbs "$scp_med")")"
 echo "ratio segnode / storescp (median instances/s): $(echo "$scp_med / $seg_med" | bc -l | xargs printf '%.2f')"
+if [[ -n "${ORTHANC:-}" ]]; then
+    ort_med=$(median "${ORT[@]}")
+    echo "median  orthanc   $(printf '%9.3f' "$ort_med") $(printf '%11s' "$(rate "$ort_med")") $(printf '%9s' "$(mbs "$ort_med")")"
+    echo "ratio segnode / Orthanc (median instances/s): $(echo "$ort_med / $seg_med" | bc -l | xargs printf '%.2f')"
+fi
 
 disk_probe "after the rounds"
 echo "load average at end: $(cut -d' ' -f1-3 /proc/loadavg)"
