@@ -27,7 +27,7 @@ sys.path.insert(0, str(ROOT / "models"))
 
 from highdicom.sr.coding import CodedConcept  # noqa: E402
 from monai.deploy.conditions import CountCondition  # noqa: E402
-from monai.deploy.core import AppContext, Application, Image, Operator, OperatorSpec  # noqa: E402
+from monai.deploy.core import Application, Image, Operator, OperatorSpec  # noqa: E402
 from monai.deploy.operators.dicom_data_loader_operator import DICOMDataLoaderOperator  # noqa: E402
 from monai.deploy.operators.dicom_seg_writer_operator import (  # noqa: E402
     DICOMSegmentationWriterOperator,
@@ -126,7 +126,6 @@ def main():
     timings = {"imports_s": round(time.perf_counter() - T0, 3)}
     app = SegApp(study=a.study.resolve(), output=a.output.resolve(), model_folder=a.model.resolve(),
                  timings=timings)
-    AppContext({})  # the SDK's context defaults; paths are given to the operators directly
     app.run()
     timings["total_s"] = round(time.perf_counter() - T0, 3)
     segs = sorted(a.output.glob("*.dcm"))
