@@ -163,7 +163,20 @@ send() { # port aet -> prints seconds
     echo "$t1 - $t0" | bc -l
 }
 
-# one round against one receiver; sets SECS (not run in a subshell, so the EXIT trap sees PIDS)
+# one timed run against a receiver started as `pid` on `port`: wait for its C-ECHO, time the
+# storescu command(s) into SECS, stop it (not run in a subshell, so the EXIT trap sees PIDS)
+measure() { # pid port aet
+    PIDS+=("$1")
+    wait_ready "$2" "$3" || return 1
+    SECS=$(send "$2" "$3") || return 1
+    stop "$1"
+}
+
+arrived() { # receiver count
+    [[ "$2" -eq "$N" ]] || { echo "$1: $2 of $N instances arrived" >&2; return 1; }
+}
+
+# one round against one receiver; sets SECS
 round_segnode() {
     local port dir pid got
     port=$(free_port)
@@ -180,13 +193,10 @@ round_segnode() {
     ${WRAP:-} "$SEGNODE_BIN" serve --data-dir "$dir" --bind 127.0.0.1 "${SEG_LISTEN[@]}" --http off \
         --aet SEGNODE --max-pdu $PDU --quiet-period 600 >"$WORK/segnode.log" 2>&1 &
     pid=$!
-    PIDS+=("$pid")
-    wait_ready "$port" SEGNODE || return 1
-    SECS=$(send "$port" SEGNODE) || return 1
+    measure "$pid" "$port" SEGNODE || return 1
     # counted after a graceful stop: acknowledged instances sit in the ingest journal until
     # the stream pauses, and the stop moves them into their study folders, and since the drain
     # on SIGTERM (issue 13) stages them into the store: count distinct instances in both
-    stop "$pid"
     got=$(find "$dir/spool" "$dir/store/incoming" -name '*.dcm' -not -path '*/.incoming/*' \
         -not -path '*/jobs/*' -printf '%f\n' 2>/dev/null | sort -u | wc -l)
     if [[ -n "${WARM:-}" ]]; then
@@ -197,7 +207,7 @@ round_segnode() {
     else
         rm -rf "$dir"
     fi
-    [[ "$got" -eq "$N" ]] || { echo "segnode: $got of $N instances arrived" >&2; return 1; }
+    arrived segnode "$got"
 }
 
 round_storescp() {
@@ -210,13 +220,10 @@ round_storescp() {
     (( ASSOCIATIONS > 1 )) && fork=(--fork) # one process per association, so they run at once
     TCP_NODELAY=1 storescp "${fork[@]}" "${SCP_TLS[@]}" -aet BENCHSCP -pdu $PDU -od "$dir" "$port" >"$WORK/storescp.log" 2>&1 &
     pid=$!
-    PIDS+=("$pid")
-    wait_ready "$port" BENCHSCP || return 1
-    SECS=$(send "$port" BENCHSCP) || return 1
+    measure "$pid" "$port" BENCHSCP || return 1
     got=$(find "$dir" -type f | wc -l)
-    stop "$pid"
     rm -rf "$dir"
-    [[ "$got" -eq "$N" ]] || { echo "storescp: $got of $N instances arrived" >&2; return 1; }
+    arrived storescp "$got"
 }
 
 # Orthanc with its default durability (StorageCompression off, SyncStorageArea on) and the same
@@ -238,13 +245,10 @@ round_orthanc() {
 JSON
     TCP_NODELAY=1 Orthanc "$dir/orthanc.json" >"$WORK/orthanc.log" 2>&1 &
     pid=$!
-    PIDS+=("$pid")
-    wait_ready "$port" ORTHANC || return 1
-    SECS=$(send "$port" ORTHANC) || return 1
-    stop "$pid"
+    measure "$pid" "$port" ORTHANC || return 1
     got=$(find "$dir/storage" -type f | wc -l)
     rm -rf "$dir"
-    [[ "$got" -eq "$N" ]] || { echo "Orthanc: $got of $N instances arrived" >&2; return 1; }
+    arrived Orthanc "$got"
 }
 
 # storescu against a receiver that stores nothing: the floor for every receiver
@@ -255,10 +259,7 @@ round_floor() {
     (( ASSOCIATIONS > 1 )) && fork=(--fork)
     TCP_NODELAY=1 storescp "${fork[@]}" "${SCP_TLS[@]}" --ignore -aet BENCHSCP -pdu $PDU "$port" >"$WORK/floor.log" 2>&1 &
     pid=$!
-    PIDS+=("$pid")
-    wait_ready "$port" BENCHSCP || return 1
-    SECS=$(send "$port" BENCHSCP) || return 1
-    stop "$pid"
+    measure "$pid" "$port" BENCHSCP || return 1
 }
 
 echo "ingest: $N instances, $(echo "$BYTES / 1000000" | bc -l | xargs printf '%.1f') MB" \
