@@ -26,6 +26,13 @@
 # the staged instances and the re-send registry included, is removed between rounds, so every
 # round stores all N instances again).
 #
+# With one association each round also prints the receiver's CPU per instance (user + system of
+# its process, every thread: segnode's journal materializer included), and the end the medians'
+# ratio segnode / storescp (issue 19's "CPU per instance"). On this VM both receivers' system time
+# grows from round to round as the page cache fills (storescp 0.37 -> 0.93 ms over six runs in
+# session 17): bench/ingest/cpu.sh empties the cache before every run and splits segnode's CPU
+# between the acknowledgement path and the journal materializer; take its figure for the ratio.
+#
 # A third receiver, storescp --ignore (receives, stores nothing), gives the floor: storescu, the
 # network and DIMSE alone. With the disk's fdatasync for one 132 KB append (probed before and after
 # the rounds) it bounds what any receiver that syncs every instance can reach on this machine:
@@ -165,12 +172,25 @@ send() { # port aet -> prints seconds
 
 # one timed run against a receiver started as `pid` on `port`: wait for its C-ECHO, time the
 # storescu command(s) into SECS, stop it (not run in a subshell, so the EXIT trap sees PIDS)
+# With one association (and no WRAP) it also sets CPUMS: the receiver's CPU (user + system, every
+# thread) per instance from the start of the send to 0.5 s after its end (segnode's journal
+# materializer writes its last batch when the stream pauses); "-" otherwise.
 measure() { # pid port aet
     PIDS+=("$1")
     wait_ready "$2" "$3" || return 1
+    local c0
+    c0=$(cpu_ticks "$1")
     SECS=$(send "$2" "$3") || return 1
+    CPUMS=-
+    if (( ASSOCIATIONS == 1 )) && [[ -z "${WRAP:-}" ]]; then
+        sleep 0.5
+        CPUMS=$(echo "($(cpu_ticks "$1") - $c0) * 1000 / $HZ / $N" | bc -l | xargs printf '%.3f')
+    fi
     stop "$1"
 }
+
+HZ=$(getconf CLK_TCK)
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 
 arrived() { # receiver count
     [[ "$2" -eq "$N" ]] || { echo "$1: $2 of $N instances arrived" >&2; return 1; }
@@ -330,9 +350,11 @@ PYEOF
 
 rm -f "$WORK/fdatasync-ms" "$WORK/direct-ms"
 disk_probe "before the rounds"
-printf '%-6s %-9s %9s %11s %9s\n' round receiver seconds inst/s MB/s
+printf '%-6s %-9s %9s %11s %9s %13s\n' round receiver seconds inst/s MB/s "cpu ms/inst"
 SEG=()
 SCP=()
+SEGC=()
+SCPC=()
 FLOOR=()
 ORT=()
 rate() { echo "$N / $1" | bc -l | xargs printf '%.1f'; }
@@ -351,10 +373,10 @@ for r in $(seq 1 "$ROUNDS"); do
         sync
         "round_$who" || exit 1
         s=$SECS
-        printf '%-6s %-9s %9.3f %11s %9s\n' "$r" "$who" "$s" "$(rate "$s")" "$(mbs "$s")"
+        printf '%-6s %-9s %9.3f %11s %9s %13s\n' "$r" "$who" "$s" "$(rate "$s")" "$(mbs "$s")" "$CPUMS"
         case $who in
-            segnode) SEG+=("$s") ;;
-            storescp) SCP+=("$s") ;;
+            segnode) SEG+=("$s"); SEGC+=("$CPUMS") ;;
+            storescp) SCP+=("$s"); SCPC+=("$CPUMS") ;;
             floor) FLOOR+=("$s") ;;
             orthanc) ORT+=("$s") ;;
         esac
@@ -367,6 +389,12 @@ scp_med=$(median "${SCP[@]}")
 echo "median  segnode   $(printf '%9.3f' "$seg_med") $(printf '%11s' "$(rate "$seg_med")") $(printf '%9s' "$(mbs "$seg_med")")"
 echo "median  storescp  $(printf '%9.3f' "$scp_med") $(printf '%11s' "$(rate "$scp_med")") $(printf '%9s' "$(mbs "$scp_med")")"
 echo "ratio segnode / storescp (median instances/s): $(echo "$scp_med / $seg_med" | bc -l | xargs printf '%.2f')"
+if [[ "${SEGC[0]}" != - ]]; then
+    segc_med=$(median "${SEGC[@]}")
+    scpc_med=$(median "${SCPC[@]}")
+    echo "CPU per instance (median): segnode $(printf '%.3f' "$segc_med") ms, storescp $(printf '%.3f' "$scpc_med") ms:" \
+        "segnode / storescp $(echo "$segc_med / $scpc_med" | bc -l | xargs printf '%.2f')"
+fi
 if [[ -n "${ORTHANC:-}" ]]; then
     ort_med=$(median "${ORT[@]}")
     echo "median  orthanc   $(printf '%9.3f' "$ort_med") $(printf '%11s' "$(rate "$ort_med")") $(printf '%9s' "$(mbs "$ort_med")")"
