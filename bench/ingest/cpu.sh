@@ -17,8 +17,9 @@
 # provenance digest: work storescp does not do), wall time of the storescu run, minor page faults.
 # storescp (`-od`, one file per instance, no fsync) is issue 19's reference for "CPU per
 # instance". `bench/ingest/run.sh` prints the receivers' CPU too, but with the page cache as the
-# rounds leave it and without the split; this script is also for comparisons of builds (build a second binary with `CARGO_PROFILE_RELEASE_STRIP=none` for symbols
-# in perf; give the binaries different file names, the label is the name). On a shared VM the
+# rounds leave it and without the split. This script is also for comparisons of builds (build a
+# second binary with `CARGO_PROFILE_RELEASE_STRIP=none` for symbols in perf; give the binaries
+# different file names: the label is the name). On a shared VM the
 # system time of the same binary varies a lot between consecutive runs: compare receivers only
 # within one invocation, and prefer the perf profile's shares to the totals.
 #
@@ -136,7 +137,7 @@ for r in $(seq "$ROUNDS"); do
     done
 done
 # The ratio issue 19 names: each binary's median CPU per instance against storescp's, same run.
-awk '{ split($1, a, "-"); k = $1; sub(/-[0-9]+$/, "", k); cpu[k] = cpu[k] " " $7; rest[k] = rest[k] " " $12 }
+awk '{ k = $1; sub(/-[0-9]+$/, "", k); cpu[k] = cpu[k] " " $7; rest[k] = rest[k] " " $12 }
     function median(list,   v, n, i, j, t) {
         n = split(list, v, " ")
         for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (v[j] + 0 < v[i] + 0) { t = v[i]; v[i] = v[j]; v[j] = t }

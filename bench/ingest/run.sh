@@ -27,9 +27,9 @@
 # round stores all N instances again).
 #
 # With one association each round also prints the receiver's CPU per instance (user + system of
-# its process, every thread: segnode's journal materializer included), and the end the medians'
+# its process, every thread: segnode's journal materializer included), and at the end the medians'
 # ratio segnode / storescp (issue 19's "CPU per instance"). On this VM both receivers' system time
-# grows from round to round as the page cache fills (storescp 0.37 -> 0.93 ms over six runs in
+# grows from round to round as the page cache fills (storescp 0.37 -> 0.99 ms over six runs in
 # session 17): bench/ingest/cpu.sh empties the cache before every run and splits segnode's CPU
 # between the acknowledgement path and the journal materializer; take its figure for the ratio.
 #
