@@ -102,7 +102,8 @@ ARCHS = {
     "unet": dict(ch=CH, stem=1),
     "s2d": dict(ch=(24, 48, 96), stem=2),
     "mask": dict(cin=1, ncls=2, ch=(16, 32, 64), stem=2),
-    # brain-mask-synth 0.2.0: a 4x4 space-to-depth stem (16 channels at 32 x 32) in front of the tumour model's
+    # a candidate for brain-mask-synth 0.2.0, not shipped (bench/e2e/RESULTS.md; 0.2.0 and 0.3.0 are "mask"): a 4x4
+    # space-to-depth stem (16 channels at 32 x 32) in front of the tumour model's
     # 24/48/96 levels: a quarter of the tumour model's multiply-adds, at the channel widths tract runs well
     # (0.1.0's 16-channel level at 64 x 64 cost about as much as the whole tumour model, bench/e2e/RESULTS.md).
     "mask4": dict(cin=1, ncls=2, ch=(24, 48, 96), stem=4),
