@@ -31,6 +31,7 @@ BIN="${SEGNODE_BIN:-$CARGO_TARGET_DIR/release/segnode}"
 CACHE="${XDG_CACHE_HOME:-$HOME/.cache}/segnode"
 REF="$CACHE/venv-ref-v1"
 VENV="$CACHE/venv-monai-deploy-v1"
+source "$ROOT/bench/lib.sh"
 
 [[ -x /usr/bin/time ]] || { echo "/usr/bin/time is missing: apt-get install time" >&2; exit 1; }
 [[ -f "$REF/.segnode-ref-v1" ]] || { echo "$REF missing: run scripts/install-test-deps.sh" >&2; exit 1; }
@@ -79,7 +80,6 @@ run_monai() { # round
 for r in $(seq 1 "$ROUNDS"); do
     if (( r % 2 )); then run_segnode "$r"; run_monai "$r"; else run_monai "$r"; run_segnode "$r"; fi
 done
-median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2}'; }
 ss=$(median "${SEG_S[@]}") sm=$(median "${SEG_M[@]}") ms=$(median "${MD_S[@]}") mm=$(median "${MD_M[@]}")
 echo "median segnode      $(printf '%6.2f' "$ss") s  $(printf '%6.0f' "$(echo "$sm / 1024" | bc -l)") MB"
 echo "median MONAI Deploy $(printf '%6.2f' "$ms") s  $(printf '%6.0f' "$(echo "$mm / 1024" | bc -l)") MB"

@@ -41,15 +41,8 @@ done
 [[ -x "$PY" ]] || { echo "$PY missing: run scripts/install-test-deps.sh" >&2; exit 1; }
 [[ -z "${PERF:-}" ]] || command -v perf >/dev/null || { echo "PERF=1 needs perf: apt-get install linux-perf" >&2; exit 1; }
 for b in "$@"; do [[ -x "$b" ]] || { echo "$b: not an executable" >&2; exit 1; }; done
-# storescp 3.6.7 cannot be told to bind 127.0.0.1: run everything in a private network namespace
-# (loopback only) where the kernel allows it, as run.sh does.
-if [[ -z "${_CPU_IN_NETNS:-}" ]]; then
-    export _CPU_IN_NETNS=1
-    if unshare -n true 2>/dev/null; then
-        exec unshare -n bash -c 'ip link set lo up && exec "$0" "$@"' "$0" "$@"
-    fi
-    echo "warning: no private network namespace; storescp will listen on 0.0.0.0" >&2
-fi
+source "$ROOT/bench/lib.sh"
+in_private_netns _CPU_IN_NETNS "$@"
 
 mkdir -p "$WORK"
 make_input() { # folder count seed
@@ -112,17 +105,21 @@ run_one() { # binary or "storescp", label
     m1=$(thread_ticks "$sp" journal-materia)
     if [[ -n "$pp" ]]; then kill -INT "$pp"; wait "$pp" || true; fi
     kill "$sp"; wait "$sp" || true
-    local tick; tick=$(getconf CLK_TCK)
-    awk -v l="$label" -v u=$((u1 - u0)) -v s=$((s1 - s0)) -v f=$((f1 - f0)) -v m=$((m1 - m0)) \
-        -v w="$(echo "$t1 - $t0" | bc -l)" -v n="$N" -v hz="$tick" 'BEGIN {
-            printf "%-28s user %.3f  sys %.3f  cpu %.3f  (materializer %.3f, the rest %.3f)  wall %.3f ms/instance  minflt %.1f/instance\n",
-            l, u * 1000 / hz / n, s * 1000 / hz / n, (u + s) * 1000 / hz / n, m * 1000 / hz / n,
-            (u + s - m) * 1000 / hz / n, w * 1000 / n, f / n }' | tee -a "$WORK/cpu-results.txt"
+    # the CPU per instance of this run, for the medians (RUN_REST: without the materializer)
+    RUN_CPU=$(per_instance $((u1 - u0 + s1 - s0)))
+    RUN_REST=$(per_instance $((u1 - u0 + s1 - s0 - m1 + m0)))
+    printf '%-28s user %.3f  sys %.3f  cpu %.3f  (materializer %.3f, the rest %.3f)  wall %.3f ms/instance  minflt %.1f/instance\n' \
+        "$label" "$(per_instance $((u1 - u0)))" "$(per_instance $((s1 - s0)))" "$RUN_CPU" \
+        "$(per_instance $((m1 - m0)))" "$RUN_REST" "$(echo "($t1 - $t0) * 1000 / $N" | bc -l)" \
+        "$(echo "($f1 - $f0) / $N" | bc -l)"
 }
 
+HZ=$(getconf CLK_TCK)
+per_instance() { echo "$1 * 1000 / $HZ / $N" | bc -l; } # CPU ticks -> ms per instance
+
 echo "CPU per instance: $N x 132 KB over one association after a 500-instance warm-up; $ROUNDS rounds, receivers alternating (storescp: the same run's reference)"
-: >"$WORK/cpu-results.txt"
 receivers=("$@" storescp)
+declare -A CPU REST # receiver's label -> its runs' CPU per instance
 for r in $(seq "$ROUNDS"); do
     # the order rotates from round to round, and every run starts with no dirty pages left by
     # the one before (storescp does not sync: its writeback would fall into the next run)
@@ -133,21 +130,21 @@ for r in $(seq "$ROUNDS"); do
         # and, where allowed (root), with the page cache emptied: on this VM both receivers' system
         # time per instance otherwise grows from run to run as the cache fills (2x over 6 rounds)
         [[ ! -w /proc/sys/vm/drop_caches ]] || echo 3 >/proc/sys/vm/drop_caches
-        run_one "$b" "$(basename "$b")-$r"
+        k=$(basename "$b")
+        run_one "$b" "$k-$r"
+        CPU[$k]+=" $RUN_CPU"
+        REST[$k]+=" $RUN_REST"
     done
 done
 # The ratio issue 19 names: each binary's median CPU per instance against storescp's, same run.
-awk '{ k = $1; sub(/-[0-9]+$/, "", k); cpu[k] = cpu[k] " " $7; rest[k] = rest[k] " " $12 }
-    function median(list,   v, n, i, j, t) {
-        n = split(list, v, " ")
-        for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (v[j] + 0 < v[i] + 0) { t = v[i]; v[i] = v[j]; v[j] = t }
-        return n % 2 ? v[(n + 1) / 2] : (v[n / 2] + v[n / 2 + 1]) / 2
-    }
-    END {
-        ref = median(cpu["storescp"])
-        printf "median CPU per instance: storescp %.3f ms\n", ref
-        for (k in cpu) if (k != "storescp")
-            printf "  %-26s %.3f ms = %.2fx storescp (without the materializer: %.3f ms = %.2fx)\n",
-                k, median(cpu[k]), median(cpu[k]) / ref, median(rest[k]), median(rest[k]) / ref
-    }' "$WORK/cpu-results.txt"
+# shellcheck disable=SC2086 # the lists are split into their numbers on purpose
+ref=$(median ${CPU[storescp]})
+printf 'median CPU per instance: storescp %.3f ms\n' "$ref"
+for b in "$@"; do
+    k=$(basename "$b")
+    # shellcheck disable=SC2086
+    c=$(median ${CPU[$k]}) rest=$(median ${REST[$k]})
+    printf '  %-26s %.3f ms = %.2fx storescp (without the materializer: %.3f ms = %.2fx)\n' \
+        "$k" "$c" "$(echo "$c / $ref" | bc -l)" "$rest" "$(echo "$rest / $ref" | bc -l)"
+done
 echo "load average at end: $(cut -d' ' -f1-3 /proc/loadavg)"

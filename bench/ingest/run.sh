@@ -55,6 +55,7 @@ PY="$ROOT/.venv-peers/bin/python"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target/fdn}"
 BIN="${SEGNODE_BIN:-$CARGO_TARGET_DIR/release/segnode}"
 PDU=131072
+source "$ROOT/bench/lib.sh"
 
 # ---- set-up (host namespace: may build, may need the network) -------------------------
 if [[ -z "${_INGEST_IN_NETNS:-}" ]]; then
@@ -99,11 +100,8 @@ if [[ -z "${_INGEST_IN_NETNS:-}" ]]; then
         "$PY" "$ROOT/conformance/tools/make_series.py" "$INPUT" --size 256 --slices "$slices" \
             --series "$series" --seed 7 >/dev/null
     fi
-    export _INGEST_IN_NETNS=1 SEGNODE_BIN="$BIN"
-    if unshare -n true 2>/dev/null; then
-        exec unshare -n bash -c 'ip link set lo up && exec "$0" "$@"' "$0" "$@"
-    fi
-    echo "warning: no private network namespace; storescp will listen on 0.0.0.0" >&2
+    export SEGNODE_BIN="$BIN"
+    in_private_netns _INGEST_IN_NETNS "$@"
 fi
 
 # ---- measurement ------------------------------------------------------------------------
@@ -383,7 +381,6 @@ for r in $(seq 1 "$ROUNDS"); do
     done
 done
 
-median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2}'; }
 seg_med=$(median "${SEG[@]}")
 scp_med=$(median "${SCP[@]}")
 echo "median  segnode   $(printf '%9.3f' "$seg_med") $(printf '%11s' "$(rate "$seg_med")") $(printf '%9s' "$(mbs "$seg_med")")"
