@@ -27,6 +27,10 @@ contrast the mask model is worst on (models/brain-mask-synth/README.md).
 it into the convolutions) and starts from the ONNX file's weights (brats-synth-unet2d 0.4.0: 0.3.0's weights
 fine-tuned on models/synth/make_head_training_set.py, heads stripped as the brain-extraction stage does).
 
+`--arch s2d-wide --widen-from FILE`: the s2d network a third wider (32/64/128 channels), started from an s2d
+export widened without changing its function (Net2WiderNet, `widen`), then fine-tuned like `--init-onnx`:
+more capacity for heads with motion ghosting without giving up what the narrow network knows (issue 14).
+
 The training run is wall-clock limited (--minutes) and checkpoints every few minutes, so a partial run is usable.
 The data directory is rescanned every "epoch" so training can start while the generator still runs.
 """
@@ -107,6 +111,9 @@ ARCHS = {
     # 24/48/96 levels: a quarter of the tumour model's multiply-adds, at the channel widths tract runs well
     # (0.1.0's 16-channel level at 64 x 64 cost about as much as the whole tumour model, bench/e2e/RESULTS.md).
     "mask4": dict(cin=1, ncls=2, ch=(24, 48, 96), stem=4),
+    # the s2d network a third wider (32/64/128 channels), grown from an s2d export by --widen-from (issue 14,
+    # session 18; brats-synth-unet2d 0.6.0)
+    "s2d-wide": dict(ch=(32, 64, 128), stem=2),
 }
 
 
@@ -123,6 +130,58 @@ def load_onnx_weights(model, path):
         raise SystemExit(f"{path}: no initializer for {missing[:5]} (have {sorted(init)[:8]} ...)")
     model.load_state_dict({k: torch.from_numpy(init[k].copy()).reshape(sd[k].shape) for k in sd})
     return model
+
+
+def widen(old, new, seed=0, noise=0.01):
+    """Net2WiderNet (Chen et al., ICLR 2016) for UNet2D without BatchNorm: load `old`'s weights into the wider `new`
+    (same depth and stem, more channels per level) so that `new` computes the same function. Channel c of a widened
+    feature map is a copy of old channel m[c] (the old channels in order, then copies drawn at random); the layer
+    that produces the map copies that filter (a copy's filter plus `noise` x the layer's weight std, so copies can
+    diverge in training), every layer that reads it divides the copied input weights by the number of copies."""
+    g = torch.Generator().manual_seed(seed)
+    so, sn = old.state_dict(), new.state_dict()
+    # (module, feature maps it reads (concatenated in this order), feature map it writes), in the forward's order
+    plan, cin, n = [], None, len(old.enc)
+    for i in range(n):
+        plan += [(f"enc.{i}.0", [cin], f"e{i}a"), (f"enc.{i}.2", [f"e{i}a"], f"e{i}")]
+        cin = f"e{i}"
+    for k in range(len(old.up)):
+        plan += [(f"up.{k}", [cin], f"u{k}"), (f"dec.{k}.0", [f"u{k}", f"e{n - 2 - k}"], f"d{k}a"),
+                 (f"dec.{k}.2", [f"d{k}a"], f"d{k}")]
+        cin = f"d{k}"
+    plan.append(("head", [cin], None))
+    maps = {}  # feature map -> (old channel of each new channel, copies of each old channel)
+    for name, _, outs in plan:
+        if outs is not None:
+            n_old, n_new = so[name + ".bias"].shape[0], sn[name + ".bias"].shape[0]
+            m = torch.cat([torch.arange(n_old), torch.randint(n_old, (n_new - n_old,), generator=g)])
+            maps[outs] = (m, torch.bincount(m, minlength=n_old).float())
+    state = {}
+    for name, ins, outs in plan:
+        w, b = so[name + ".weight"], so[name + ".bias"]
+        transposed = name.startswith("up.")  # ConvTranspose2d weights are [in, out, kh, kw]
+        if transposed:
+            w = w.transpose(0, 1)
+        parts, off = [], 0
+        for sp in ins:
+            if sp is None:  # the network's input: unchanged
+                parts.append(w)
+                break
+            m, cnt = maps[sp]
+            k = len(cnt)
+            parts.append(w[:, off:off + k][:, m] / cnt[m].view(1, -1, 1, 1))
+            off += k
+        w = torch.cat(parts, 1)
+        if outs is not None:
+            m, cnt = maps[outs]
+            w, b = w[m].clone(), b[m].clone()
+            copies = (torch.arange(len(m)) >= len(cnt)).float().view(-1, 1, 1, 1)
+            w += noise * w.std() * torch.randn(w.shape, generator=g) * copies
+        if transposed:
+            w = w.transpose(0, 1)
+        state[name + ".weight"], state[name + ".bias"] = w.contiguous(), b
+    new.load_state_dict(state)
+    return new
 
 
 def load_data(d, loaded):
@@ -266,6 +325,8 @@ def main():
                     help="one-channel (mask) archs: relative odds of T1,T1CE,T2,FLAIR per slice (default: equal)")
     ap.add_argument("--init-onnx", default=None,
                     help="fine-tune: start from this exported ONNX (BatchNorm folded; the network has no BatchNorm)")
+    ap.add_argument("--widen-from", default=None,
+                    help="with --arch s2d-wide: start from this s2d ONNX export, widened without changing its function")
     a = ap.parse_args()
     if a.export_only:
         export(a.ckpt, a.onnx, data=a.data if a.recalibrate else None)
@@ -276,13 +337,21 @@ def main():
     arch = a.arch
     if a.resume and os.path.exists(a.ckpt):
         arch = torch.load(a.ckpt, map_location="cpu").get("arch", "unet")
-    bn = a.init_onnx is None
+    bn = a.init_onnx is None and a.widen_from is None
     if a.resume and os.path.exists(a.ckpt):
         bn = torch.load(a.ckpt, map_location="cpu").get("bn", True)
     model = UNet2D(**ARCHS[arch], bn=bn)
     if a.init_onnx and not a.resume:
         load_onnx_weights(model, a.init_onnx)
         print("initialised from", a.init_onnx, flush=True)
+    if a.widen_from and not a.resume:
+        narrow = load_onnx_weights(UNet2D(**ARCHS["s2d"], bn=False), a.widen_from)
+        widen(narrow, model, seed=a.seed)
+        x = torch.randn(2, 4, SIZE, SIZE)
+        with torch.no_grad():
+            err = float((narrow(x) - model(x)).abs().max())
+        print("widened", a.widen_from, "max |logit difference| from it (the copies' noise):", f"{err:.2e}",
+              flush=True)
     opt = torch.optim.Adam(model.parameters(), lr=a.lr)
     step = 0
     if a.resume and os.path.exists(a.ckpt):
