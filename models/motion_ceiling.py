@@ -34,15 +34,15 @@ import synth  # noqa: E402
 
 def blurred_truth(r, cache, size):
     """Dice of the blurred, re-thresholded true WT mask of sweep case `r` against the sharp one (1.0 without motion)."""
-    cs = synth.make_case(r["seed"], head=True, strong_bias=r["bias"] == "strong")
+    if r["motion"] == 0:  # nothing to render, but the case must agree with the sweep
+        cs, gt = synth.make_case(r["seed"], head=True, strong_bias=r["bias"] == "strong"), None
+    else:
+        cs, _, (_, gt, _) = sweep.render_case(r["seed"], "on", r["orient"], r["thickness"], r["bias"], "drawn", size,
+                                              cache)
     if cs.head.motion != r["motion"]:
         raise SystemExit(f"seed {r['seed']}: the sweep says motion {r['motion']}, the generator draws {cs.head.motion}")
-    if r["motion"] == 0:
+    if gt is None:
         return 1.0
-    geom = sweep.geometry(cs, np.random.default_rng([r["seed"], 5]), r["orient"], r["thickness"], size)
-    path = (Path(cache) / f"sweep_{r['seed']}_on_{r['orient']}_{r['thickness']:g}_{r['bias']}_{size}.npz"
-            if cache else None)
-    _, gt, _ = ev.cached_render(path, cs, geom)
     wt = (gt > 0).astype(np.float32)
     blurred = np.stack([head.motion_blur(s, cs.head) for s in wt]) >= 0.5
     return ev.dice(blurred.astype(np.uint8), gt > 0, (1,))

@@ -45,6 +45,18 @@ def geometry(cs, rng, kind, th, size, fov=240.0, coverage=170.0):
     return synth.Geometry.centred(R, centre, size, size, px, px, n, th, th)
 
 
+def render_case(seed, skull, kind, th, bias, motion, size, cache_dir):
+    """One sweep case: (synth.Case, its Geometry, (images, labels, brain mask)), rendered or read from cache_dir
+    (None: no cache). motion: "drawn" (the head's own draw) or a half-width in pixels forced on a head."""
+    cs = synth.make_case(seed, head=skull == "on", strong_bias=bias == "strong")
+    forced = "" if motion == "drawn" or cs.head is None else f"_m{int(motion)}"
+    if forced:
+        cs.head.motion = int(motion)
+    geom = geometry(cs, np.random.default_rng([seed, 5]), kind, th, size)
+    cache = Path(cache_dir) / f"sweep_{seed}_{skull}_{kind}_{th:g}_{bias}_{size}{forced}.npz" if cache_dir else None
+    return cs, geom, ev.cached_render(cache, cs, geom)
+
+
 def summarise(rows, key):
     out = {}
     for k in ("WT", "TC", "ET"):
@@ -95,15 +107,7 @@ def main():
     for skull, kind, th, bias, motion in conds:
         for _ in range(a.seeds):
             t0 = time.time()
-            cs = synth.make_case(seed, head=skull == "on", strong_bias=bias == "strong")
-            forced = "" if motion == "drawn" or cs.head is None else f"_m{int(motion)}"
-            if forced:
-                cs.head.motion = int(motion)
-            rng = np.random.default_rng([seed, 5])
-            geom = geometry(cs, rng, kind, th, a.size)
-            cache = (Path(a.cache) / f"sweep_{seed}_{skull}_{kind}_{th:g}_{bias}_{a.size}{forced}.npz"
-                     if a.cache else None)
-            imgs, gt, gt_brain = ev.cached_render(cache, cs, geom)
+            cs, geom, (imgs, gt, gt_brain) = render_case(seed, skull, kind, th, bias, motion, a.size, a.cache)
             if a.render_only:
                 print(f"{seed} rendered {time.time() - t0:.1f}s", flush=True)
                 seed += 1
