@@ -65,7 +65,7 @@ thread_ticks() {
     local t
     for t in /proc/"$1"/task/*; do
         if [[ "$(cat "$t/comm" 2>/dev/null)" == "$2"* ]]; then
-            awk '{print $14 + $15}' "$t/stat"
+            cpu_ticks "$t"
             return
         fi
     done
@@ -114,8 +114,7 @@ run_one() { # binary or "storescp", label
         "$(echo "($f1 - $f0) / $N" | bc -l)"
 }
 
-HZ=$(getconf CLK_TCK)
-per_instance() { echo "$1 * 1000 / $HZ / $N" | bc -l; } # CPU ticks -> ms per instance
+per_instance() { ms_per_instance "$1" "$N"; } # CPU ticks of the measured stream -> ms per instance
 
 echo "CPU per instance: $N x 132 KB over one association after a 500-instance warm-up; $ROUNDS rounds, receivers alternating (storescp: the same run's reference)"
 receivers=("$@" storescp)

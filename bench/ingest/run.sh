@@ -177,18 +177,15 @@ measure() { # pid port aet
     PIDS+=("$1")
     wait_ready "$2" "$3" || return 1
     local c0
-    c0=$(cpu_ticks "$1")
+    c0=$(cpu_ticks "/proc/$1")
     SECS=$(send "$2" "$3") || return 1
     CPUMS=-
     if (( ASSOCIATIONS == 1 )) && [[ -z "${WRAP:-}" ]]; then
         sleep 0.5
-        CPUMS=$(echo "($(cpu_ticks "$1") - $c0) * 1000 / $HZ / $N" | bc -l | xargs printf '%.3f')
+        CPUMS=$(ms_per_instance $(($(cpu_ticks "/proc/$1") - c0)) "$N" | xargs printf '%.3f')
     fi
     stop "$1"
 }
-
-HZ=$(getconf CLK_TCK)
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 
 arrived() { # receiver count
     [[ "$2" -eq "$N" ]] || { echo "$1: $2 of $N instances arrived" >&2; return 1; }
